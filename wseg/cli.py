@@ -1,0 +1,39 @@
+"""Shared entry point for the stage scripts: parse flags, run, turn :class:`WsegError` into one line."""
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+from wseg.errors import WsegError
+
+
+def str2bool(value) -> bool:
+    """Parse the published scripts' ``type=bool`` spellings (``True``/``False``/``1``/``0``) correctly."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True/False), got {value!r}")
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, name: str, help: str, default: bool = False) -> None:
+    """A flag that works both as ``--name`` and in the published spelling ``--name True|False``."""
+    parser.add_argument(name, nargs="?", const=True, default=default, type=str2bool, help=help)
+
+
+def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], object],
+         argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError` becomes
+    ``error: <message>`` on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except WsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,97 @@
+"""Dataset definitions: class names and counts come from here, never from a hard-coded 20/21.
+
+Index 0 is always ``background``; CAM dicts and ``cls_labels.npy`` vectors use foreground indices
+(class index - 1), as the published repositories do.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+from wseg.errors import WsegError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Name and ordered class names (``class_names[0] == 'background'``) of a segmentation dataset."""
+
+    name: str
+    class_names: Tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (21 for VOC)."""
+        return len(self.class_names)
+
+    @property
+    def num_fg(self) -> int:
+        """Number of foreground classes (20 for VOC): the length of an image-level label vector."""
+        return len(self.class_names) - 1
+
+    @property
+    def fg_names(self) -> Tuple[str, ...]:
+        return self.class_names[1:]
+
+
+VOC12 = DatasetSpec("voc12", (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"))
+
+# COCO-2014 converted to VOC format: 80 object categories in the official category-id order + background.
+COCO14 = DatasetSpec("coco14", (
+    "background", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep",
+    "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
+    "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven",
+    "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush"))
+
+BUILTIN = {"voc12": VOC12, "voc": VOC12, "coco14": COCO14, "coco": COCO14}
+
+CLASSES_TXT = "classes.txt"
+
+
+def read_classes_txt(path: str) -> DatasetSpec:
+    """Read a ``classes.txt`` (one class name per line, the first being ``background``)."""
+    if not os.path.isfile(path):
+        raise WsegError(f"{path}: class list not found; pass --classes voc12|coco14 or a classes.txt path")
+    with open(path) as f:
+        names = tuple(line.strip() for line in f if line.strip())
+    if len(names) < 2 or names[0].lower() != "background":
+        raise WsegError(f"{path}: a class list needs 'background' on its first line and at least one class")
+    return DatasetSpec(os.path.basename(os.path.dirname(os.path.abspath(path))) or "custom", names)
+
+
+def write_classes_txt(root: str, class_names: Sequence[str]) -> str:
+    """Write ``<root>/classes.txt`` atomically and return its path."""
+    from wseg.io import atomic_write_text
+
+    path = os.path.join(root, CLASSES_TXT)
+    atomic_write_text(path, "\n".join(class_names) + "\n")
+    return path
+
+
+def get_spec(name_or_path: Optional[str] = None, root: Optional[str] = None) -> DatasetSpec:
+    """Resolve a dataset definition.
+
+    ``name_or_path`` is ``voc12``/``coco14``, a path to a ``classes.txt``, or a dataset root holding one.
+    With ``None`` (or ``auto``), ``<root>/classes.txt`` is used when present (the synthetic dataset writes it),
+    else VOC 2012.
+    """
+    if name_or_path is None or name_or_path == "auto":
+        if root and os.path.isfile(os.path.join(root, CLASSES_TXT)):
+            return read_classes_txt(os.path.join(root, CLASSES_TXT))
+        return VOC12
+    key = str(name_or_path).lower()
+    if key in BUILTIN:
+        return BUILTIN[key]
+    if os.path.isdir(name_or_path):
+        return read_classes_txt(os.path.join(name_or_path, CLASSES_TXT))
+    if os.path.isfile(name_or_path):
+        return read_classes_txt(name_or_path)
+    raise WsegError(f"{name_or_path}: unknown dataset; use voc12, coco14, or a classes.txt path "
+                    "(one class per line, background first)")
