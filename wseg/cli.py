@@ -37,3 +37,15 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
         print("interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def stage_parser(stage_module, description: Optional[str] = None) -> Callable[[], argparse.ArgumentParser]:
+    """``build_parser`` for a :mod:`wseg.stages` module (its ``add_arguments``), with its docstring as help."""
+
+    def build_parser() -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser(description=description or stage_module.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        stage_module.add_arguments(p)
+        return p
+
+    return build_parser

@@ -1,0 +1,151 @@
+"""Image transforms of the published CAM / affinity training recipes (PSA/SEAM ``tool/imutils.py``).
+
+Randomness comes from Python's ``random`` and torch's generator, which PyTorch's DataLoader seeds per worker from
+the main process' torch seed, so ``--seed`` makes a run repeatable.
+"""
+from __future__ import annotations
+
+import random
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(img: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """uint8 HxWx3 RGB -> float32 ImageNet-normalised HxWx3 (the published ``model.normalize``)."""
+    x = np.asarray(img, np.float32) / 255.0
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def denormalize(x: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Inverse of :func:`normalize` back to uint8 RGB (for pictures of what the network saw)."""
+    return ((np.asarray(x) * np.asarray(std) + np.asarray(mean)) * 255).clip(0, 255).astype(np.uint8)
+
+
+def hwc_to_chw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(x, (2, 0, 1)))
+
+
+def resize_long(img: Image.Image, target_long: int) -> Image.Image:
+    """Resize so the longer side is ``target_long`` (bicubic, as published ``RandomResizeLong``)."""
+    w, h = img.size
+    if w > h:
+        size = (target_long, int(round(h * target_long / w)))
+    else:
+        size = (int(round(w * target_long / h)), target_long)
+    return img.resize(size, resample=Image.BICUBIC)
+
+
+def rescale(img: Image.Image, scale: float, resample=Image.BICUBIC) -> Image.Image:
+    """Scale both sides by ``scale`` (rounded), as the published multi-scale inference does."""
+    w, h = img.size
+    return img.resize((max(1, int(round(w * scale))), max(1, int(round(h * scale)))), resample=resample)
+
+
+class RandomResizeLong:
+    """Resize the long side to a random length in ``[min_long, max_long]`` (published: 448-768)."""
+
+    def __init__(self, min_long: int, max_long: int):
+        self.min_long, self.max_long = min_long, max_long
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return resize_long(img, random.randint(self.min_long, self.max_long))
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return img.transpose(Image.FLIP_LEFT_RIGHT) if random.random() < self.p else img
+
+
+def crop_box(h: int, w: int, crop: int) -> Tuple[int, int, int, int, int, int]:
+    """A random crop window ``(cont_top, cont_left, img_top, img_left, ch, cw)``: where the image part lands in
+    a ``crop x crop`` container (zero padded when the image is smaller, as published)."""
+    ch, cw = min(crop, h), min(crop, w)
+    if w > crop:
+        cont_left, img_left = 0, random.randrange(w - crop + 1)
+    else:
+        cont_left, img_left = random.randrange(crop - w + 1), 0
+    if h > crop:
+        cont_top, img_top = 0, random.randrange(h - crop + 1)
+    else:
+        cont_top, img_top = random.randrange(crop - h + 1), 0
+    return cont_top, cont_left, img_top, img_left, ch, cw
+
+
+def apply_crop(arr: np.ndarray, box, crop: int, fill=0) -> np.ndarray:
+    """Cut ``arr`` (HxW or HxWxC) with a :func:`crop_box` window into a ``crop x crop`` container."""
+    cont_top, cont_left, img_top, img_left, ch, cw = box
+    out = np.full((crop, crop) + arr.shape[2:], fill, dtype=arr.dtype)
+    out[cont_top:cont_top + ch, cont_left:cont_left + cw] = arr[img_top:img_top + ch, img_left:img_left + cw]
+    return out
+
+
+class RandomCrop:
+    """Published ``imutils.RandomCrop``: a ``crop x crop`` window, zero-padded where the image is smaller."""
+
+    def __init__(self, crop: int):
+        self.crop = crop
+
+    def __call__(self, arr: np.ndarray) -> np.ndarray:
+        return apply_crop(arr, crop_box(arr.shape[0], arr.shape[1], self.crop), self.crop)
+
+
+class ColorJitter:
+    """torchvision's ``ColorJitter`` (published: brightness 0.3, contrast 0.3, saturation 0.3, hue 0.1)."""
+
+    def __init__(self, brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1):
+        from torchvision import transforms
+
+        self.t = transforms.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        return self.t(img)
+
+
+class Compose:
+    def __init__(self, steps: Sequence[Callable]):
+        self.steps = list(steps)
+
+    def __call__(self, x):
+        for step in self.steps:
+            x = step(x)
+        return x
+
+
+def cam_train_transform(crop_size: int, resize_long_range: Tuple[int, int] = (448, 768),
+                        jitter: bool = True) -> Compose:
+    """The SEAM/PPC classification-training augmentation: random long-side resize, flip, colour jitter,
+    normalise, random crop, CHW float tensor."""
+    steps: List[Callable] = [RandomResizeLong(*resize_long_range), RandomHorizontalFlip()]
+    if jitter:
+        steps.append(ColorJitter())
+    steps += [np.asarray, normalize, RandomCrop(crop_size), hwc_to_chw, torch.from_numpy]
+    return Compose(steps)
+
+
+def multiscale_flip_inputs(img: Image.Image, scales: Sequence[float], flip: bool = True) -> List[torch.Tensor]:
+    """For each scale, a ``(1 or 2, 3, h, w)`` normalised batch: the rescaled image and its mirror (published
+    ``VOC12ClsDatasetMSF``: bicubic rescale, ImageNet normalisation)."""
+    out = []
+    for s in scales:
+        x = hwc_to_chw(normalize(np.asarray(rescale(img, s) if s != 1 else img)))
+        batch = [x, np.ascontiguousarray(x[:, :, ::-1])] if flip else [x]
+        out.append(torch.from_numpy(np.stack(batch)))
+    return out
+
+
+def seeded(seed: Optional[int]) -> None:
+    """Seed Python, numpy and torch (the DataLoader derives its workers' seeds from torch's)."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
