@@ -16,7 +16,8 @@ if [ ! -f "$WSEG_ENV/.complete" ]; then
 fi
 WSEG_PY="$WSEG_ENV/bin/python"
 # Point the environment at this checkout (cheap; a fresh clone in another folder re-points it).
-if ! "$WSEG_PY" -c "import wseg, os, sys; sys.exit(os.path.dirname(os.path.dirname(wseg.__file__)) != '$_wseg_root')" 2>/dev/null; then
+# (checked from / so that the current folder cannot satisfy the import)
+if ! (cd / && "$WSEG_PY" -c "import wseg, os, sys; sys.exit(os.path.dirname(os.path.dirname(wseg.__file__)) != '$_wseg_root')") 2>/dev/null; then
   "$WSEG_PY" -m pip install -q --no-deps --no-build-isolation -e "$_wseg_root" >&2
 fi
 export WSEG_ENV WSEG_PY

@@ -1,0 +1,237 @@
+"""Evaluate CAMs (``--type npy``) or label maps (``--type png``) against ground-truth masks: per-class IoU, mIoU,
+precision, recall and the published FP/FN shares, with the numbers of SEAM's ``evaluation.py`` / PPC's ``eval.py``.
+
+``--curve`` sweeps the background threshold (default 0.00..0.59 by 0.01, as published) in one pass over the
+files, prints the best threshold, and writes the curve as CSV and PNG. Results are appended to ``--logfile``
+in the published format.
+
+    python scripts/eval.py --list voc12/train.txt --predict_dir out_cam --gt_dir VOC2012/SegmentationClass \\
+        --type npy --curve --comment "ppc train cams"
+"""
+import argparse
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from wseg import metrics
+from wseg.cli import add_bool_flag, main
+from wseg.errors import WsegError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--list", default="./VOC2012/ImageSets/Segmentation/train.txt", type=str,
+                   help="image list: one id per line, or published 'JPEGImages/id.jpg SegmentationClass/id.png' lines")
+    p.add_argument("--predict_dir", default="./out_rw", type=str, help="folder of <id>.npy CAM dicts or <id>.png maps")
+    p.add_argument("--gt_dir", default="./VOC2012/SegmentationClass", type=str, help="folder of <id>.png masks")
+    p.add_argument("--logfile", default="./evallog.txt", type=str,
+                   help="results are appended here as published ('' to skip)")
+    p.add_argument("--comment", default="", type=str, help="line written with the results into --logfile")
+    p.add_argument("--type", default="png", choices=["npy", "png"], type=str,
+                   help="npy: CAM dicts {class index without bg: HxW}; png: palette label maps (255 = ignore)")
+    p.add_argument("--t", default=None, type=float,
+                   help="background threshold for --type npy (bg wins where every CAM is <= t); needed without "
+                        "--curve")
+    add_bool_flag(p, "--curve", "sweep the background threshold (--start..--end by --step) and report the best")
+    p.add_argument("--start", default=0.0, type=float, help="first curve threshold (default 0.00)")
+    p.add_argument("--end", default=0.59, type=float, help="last curve threshold (default 0.59)")
+    p.add_argument("--step", default=0.01, type=float, help="curve step (default 0.01: 60 thresholds)")
+    p.add_argument("--classes", default=None, type=str,
+                   help="voc12 (default), coco14, or a classes.txt path (one name per line, background first)")
+    p.add_argument("--num_classes", default=None, type=int,
+                   help="number of classes incl. background (instead of --classes; names are generic)")
+    p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
+                   help="processes reading files (default: CPU count, at most 8)")
+    p.add_argument("--out_dir", default=None, type=str,
+                   help="folder for the curve CSV/PNG (default: the folder of --logfile, else of --predict_dir)")
+    p.add_argument("--curve_csv", default=None, type=str,
+                   help="curve CSV path (default <out_dir>/<predict_dir name>_curve.csv)")
+    p.add_argument("--curve_png", default=None, type=str,
+                   help="curve plot path (default <out_dir>/<predict_dir name>_curve.png)")
+    add_bool_flag(p, "--progress", "show a progress bar on stderr", default=True)
+    return p
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def resolve_class_names(classes: Optional[str], num_classes: Optional[int]) -> List[str]:
+    """Class names (background first) from ``--classes`` and/or ``--num_classes``."""
+    from wseg.data.classes import get_spec
+
+    if num_classes is not None and num_classes < 2:
+        raise WsegError(f"--num_classes {num_classes}: needs at least 2 (background and one class)")
+    if classes is None and num_classes is not None:
+        for name in ("voc12", "coco14"):
+            spec = get_spec(name)
+            if spec.num_classes == num_classes:
+                return list(spec.class_names)
+        return ["background"] + [f"class{i}" for i in range(1, num_classes)]
+    spec = get_spec(classes or "voc12")
+    if num_classes is not None and num_classes != spec.num_classes:
+        raise WsegError(f"--num_classes {num_classes} contradicts --classes {classes or 'voc12'} "
+                        f"({spec.num_classes} classes); pass only one of them")
+    return list(spec.class_names)
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def output_paths(args) -> Dict[str, Optional[str]]:
+    """Where the log and the curve files go; never inside ``--gt_dir``."""
+    out = {"logfile": args.logfile or None, "csv": None, "png": None}
+    if args.curve:
+        out_dir = args.out_dir
+        if out_dir is None:
+            out_dir = (os.path.dirname(os.path.abspath(args.logfile)) if args.logfile
+                       else os.path.dirname(os.path.abspath(args.predict_dir.rstrip("/\\") or ".")))
+        stem = os.path.basename(os.path.abspath(args.predict_dir)) or "predict"
+        out["csv"] = args.curve_csv or os.path.join(out_dir, f"{stem}_curve.csv")
+        out["png"] = args.curve_png or os.path.join(out_dir, f"{stem}_curve.png")
+    for key, flag in (("logfile", "--logfile"), ("csv", "--curve_csv/--out_dir"), ("png", "--curve_png/--out_dir")):
+        if out[key] and _inside(out[key], args.gt_dir):
+            raise WsegError(f"{out[key]}: would be written inside the ground-truth folder {args.gt_dir}; "
+                            f"pass another {flag}")
+        if out[key] and os.path.isdir(out[key]):
+            raise WsegError(f"{out[key]}: is a folder; pass a file path to {flag}")
+    return out
+
+
+def format_table(names: Sequence[str], s: dict) -> str:
+    """Per-class IoU / precision / recall table and the summary line (percent)."""
+    w = max(11, max(len(n) for n in names))
+    lines = [f"{'class':>{w}}  {'IoU':>7}  {'prec':>7}  {'recall':>7}"]
+    for i, n in enumerate(names):
+        lines.append(f"{n:>{w}}  {s['iou'][i] * 100:7.3f}  {s['precision'][i] * 100:7.3f}  {s['recall'][i] * 100:7.3f}")
+    lines.append("=" * (w + 29))
+    lines.append("%*s:%7.3f%%" % (w, "mIoU", s["miou"] * 100))
+    lines.append(f"precision = {s['mean_precision'] * 100:.3f}, recall = {s['mean_recall'] * 100:.3f}, "
+                 f"FP = {s['fp'] * 100:.3f}, FN = {s['fn'] * 100:.3f}, pixel acc = {s['pixel_acc'] * 100:.3f}")
+    return "\n".join(lines)
+
+
+def loglist(names: Sequence[str], s: dict) -> Dict[str, float]:
+    """The published log dict: per-class IoU, mIoU, FP, FN in percent."""
+    out = {n: float(s["iou"][i] * 100) for i, n in enumerate(names)}
+    out.update(mIoU=s["miou"] * 100, FP=s["fp"] * 100, FN=s["fn"] * 100)
+    return out
+
+
+def append_log(path: str, metric: Dict[str, object], comment: str) -> None:
+    """Append ``timestamp\\tcomment`` / ``key:value  ...`` / ``=====`` as the published ``writelog``, atomically."""
+    from wseg.io import atomic_write_text
+
+    old = ""
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = f.read()
+    entry = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime()) + f"\t{comment}\n"
+             + "".join(f"{k}:{v}  " for k, v in metric.items()) + "\n" + "=" * 37 + "\n")
+    atomic_write_text(path, old + entry)
+
+
+def write_curve_csv(path: str, thresholds: np.ndarray, rows: List[dict]) -> None:
+    from wseg.io import atomic_write_text
+
+    text = "threshold,mIoU,FP,FN\n" + "".join(
+        f"{t:.4f},{r['miou'] * 100:.6f},{r['fp'] * 100:.6f},{r['fn'] * 100:.6f}\n" for t, r in zip(thresholds, rows))
+    atomic_write_text(path, text)
+
+
+def write_curve_png(path: str, thresholds: np.ndarray, rows: List[dict], best: int, title: str = "") -> None:
+    """mIoU / FP / FN against the background threshold (Agg canvas: no display, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from wseg.io import atomic_path
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    ax.plot(thresholds, [r["miou"] * 100 for r in rows], "-", color="C0", label="mIoU")
+    ax.plot(thresholds, [r["fp"] * 100 for r in rows], "--", color="C3", label="FP")
+    ax.plot(thresholds, [r["fn"] * 100 for r in rows], ":", color="C2", label="FN")
+    ax.axvline(thresholds[best], color="0.5", lw=0.8)
+    ax.plot([thresholds[best]], [rows[best]["miou"] * 100], "o", color="C0",
+            label=f"best t={thresholds[best]:.2f}: mIoU {rows[best]['miou'] * 100:.2f}%")
+    ax.set_xlabel("background threshold t")
+    ax.set_ylabel("%")
+    ax.set_title(title or "threshold curve")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def run(args) -> dict:
+    """Evaluate; returns ``{"miou", "fp", "fn", "precision", "recall", "pixel_acc"}`` in percent (as printed and
+    logged), ``"iou"`` ({class: percent}), ``"threshold"`` (the --t used or the best curve threshold, None for
+    png), ``"best_threshold"``/``"curve"`` with --curve, ``"curve_csv"``/``"curve_png"`` paths, ``"num_images"``."""
+    from wseg.data.voc import read_list
+
+    names = resolve_class_names(args.classes, args.num_classes)
+    num_classes = len(names)
+    if args.num_workers < 1:
+        raise WsegError(f"--num_workers {args.num_workers}: needs at least 1")
+    if args.type == "png" and args.curve:
+        raise WsegError("--curve sweeps the CAM background threshold; it needs --type npy")
+    if args.type == "npy" and not args.curve and args.t is None:
+        raise WsegError("--type npy needs a background threshold --t (or --curve to find the best one)")
+    if args.curve:
+        thresholds = metrics.curve_thresholds(args.start, args.end, args.step)
+    elif args.type == "npy":
+        thresholds = np.array([args.t], np.float64)
+    else:
+        thresholds = None
+    paths = output_paths(args)
+    ids = read_list(args.list)
+    confs = metrics.evaluate_list(ids, args.predict_dir, args.gt_dir, num_classes, args.type, thresholds,
+                                  num_workers=args.num_workers, progress=args.progress)
+    rows = [metrics.scores(c) for c in confs]
+
+    result: dict = {"num_images": len(ids), "num_classes": num_classes, "threshold": None}
+    if args.curve:
+        n = len(thresholds)
+        for j, (t, r) in enumerate(zip(thresholds, rows)):
+            print("%d/%d background score: %.3f\tmIoU: %.3f%%" % (j, n, t, r["miou"] * 100))
+        best = int(np.argmax([r["miou"] for r in rows]))
+        s = rows[best]
+        print(f"\nscores at the best threshold {thresholds[best]:.3f}:")
+        print(format_table(names, s))
+        print(f"best background threshold: {thresholds[best]:.3f}  mIoU: {s['miou'] * 100:.3f}%")
+        write_curve_csv(paths["csv"], thresholds, rows)
+        write_curve_png(paths["png"], thresholds, rows, best, title=args.comment)
+        print(f"curve: {paths['csv']}, {paths['png']}")
+        result.update(threshold=float(thresholds[best]), best_threshold=float(thresholds[best]),
+                      curve=[{"t": float(t), "miou": r["miou"] * 100, "fp": r["fp"] * 100, "fn": r["fn"] * 100}
+                             for t, r in zip(thresholds, rows)],
+                      curve_csv=paths["csv"], curve_png=paths["png"])
+        log = {"mIoU": [r["miou"] * 100 for r in rows], "best_t": float(thresholds[best]),
+               "best_mIoU": s["miou"] * 100}
+    else:
+        s = rows[0]
+        print(format_table(names, s))
+        if args.type == "npy":
+            result["threshold"] = float(args.t)
+        log = loglist(names, s)
+    result.update(miou=s["miou"] * 100, fp=s["fp"] * 100, fn=s["fn"] * 100,
+                  precision=s["mean_precision"] * 100, recall=s["mean_recall"] * 100,
+                  pixel_acc=s["pixel_acc"] * 100,
+                  iou={n: float(s["iou"][i] * 100) for i, n in enumerate(names)})
+    if paths["logfile"]:
+        append_log(paths["logfile"], log, args.comment)
+        result["logfile"] = paths["logfile"]
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_parser, run))
