@@ -1,0 +1,234 @@
+"""Benchmark PPC's pixel-to-prototype contrast loss and one CAM training step.
+
+1. ``wseg.losses.ppc.ppc_losses`` (vectorised) vs a loop reference written in the published style
+   (usr922/wseg ``contrast_train.py``: a ``random.sample`` list per pixel, Python loops over classes for the
+   prototypes and the hard pixel sampling) on random view outputs of the published size (batch 8, 21 classes,
+   128-d embeddings, 56x56 view-1 and 16x16 view-2 features), forward + backward.
+2. One training step of SEAM+PPC (both views forward, ``cam_losses``, backward, optimiser step) with
+   ``--backbone/--batch/--crop/--view`` (default: the published ResNet-38, batch 8, crop 448, view 128 - slow on
+   a CPU; ``--backbone resnet38_tiny --batch 2 --crop 128`` is a quick run). ``--amp`` uses fp16 on CUDA.
+
+    python benchmarks/bench_ppc_loss.py [--device auto] [--skip_step] [--backbone resnet38_tiny --batch 2 --crop 128]
+
+Prints Markdown table rows.
+"""
+import argparse
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from wseg.cli import add_bool_flag  # noqa: E402
+from wseg.engine import autocast, grad_scaler, resolve_device  # noqa: E402
+from wseg.losses.ppc import cam_losses, ppc_losses  # noqa: E402
+
+
+def published_ppc(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, bg_threshold=0.2):
+    """The published contrast block (per-pixel random lists, class loops), device-agnostic."""
+    dev = f_proj1.device
+    n = label.shape[0]
+    label = torch.cat((torch.ones((n, 1), device=dev), label), dim=1).unsqueeze(2).unsqueeze(3)
+    size = f_proj2.shape[-2:]
+    f_proj1 = F.interpolate(f_proj1, size=size, mode="bilinear", align_corners=True)
+    cam_rv1_down = F.interpolate(cam_rv1_down, size=size, mode="bilinear", align_corners=True)
+
+    def view(fea, cam):
+        with torch.no_grad():
+            fea = fea.detach()
+            c_fea = fea.shape[1]
+            cam = F.relu(cam.detach())
+            n1, c1, h1, w1 = cam.shape
+            mx = torch.max(cam.view(n1, c1, -1), dim=-1)[0].view(n1, c1, 1, 1)
+            mn = torch.min(cam.view(n1, c1, -1), dim=-1)[0].view(n1, c1, 1, 1)
+            cam[cam < mn + 1e-5] = 0.
+            cam = (cam - mn - 1e-5) / (mx - mn + 1e-5)
+            cam[:, 0, :, :] = bg_threshold
+            scores = F.softmax(cam * label, dim=1)
+            pseudo = scores.argmax(dim=1, keepdim=True)
+            fea = fea.permute(0, 2, 3, 1).reshape(-1, c_fea)
+            top_values, top_indices = torch.topk(cam.transpose(0, 1).reshape(c1, -1), k=h1 * w1 // 8, dim=-1)
+            protos = torch.zeros(c1, c_fea, device=dev)
+            for i in range(c1):
+                protos[i] = torch.sum(top_values[i].unsqueeze(-1) * fea[top_indices[i]], dim=0) / torch.sum(
+                    top_values[i])
+            return F.normalize(protos, dim=-1), pseudo.reshape(-1)
+
+    p1, y1 = view(f_proj1, cam_rv1_down)
+    p2, y2 = view(f_proj2, cam_rv2_down)
+    m, c = y1.numel(), p1.shape[0]
+    f1 = F.normalize(f_proj1.permute(0, 2, 3, 1).reshape(m, -1), dim=-1)
+    f2 = F.normalize(f_proj2.permute(0, 2, 3, 1).reshape(m, -1), dim=-1)
+
+    def nce(f, pos, neg):
+        a = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
+        b = torch.sum(torch.exp(torch.matmul(f, neg.transpose(0, 1)) / 0.1), dim=-1)
+        return torch.mean(-1 * torch.log(a / b))
+
+    cross = 0.1 * (nce(f1, p2[y1], p2) + nce(f2, p1[y2], p1)) / 2
+    cross2 = 0.1 * (nce(f1, p1[y2], p1) + nce(f2, p2[y1], p2)) / 2
+
+    def intra(f, protos, pseudo):
+        pos = protos[pseudo]
+        sim = (torch.sum(f * pos, dim=-1) + 1) / 2.
+        a1 = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
+        neg_scores = torch.matmul(f, protos.transpose(0, 1))
+        with torch.no_grad():
+            random_indices = torch.tensor([random.sample(range(c), 10) for _ in range(m)]).long()  # noqa: F841
+            lower = torch.topk(neg_scores, k=13, largest=True, dim=-1)[1][:, 3:]
+        negs = protos.unsqueeze(0).repeat(m, 1, 1)
+        negs = torch.cat([pos.unsqueeze(1), negs[torch.arange(m).unsqueeze(1), lower]], dim=1)
+        a2 = torch.sum(torch.exp(torch.matmul(f.unsqueeze(1), negs.transpose(1, 2)).squeeze(1) / 0.1), dim=-1)
+        loss, n_cls = torch.zeros(1, device=dev), 0
+        exists = np.unique(pseudo.cpu().numpy()).tolist()
+        for i in range(c):
+            if i not in exists:
+                continue
+            n_cls += 1
+            a1c, a2c, simc = a1[pseudo == i], a2[pseudo == i], sim[pseudo == i]
+            length = a1c.shape[0]
+            if length < 2:
+                continue
+            rand = torch.tensor(random.sample(range(length), length // 2)).long()
+            k = int(length * 0.6)
+            low = torch.topk(simc, k=k, largest=False)[1][k - length // 2:]
+            a1s, a2s = torch.cat([a1c[rand], a1c[low]]), torch.cat([a2c[rand], a2c[low]])
+            loss += torch.mean(-1 * torch.log(a1s / a2s))
+        return loss / n_cls
+
+    intra_loss = 0.1 * (intra(f1, p1, y1) + intra(f2, p2, y2)) / 2
+    return cross + cross2 + intra_loss
+
+
+def fake_views(batch, classes, dim, feat1, feat2, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    label = (torch.rand(batch, classes - 1, generator=g) < 0.15).float()
+    label[:, 0] = 1
+    present = torch.cat([torch.zeros(batch, 1), label], 1)[..., None, None]
+
+    def t(c, s, positive=False, boost=False):
+        x = torch.randn(batch, c, s, s, generator=g)
+        x = x.abs() if positive else x
+        if boost:
+            x = x + 3 * present * torch.rand(x.shape, generator=g)
+        return x.to(device).requires_grad_()
+
+    return (t(dim, feat1, positive=True), t(classes, feat1, boost=True), t(dim, feat2, positive=True),
+            t(classes, feat2, boost=True), label.to(device))
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats):
+    fn()  # warm-up
+    _sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_loss(args, device):
+    f1, c1, f2, c2, label = fake_views(args.batch, args.classes, 128, args.crop // 8, args.view // 8, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def vec():
+        loss = ppc_losses(f1, c1, f2, c2, label, generator=gen)["loss_nce"]
+        loss.backward()
+
+    def loop():
+        loss = published_ppc(f1, c1, f2, c2, label)
+        loss.backward()
+
+    tv = timed(vec, device, args.repeats)
+    tl = timed(loop, device, args.repeats)
+    m = args.batch * (args.view // 8) ** 2
+    print("| PPC loss fwd+bwd | device | pixels/view | vectorised s | published loop s | speed-up |")
+    print("|---|---|---:|---:|---:|---:|")
+    print(f"| batch {args.batch}, {args.classes} classes, 128-d | {device.type} | {m} | {tv:.4f} | {tl:.4f} "
+          f"| {tl / tv:.1f}x |")
+
+
+def bench_step(args, device):
+    from wseg.models.cam_nets import build_cam_net
+    from wseg.optim import PolyOptimizer
+
+    torch.manual_seed(0)
+    net = build_cam_net(args.network, args.backbone, num_classes=args.classes).to(device).train()
+    opt = PolyOptimizer(net.get_parameter_groups(), lr=0.01, weight_decay=5e-4, max_step=1000)
+    scaler = grad_scaler(device, args.amp)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, args.crop, args.crop, generator=g).to(device)
+    label = (torch.rand(args.batch, args.classes - 1, generator=g) < 0.15).float()
+    label[:, 0] = 1
+    label = label.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def step():
+        x2 = F.interpolate(x, size=(args.view, args.view), mode="bilinear", align_corners=True)
+        with autocast(device, args.amp):
+            out1, out2 = net(x), net(x2)
+        loss = cam_losses(out1, out2, label, network=args.network, view_size=args.view, generator=gen)["loss"]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    sec = timed(step, device, args.steps)
+    amp = "fp16" if args.amp and device.type == "cuda" else "fp32"
+    print("| training step | device | precision | seconds/step | images/s |")
+    print("|---|---|---|---:|---:|")
+    print(f"| {args.network} {args.backbone} batch {args.batch} crop {args.crop} view {args.view} | {device.type} "
+          f"| {amp} | {sec:.3f} | {args.batch / sec:.2f} |")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU intra-op threads (0 = torch default; 1 is far faster on a busy 2-core machine)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=448)
+    p.add_argument("--view", type=int, default=128, help="view-2 size (published 128)")
+    p.add_argument("--classes", type=int, default=21, help="classes including background")
+    p.add_argument("--backbone", default="resnet38")
+    p.add_argument("--network", choices=["seam", "contrast"], default="contrast")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of the loss benchmark (best reported)")
+    p.add_argument("--steps", type=int, default=2, help="timed training steps (best reported)")
+    add_bool_flag(p, "--amp", "fp16 autocast + gradient scaling (CUDA only)")
+    add_bool_flag(p, "--skip_loss", "skip the loss benchmark")
+    add_bool_flag(p, "--skip_step", "skip the training-step benchmark")
+    return p
+
+
+def run(args):
+    device = resolve_device(args.device)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.classes < 14:
+        print("note: the published loop needs >= 14 classes (top-13 semi-hard mining); skipping the loss benchmark")
+        args.skip_loss = True
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    if not args.skip_loss:
+        bench_loss(args, device)
+        print()
+    if not args.skip_step:
+        bench_step(args, device)
+
+
+if __name__ == "__main__":
+    from wseg.cli import main
+
+    sys.exit(main(build_parser, run))

@@ -1,0 +1,253 @@
+"""SEAM and PPC losses vs straightforward loop references written in the published style (same sampled indices)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wseg.losses.ppc import cam_losses, ppc_losses
+from wseg.losses.seam import seam_losses
+from wseg.models.cam_nets import build_cam_net
+from wseg.optim import PolyOptimizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------------------------- references
+
+
+def ref_max_norm(p, e=1e-5):
+    n, c, h, w = p.size()
+    p = F.relu(p)
+    max_v = torch.max(p.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
+    min_v = torch.min(p.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
+    return F.relu(p - min_v - e) / (max_v - min_v + e)
+
+
+def ref_min_pool(x):
+    n, c, h, w = x.size()
+    k = h * w // 4
+    x = torch.max(x, dim=1)[0]
+    y = torch.topk(x.view(n, -1), k=k, dim=-1, largest=False)[0]
+    return torch.sum(F.relu(y)) / (k * n)
+
+
+def ref_max_onehot(x):
+    x_max = torch.max(x[:, 1:, :, :], dim=1, keepdim=True)[0]
+    x[:, 1:, :, :][x[:, 1:, :, :] != x_max] = 0
+    return x
+
+
+def ref_seam(cam1, cam_rv1, cam2, cam_rv2, label):
+    """train_SEAM.py / contrast_train.py, line by line (view 2 size from cam2)."""
+    n = label.shape[0]
+    label = torch.cat((torch.ones((n, 1)), label), dim=1).unsqueeze(2).unsqueeze(3)
+    size = cam2.shape[-2:]
+    label1 = F.adaptive_avg_pool2d(cam1, (1, 1))
+    loss_rvmin1 = ref_min_pool((cam_rv1 * label)[:, 1:, :, :])
+    cam1 = F.interpolate(ref_max_norm(cam1), size=size, mode="bilinear", align_corners=True) * label
+    cam_rv1 = F.interpolate(ref_max_norm(cam_rv1), size=size, mode="bilinear", align_corners=True) * label
+    label2 = F.adaptive_avg_pool2d(cam2, (1, 1))
+    loss_rvmin2 = ref_min_pool((cam_rv2 * label)[:, 1:, :, :])
+    cam2 = ref_max_norm(cam2) * label
+    cam_rv2 = ref_max_norm(cam_rv2) * label
+    loss_cls1 = F.multilabel_soft_margin_loss(label1[:, 1:, :, :], label[:, 1:, :, :])
+    loss_cls2 = F.multilabel_soft_margin_loss(label2[:, 1:, :, :], label[:, 1:, :, :])
+    ns, cs, hs, ws = cam2.size()
+    loss_er = torch.mean(torch.abs(cam1[:, 1:, :, :] - cam2[:, 1:, :, :]))
+    cam1[:, 0, :, :] = 1 - torch.max(cam1[:, 1:, :, :], dim=1)[0]
+    cam2[:, 0, :, :] = 1 - torch.max(cam2[:, 1:, :, :], dim=1)[0]
+    tensor_ecr1 = torch.abs(ref_max_onehot(cam2.detach().clone()) - cam_rv1)
+    tensor_ecr2 = torch.abs(ref_max_onehot(cam1.detach().clone()) - cam_rv2)
+    k = int(cs * hs * ws * 0.2)
+    loss_ecr = (torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=k, dim=-1)[0])
+                + torch.mean(torch.topk(tensor_ecr2.view(ns, -1), k=k, dim=-1)[0]))
+    loss_cls = (loss_cls1 + loss_cls2) / 2 + (loss_rvmin1 + loss_rvmin2) / 2
+    return {"loss": loss_cls + loss_er + loss_ecr, "loss_cls": loss_cls, "loss_er": loss_er, "loss_ecr": loss_ecr}
+
+
+def ref_view(fea, cam, label, thr):
+    """Pseudo labels and prototypes of one view, with the published per-class loop."""
+    with torch.no_grad():
+        c_fea = fea.shape[1]
+        cam = F.relu(cam.detach()).clone()
+        n, c, h, w = cam.shape
+        mx = torch.max(cam.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
+        mn = torch.min(cam.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
+        cam[cam < mn + 1e-5] = 0.
+        cam = (cam - mn - 1e-5) / (mx - mn + 1e-5)
+        cam[:, 0, :, :] = thr
+        scores = F.softmax(cam * label, dim=1)
+        pseudo = scores.argmax(dim=1, keepdim=True).reshape(-1)
+        fea = fea.detach().permute(0, 2, 3, 1).reshape(-1, c_fea)
+        top_values, top_indices = torch.topk(cam.transpose(0, 1).reshape(c, -1), k=h * w // 8, dim=-1)
+        protos = torch.zeros(c, c_fea)
+        for i in range(c):
+            protos[i] = torch.sum(top_values[i].unsqueeze(-1) * fea[top_indices[i]], dim=0) / torch.sum(top_values[i])
+        return F.normalize(protos, dim=-1), pseudo
+
+
+def ref_nce(f, pos_protos, protos):
+    a1 = torch.exp(torch.sum(f * pos_protos, dim=-1) / 0.1)
+    a2 = torch.sum(torch.exp(torch.matmul(f, protos.transpose(0, 1)) / 0.1), dim=-1)
+    return torch.mean(-1 * torch.log(a1 / a2))
+
+
+def ref_intra(f, protos, pseudo, keys):
+    """Semi-hard prototype mining + hard pixel sampling, looping over classes; the random half = the
+    ``len // 2`` class pixels with the smallest keys (what the vectorised code does with the same keys)."""
+    m, c = f.shape[0], protos.shape[0]
+    pos = protos[pseudo]
+    sim = (torch.sum(f * pos, dim=-1) + 1) / 2.
+    a1 = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
+    neg_scores = torch.matmul(f, protos.transpose(0, 1))
+    k_top = min(13, c)
+    with torch.no_grad():
+        lower = torch.topk(neg_scores, k=k_top, largest=True, dim=-1)[1][:, min(3, k_top):]
+    negs = protos.unsqueeze(0).repeat(m, 1, 1)[torch.arange(m).unsqueeze(1), lower]
+    negs = torch.cat([pos.unsqueeze(1), negs], dim=1)
+    a2 = torch.sum(torch.exp(torch.matmul(f.unsqueeze(1), negs.transpose(1, 2)).squeeze(1) / 0.1), dim=-1)
+    loss, n_cls = torch.zeros(()), 0
+    for i in range(c):
+        mask = pseudo == i
+        if not mask.any():
+            continue
+        n_cls += 1
+        a1c, a2c, simc, keyc = a1[mask], a2[mask], sim[mask], keys[mask]
+        length = a1c.shape[0]
+        if length < 2:
+            continue
+        rand = torch.argsort(keyc)[:length // 2]
+        k = int(length * 0.6)
+        low = torch.topk(simc, k=k, largest=False)[1][k - length // 2:]
+        a1s = torch.cat([a1c[rand], a1c[low]])
+        a2s = torch.cat([a2c[rand], a2c[low]])
+        loss = loss + torch.mean(-1 * torch.log(a1s / a2s))
+    return loss / n_cls
+
+
+def ref_ppc(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, keys1, keys2, thr=0.2):
+    n = label.shape[0]
+    label = torch.cat((torch.ones((n, 1)), label), dim=1).unsqueeze(2).unsqueeze(3)
+    size = f_proj2.shape[-2:]
+    f_proj1 = F.interpolate(f_proj1, size=size, mode="bilinear", align_corners=True)
+    cam_rv1_down = F.interpolate(cam_rv1_down, size=size, mode="bilinear", align_corners=True)
+    p1, y1 = ref_view(f_proj1, cam_rv1_down, label, thr)
+    p2, y2 = ref_view(f_proj2, cam_rv2_down, label, thr)
+    f1 = F.normalize(f_proj1.permute(0, 2, 3, 1).reshape(-1, f_proj1.shape[1]), dim=-1)
+    f2 = F.normalize(f_proj2.permute(0, 2, 3, 1).reshape(-1, f_proj2.shape[1]), dim=-1)
+    cross = 0.1 * (ref_nce(f1, p2[y1], p2) + ref_nce(f2, p1[y2], p1)) / 2
+    cross2 = 0.1 * (ref_nce(f1, p1[y2], p1) + ref_nce(f2, p2[y1], p2)) / 2
+    intra = 0.1 * (ref_intra(f1, p1, y1, keys1) + ref_intra(f2, p2, y2, keys2)) / 2
+    return {"loss_nce": cross + cross2 + intra, "loss_cross_nce": cross, "loss_cross_nce2": cross2,
+            "loss_intra_nce": intra}, (y1, y2)
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def fake_outputs(n=2, c=21, size1=32, size2=16, feat2=8, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    def t(*shape, positive=False):
+        x = torch.randn(*shape, generator=g)
+        return (x.abs() if positive else x).requires_grad_()
+    label = (torch.rand(n, c - 1, generator=g) < 0.3).float()
+    label[:, 0] = 1
+    out1 = (t(n, c, size1, size1), t(n, c, size1, size1), t(n, d, 2 * feat2, 2 * feat2, positive=True),
+            t(n, c, 2 * feat2, 2 * feat2))
+    out2 = (t(n, c, size2, size2), t(n, c, size2, size2), t(n, d, feat2, feat2, positive=True),
+            t(n, c, feat2, feat2))
+    # make the label-masked CAM peak on present classes so several pseudo classes appear
+    present = torch.cat([torch.zeros(n, 1), label], 1)[..., None, None]
+    for o in (out1[3], out2[3]):
+        o.data += 3 * present * torch.rand(o.shape, generator=g)
+    keys = [torch.rand(n * feat2 * feat2, generator=g) for _ in range(2)]
+    return out1, out2, label, keys
+
+
+def _grads(loss, tensors):
+    return torch.autograd.grad(loss, [t for t in tensors if t.requires_grad], allow_unused=True)
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("c", [21, 5])
+def test_seam_losses_match_reference(c):
+    out1, out2, label, _ = fake_outputs(c=c)
+    got = seam_losses(out1[0], out1[1], out2[0], out2[1], label)
+    ref = ref_seam(out1[0], out1[1], out2[0], out2[1], label)
+    for k in ref:
+        assert torch.allclose(got[k], ref[k], atol=1e-5, rtol=1e-5), k
+    ins = [out1[0], out1[1], out2[0], out2[1]]
+    for a, b in zip(_grads(got["loss"], ins), _grads(ref["loss"], ins)):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("c,seed", [(21, 0), (21, 1), (5, 2)])
+def test_ppc_losses_match_reference(c, seed):
+    out1, out2, label, keys = fake_outputs(c=c, seed=seed)
+    args = (out1[2], out1[3], out2[2], out2[3], label)
+    got = ppc_losses(*args, random_keys=keys)
+    ref, (y1, y2) = ref_ppc(*args, *keys)
+    counts = torch.bincount(y2, minlength=c)
+    assert (counts > 0).sum() >= 3  # the inputs exercise several classes (and usually a singleton one)
+    for k in ref:
+        assert torch.allclose(got[k], ref[k], atol=1e-5, rtol=1e-5), (k, got[k], ref[k])
+    ins = [out1[2], out2[2]]
+    for a, b in zip(_grads(got["loss_nce"], ins), _grads(ref["loss_nce"], ins)):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_singleton_classes_count_but_add_nothing():
+    from wseg.losses.ppc import intra_view_nce
+    f = F.normalize(torch.randn(7, 4), dim=-1)
+    protos = F.normalize(torch.randn(16, 4), dim=-1)
+    y = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # class 2 has one pixel: counted in the mean, adds no term
+    keys = torch.rand(7)
+    got = intra_view_nce(f, protos, y, keys)
+    assert got > 0 and torch.allclose(got, ref_intra(f, protos, y, keys), atol=1e-6)
+
+
+def test_sampling_uses_the_generator():
+    out1, out2, label, _ = fake_outputs()
+    args = (out1[2], out1[3], out2[2], out2[3], label)
+    a = ppc_losses(*args, generator=torch.Generator().manual_seed(3))["loss_intra_nce"]
+    b = ppc_losses(*args, generator=torch.Generator().manual_seed(3))["loss_intra_nce"]
+    assert torch.equal(a, b)
+
+
+def test_cam_losses_compose_published_total():
+    out1, out2, label, keys = fake_outputs()
+    full = cam_losses(out1, out2, label, network="contrast", view_size=16, random_keys=keys)
+    ref_s = ref_seam(out1[0], out1[1], out2[0], out2[1], label)
+    ref_p, _ = ref_ppc(out1[2], out1[3], out2[2], out2[3], label, *keys)
+    assert torch.allclose(full["loss"], ref_s["loss"] + ref_p["loss_nce"], atol=1e-5)
+    assert set(full) >= {"loss", "loss_cls", "loss_er", "loss_ecr", "loss_nce", "loss_intra_nce", "loss_cross_nce",
+                         "loss_cross_nce2"}
+    seam = cam_losses(out1[:2], out2[:2], label, network="seam")
+    assert torch.allclose(seam["loss"], ref_s["loss"], atol=1e-5) and "loss_nce" not in seam
+
+
+def test_a_few_sgd_steps_lower_the_total_loss():
+    torch.manual_seed(0)
+    net = build_cam_net("contrast", "resnet38_tiny", num_classes=5).eval()  # dropout off: same loss surface
+    x = torch.randn(2, 3, 64, 64)
+    x2 = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=True)
+    label = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
+    opt = PolyOptimizer(net.get_parameter_groups(), lr=0.01, weight_decay=5e-4, max_step=50)
+    losses = []
+    for _ in range(6):
+        out = cam_losses(net(x), net(x2), label, generator=torch.Generator().manual_seed(0))
+        loss = out["loss"]
+        assert all(torch.isfinite(v) for v in out.values())
+        opt.zero_grad()
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for g in opt.param_groups for p in g["params"] if p.grad is not None)
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0], losses

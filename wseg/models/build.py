@@ -1,0 +1,32 @@
+"""Build a stage's network and load its weights in one call (shared by training, inference and the runner)."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from torch import nn
+
+from wseg.models.cam_nets import build_cam_net
+from wseg.models.checkpoint import load_state_dict_strict, load_weights, read_state_dict
+
+
+def build_cam_net_for_training(network: str, backbone: str, num_classes: int,
+                               weights: Optional[str] = None) -> nn.Module:
+    """A SEAM/PPC network; ``weights`` (ImageNet ``.params``/``.pth`` or a CAM checkpoint) loaded strictly,
+    except the new heads (``fc8``, PCM, ``fc_proj``), which may be missing and start from their published init."""
+    net = build_cam_net(network, backbone, num_classes)
+    if weights:
+        load_weights(net, weights, allow_missing=net.new_layer_prefixes())
+    return net
+
+
+def build_cam_model_from_weights(path: str, network: Optional[str] = None, backbone: Optional[str] = None,
+                                 num_classes: Optional[int] = None) -> Tuple[nn.Module, Dict[str, Any]]:
+    """A trained SEAM/PPC network from ``path``: architecture from the flags, else from the wseg metadata saved
+    with the weights, else the published default (``contrast`` on ``resnet38``); every key must fit."""
+    state, meta = read_state_dict(path)
+    network = network or meta.get("network") or "contrast"
+    backbone = backbone or meta.get("backbone") or "resnet38"
+    num_classes = num_classes or meta.get("num_classes") or 21
+    net = build_cam_net(network, backbone, int(num_classes))
+    load_state_dict_strict(net, state, path)
+    return net, {**meta, "network": network, "backbone": backbone, "num_classes": num_classes}
