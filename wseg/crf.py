@@ -1,0 +1,205 @@
+"""Dense CRF refinement (Krähenbühl & Koltun's fully connected CRF via ``pydensecrf``) as used by PSA/SEAM/PPC.
+
+- :func:`crf_inference`: published ``tool/imutils.py crf_inference(img, probs, t=10, scale_factor=1, labels=21)``:
+  unary ``-log(clip(probs, 1e-5, 1))``, Gaussian kernel ``sxy=3/scale, compat=3``, bilateral kernel
+  ``sxy=80/scale, srgb=13, compat=10``, ``t=10`` mean-field iterations; returns the refined probabilities ``Q``.
+- "CRF with alpha" (PSA ``infer_cls.py`` / SEAM ``infer_SEAM.py`` / PPC ``contrast_infer.py`` ``_crf_with_alpha``):
+  background score ``(1 - max_k cam_k)^alpha`` stacked before the CAMs of the present classes, CRF, then mapped back
+  to dataset class indices. Low alpha (4) over-estimates background, high alpha (PSA 32, SEAM 24) under-estimates it:
+  the two AffinityNet label sources (see :func:`wseg.affinity.confident_labels`).
+- :func:`crf_label_refine`: CRF on a hard label map (PPC ``aff_prepare.py``, from AdvCAM): unary from labels with
+  ``gt_prob=0.7``, the same two kernels, argmax.
+- :func:`map_pool`: a small process pool with a progress bar for running these per image.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+from tqdm import tqdm
+
+from wseg.errors import WsegError
+
+CRF_ITERS = 10
+LOW_ALPHA = 4        # PSA / SEAM / PPC
+HIGH_ALPHA = 32      # PSA infer_cls.py, PPC contrast_infer.py; SEAM uses 24
+LABEL_GT_PROB = 0.7  # PPC aff_prepare.py / AdvCAM crf_inference_label
+IGNORE = 255
+
+
+def _densecrf():
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError as exc:  # pragma: no cover - environment problem
+        raise WsegError(f"pydensecrf is not importable ({exc}); install pydensecrf2 (tools/env.sh does)") from exc
+    return dcrf
+
+
+def _check_image(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise WsegError(f"CRF image of shape {img.shape}: expected an HxWx3 RGB image")
+    if img.dtype != np.uint8:
+        raise WsegError(f"CRF image of dtype {img.dtype}: expected uint8 RGB values 0..255 (the un-normalised "
+                        "image, e.g. wseg.io.load_image)")
+    return np.ascontiguousarray(img)
+
+
+def _check_sizes(img: np.ndarray, maps_shape: Tuple[int, ...], what: str) -> None:
+    if tuple(maps_shape[-2:]) != tuple(img.shape[:2]):
+        raise WsegError(f"CRF: image of shape {tuple(img.shape)} and {what} of shape {tuple(maps_shape)} differ in "
+                        "size; resize the scores to the image size (H, W) first")
+
+
+def _run_crf(img: np.ndarray, unary: np.ndarray, n_labels: int, t: int, scale_factor: float) -> np.ndarray:
+    dcrf = _densecrf()
+    h, w = img.shape[:2]
+    d = dcrf.DenseCRF2D(w, h, n_labels)
+    d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    d.addPairwiseGaussian(sxy=3 / scale_factor, compat=3)
+    d.addPairwiseBilateral(sxy=80 / scale_factor, srgb=13, rgbim=np.copy(img), compat=10)
+    q = d.inference(int(t))
+    return np.asarray(q, dtype=np.float32).reshape((n_labels, h, w))
+
+
+def crf_inference(img: np.ndarray, probs: np.ndarray, t: int = CRF_ITERS, scale_factor: float = 1,
+                  labels: Optional[int] = None) -> np.ndarray:
+    """Published dense CRF: ``img`` uint8 ``(H, W, 3)``, ``probs`` ``(C, H, W)`` scores (need not sum to 1; clipped
+    to ``[1e-5, 1]`` for the unary ``-log p``). Returns float32 ``(C, H, W)`` probabilities summing to 1 per pixel.
+    ``labels`` (published: the number of labels) defaults to ``C``."""
+    img = _check_image(img)
+    probs = np.asarray(probs, dtype=np.float32)
+    if probs.ndim != 3:
+        raise WsegError(f"CRF scores of shape {probs.shape}: expected (C, H, W)")
+    _check_sizes(img, probs.shape, "scores")
+    n_labels = probs.shape[0] if labels is None else int(labels)
+    if n_labels != probs.shape[0]:
+        raise WsegError(f"CRF: labels={n_labels} but the scores have {probs.shape[0]} channels")
+    unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(n_labels, -1)   # pydensecrf.utils.unary_from_softmax
+    return _run_crf(img, unary, n_labels, t, scale_factor)
+
+
+def crf_with_alpha_scores(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, t: int = CRF_ITERS
+                          ) -> Tuple[np.ndarray, np.ndarray]:
+    """CRF with alpha: ``[(1 - max_k cam_k)^alpha, cam_k for present k]`` -> CRF probabilities.
+
+    ``cams``: the CAM dict ``{class index without background: (H, W)}`` (only present classes). Returns
+    ``(keys, probs)``: int64 ``(K + 1,)`` dataset class indices per channel (``keys[0] = 0`` background,
+    ``keys[i] = k + 1``) and float32 ``(K + 1, H, W)`` refined probabilities. ``1 - max`` is clipped at 0 (a no-op for
+    CAMs normalised to ``[0, 1]``, as published). With no present class everything is background.
+    """
+    from wseg.cam import background_power, scores_with_background
+
+    img = _check_image(img)
+    for k, v in cams.items():
+        _check_sizes(img, np.shape(v), f"CAM of class {k}")
+    bg = background_power(cams, alpha, img.shape[:2])
+    keys, scores = scores_with_background(cams, bg, img.shape[:2])
+    if len(keys) == 1:
+        return keys, np.ones((1,) + img.shape[:2], np.float32)
+    return keys, crf_inference(img, scores, t=t, labels=len(keys))
+
+
+def crf_with_alpha_dict(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, t: int = CRF_ITERS
+                        ) -> Dict[int, np.ndarray]:
+    """Published ``_crf_with_alpha`` output: ``{0: background prob, k + 1: prob of class k}`` (the la/ha ``.npy``
+    dicts read by the published AffinityNet training)."""
+    keys, probs = crf_with_alpha_scores(img, cams, alpha, t)
+    return {int(k): p for k, p in zip(keys, probs)}
+
+
+def crf_with_alpha(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, t: int = CRF_ITERS) -> np.ndarray:
+    """CRF with alpha as a uint8 ``(H, W)`` label map in dataset class indices (argmax of the refined scores;
+    only background and the present classes can appear)."""
+    keys, probs = crf_with_alpha_scores(img, cams, alpha, t)
+    return keys[np.argmax(probs, 0)].astype(np.uint8)
+
+
+def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iters: int = CRF_ITERS,
+                     gt_prob: float = LABEL_GT_PROB) -> np.ndarray:
+    """Dense CRF on a hard label map (PPC ``aff_prepare.py`` ``_crf_inference``, after AdvCAM).
+
+    Unary as ``pydensecrf.utils.unary_from_labels(labels, num_classes, gt_prob, zero_unsure=False)``: probability
+    ``gt_prob`` for the given label, ``(1 - gt_prob) / (num_classes - 1)`` for each other; pixels labelled 255 get a
+    uniform unary (they are filled in by the CRF). Kernels as :func:`crf_inference`. Returns uint8 ``(H, W)`` class
+    indices in ``[0, num_classes)``.
+    """
+    img = _check_image(img)
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise WsegError(f"CRF label map of shape {labels.shape}: expected (H, W)")
+    _check_sizes(img, labels.shape, "label map")
+    if num_classes < 2:
+        raise WsegError(f"CRF: num_classes={num_classes}; need background and at least one class")
+    if not 0 < gt_prob < 1:
+        raise WsegError(f"CRF: gt_prob={gt_prob} must lie in (0, 1) (published 0.7)")
+    lab = labels.reshape(-1).astype(np.int64)
+    bad = (lab >= num_classes) & (lab != IGNORE)
+    if bad.any() or (lab < 0).any():
+        raise WsegError(f"CRF label map: values {np.unique(lab[bad | (lab < 0)])[:8].tolist()} outside "
+                        f"[0, {num_classes}) and 255; check the class list")
+    unary = np.full((num_classes, lab.size), -np.log((1.0 - gt_prob) / (num_classes - 1)), np.float32)
+    sure = lab != IGNORE
+    unary[lab[sure], np.flatnonzero(sure)] = -np.log(gt_prob)
+    unary[:, ~sure] = -np.log(1.0 / num_classes)
+    q = _run_crf(img, unary, num_classes, iters, 1)
+    return np.argmax(q, 0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- process pool
+
+
+def _worker_init() -> None:
+    """One intra-op thread per worker: the pool already uses all cores, and OpenMP pools do not survive fork."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def _start_method() -> str:
+    """``fork`` where available (cheap, no re-import) unless CUDA is initialised in this process; else ``spawn``."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return "spawn"
+    return "fork"
+
+
+def map_pool(fn: Callable[[Any], Any], items: Iterable[Any], num_workers: int = 0, desc: Optional[str] = None,
+             start_method: Optional[str] = None, progress: bool = True) -> List[Any]:
+    """``[fn(x) for x in items]`` in ``num_workers`` processes, in order, with a tqdm bar.
+
+    ``num_workers`` 0 or 1 runs in this process. Workers use one torch/OpenMP thread each. ``fn`` must be a
+    module-level function (picklable; required by ``spawn``). Items are submitted a few at a time, so keep them light
+    (ids/paths) and let ``fn`` load the data. The first exception in a worker is re-raised here (a
+    :class:`WsegError` keeps its one-line message) and the remaining work is cancelled.
+    """
+    items = list(items)
+    if num_workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in tqdm(items, desc=desc, dynamic_ncols=True, disable=not progress)]
+    ctx = multiprocessing.get_context(start_method or _start_method())
+    workers = min(int(num_workers), len(items))
+    results: List[Any] = [None] * len(items)
+    pending: Dict[Future, int] = {}
+    nxt = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool, \
+            tqdm(total=len(items), desc=desc, dynamic_ncols=True, disable=not progress) as bar:
+        try:
+            while nxt < len(items) or pending:
+                while nxt < len(items) and len(pending) < 2 * workers:
+                    pending[pool.submit(fn, items[nxt])] = nxt
+                    nxt += 1
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    results[pending.pop(fut)] = fut.result()
+                    bar.update(1)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+    return results

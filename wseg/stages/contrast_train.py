@@ -1,0 +1,161 @@
+"""CAM network training (stage 1a): SEAM baseline or Pixel-to-Prototype Contrast (PPC) on top of it.
+
+Two views per batch (the crop and a ``--view2_size`` square rescale of it, published 128); losses per
+:func:`wseg.losses.cam_losses`: classification + SEAM's equivariant regularisation (ER) and equivariant cross
+regularisation (ECR) + adaptive min-pooling, and with ``--network contrast`` PPC's cross-view and intra-view
+pixel-to-prototype contrast. Poly LR over four parameter groups (x1/x2/x10/x20). A checkpoint is written
+atomically after every epoch; ``--resume`` (default on) continues from it after a crash. ``torchrun`` runs it
+data-parallel (DDP; NCCL on GPU, gloo on CPU).
+
+Outputs: ``<session_name>.pth`` (final weights, a plain state dict as the published script saves),
+``<session_name>_last.pth`` (resume checkpoint), ``<session_name>.log`` and ``<session_name>_scalars.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from wseg.cli import add_bool_flag
+from wseg.data.datasets import ClsDataset
+from wseg.data.transforms import cam_train_transform, seeded
+from wseg.data.voc import VOCRoot
+from wseg.engine import LOG, AverageMeter, Dist, ScalarLog, autocast, grad_scaler, setup_logging, unwrap
+from wseg.errors import WsegError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, help="ImageNet backbone: MXNet .params (ResNet-38) or .pth; "
+                                                   "omit to train from scratch (synthetic demo)")
+    p.add_argument("--network", choices=["seam", "contrast"], default="contrast",
+                   help="seam = SEAM baseline, contrast = SEAM + PPC (default)")
+    p.add_argument("--backbone", default="resnet38", help="resnet38 | resnet38_tiny | resnet50 | resnet101 ...")
+    p.add_argument("--voc12_root", required=True)
+    p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
+    p.add_argument("--train_list", required=True)
+    p.add_argument("--session_name", default="resnet38_contrast",
+                   help="output prefix (path allowed): <name>.pth, <name>.log, <name>_last.pth")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_epoches", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--wt_dec", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum; default reproduces the published PolyOptimizer, which passes wt_dec into "
+                        "SGD's momentum slot (momentum 5e-4, i.e. none)")
+    p.add_argument("--crop_size", type=int, default=448)
+    p.add_argument("--resize_long", type=int, nargs=2, default=[448, 768], metavar=("MIN", "MAX"),
+                   help="random long-side resize range before the crop (published 448 768)")
+    p.add_argument("--view2_size", type=int, default=128, help="side of the second (rescaled) view; published 128")
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--bg_threshold", type=float, default=0.20, help="PPC background score for pseudo labels")
+    p.add_argument("--device", default="auto")
+    add_bool_flag(p, "--amp", "fp16 autocast + gradient scaling on GPU")
+    p.add_argument("--seed", type=int, default=0)
+    add_bool_flag(p, "--resume", "continue from <session_name>_last.pth when present (default on)", default=True)
+    p.add_argument("--log_every", type=int, default=10, help="steps between scalar-log lines")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from wseg.losses import cam_losses
+    from wseg.models.build import build_cam_net_for_training
+    from wseg.models.checkpoint import load_checkpoint, save_checkpoint
+    from wseg.optim import PolyOptimizer
+
+    dist = Dist(args.device)
+    device = dist.device
+    out_prefix = args.session_name
+    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
+    setup_logging(out_prefix + ".log", dist.is_main)
+    LOG.info("contrast_train %s", vars(args))
+    seeded(args.seed + dist.rank)
+
+    voc = VOCRoot(args.voc12_root, args.classes)
+    ids = voc.ids(args.train_list)
+    dataset = ClsDataset(voc, ids, cam_train_transform(args.crop_size, tuple(args.resize_long)))
+    per_step = args.batch_size * dist.world_size
+    if len(dataset) < per_step:
+        raise WsegError(f"{args.train_list}: {len(dataset)} images, fewer than one batch of {per_step}; "
+                        "lower --batch_size or use a longer list")
+    sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if dist.enabled else None
+    gen = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.num_workers, drop_last=True, generator=gen,
+                        pin_memory=device.type == "cuda")
+    steps_per_epoch = len(dataset) // per_step
+    max_step = steps_per_epoch * args.max_epoches
+
+    model = build_cam_net_for_training(args.network, args.backbone, voc.spec.num_classes, args.weights)
+    model.to(device)
+    optimizer = PolyOptimizer(unwrap(model).get_parameter_groups(), lr=args.lr, weight_decay=args.wt_dec,
+                              max_step=max_step, momentum=args.momentum)
+    scaler = grad_scaler(device, args.amp)
+    start_epoch = 0
+    last = out_prefix + "_last.pth"
+    if args.resume and os.path.isfile(last):
+        state = load_checkpoint(last, model, optimizer, scaler)
+        start_epoch = int(state["epoch"]) + 1
+        LOG.info("resumed from %s at epoch %d (step %d)", last, start_epoch, optimizer.global_step)
+    net = dist.wrap(model)
+    net.train()
+    scalars = ScalarLog(out_prefix + "_scalars.jsonl" if dist.is_main else None)
+    meter = AverageMeter()
+    gen_loss = torch.Generator(device=device)
+    t0 = time.time()
+    for epoch in range(start_epoch, args.max_epoches):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        # Every random source is re-seeded per epoch, so a run resumed at an epoch boundary equals an
+        # uninterrupted one (data order, augmentation, dropout, PPC's pixel/prototype sampling).
+        epoch_seed = args.seed * 7919 + epoch * 104729 + dist.rank
+        seeded(epoch_seed)
+        gen.manual_seed(args.seed + epoch)
+        gen_loss.manual_seed(epoch_seed)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.max_epoches}", disable=not dist.is_main,
+                   dynamic_ncols=True, leave=False)
+        for _, img1, label in bar:
+            img1 = img1.to(device, non_blocking=True)
+            label = label.to(device, non_blocking=True)
+            img2 = F.interpolate(img1, size=(args.view2_size, args.view2_size), mode="bilinear",
+                                 align_corners=True)
+            with autocast(device, args.amp):
+                out1 = net(img1)
+                out2 = net(img2)
+            out1, out2 = [o.float() for o in out1], [o.float() for o in out2]  # losses in fp32 under AMP
+            losses = cam_losses(out1, out2, label, network=args.network, bg_threshold=args.bg_threshold,
+                                view_size=args.view2_size, generator=gen_loss)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
+                raise WsegError(f"non-finite loss at step {optimizer.global_step} ({parts}); lower --lr or disable --amp")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            meter.add(**{k: float(v.detach()) for k, v in losses.items()})
+            bar.set_postfix(loss=f"{float(loss):.3f}")
+            step = optimizer.global_step
+            if step % args.log_every == 0 or step == max_step:
+                avg = meter.pop()
+                scalars.write(step, lr=optimizer.param_groups[0]["lr"], **avg)
+                LOG.info("step %d/%d %s lr %.5f %.1f img/s", step, max_step,
+                         " ".join(f"{k} {v:.4f}" for k, v in avg.items()), optimizer.param_groups[0]["lr"],
+                         step * per_step / max(1e-6, time.time() - t0))
+        if dist.is_main:
+            save_checkpoint(last, unwrap(model), optimizer, optimizer.global_step, vars(args), epoch=epoch,
+                            scaler=scaler)
+        dist.barrier()
+    if dist.is_main:
+        from wseg.models.checkpoint import save_state_dict
+
+        save_state_dict(out_prefix + ".pth", unwrap(model), meta={"network": args.network,
+                                                                 "backbone": args.backbone,
+                                                                 "num_classes": voc.spec.num_classes})
+        LOG.info("saved %s.pth", out_prefix)
+    dist.barrier()
+    dist.close()
+    return {"weights": out_prefix + ".pth", "steps": max_step}
