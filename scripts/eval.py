@@ -180,8 +180,8 @@ def run(args) -> dict:
 
     names = resolve_class_names(args.classes, args.num_classes)
     num_classes = len(names)
-    if args.num_workers < 1:
-        raise WsegError(f"--num_workers {args.num_workers}: needs at least 1")
+    if args.num_workers < 0:
+        raise WsegError(f"--num_workers {args.num_workers}: needs 0 (in-process) or more")
     if args.type == "png" and args.curve:
         raise WsegError("--curve sweeps the CAM background threshold; it needs --type npy")
     if args.type == "npy" and not args.curve and args.t is None:

@@ -13,14 +13,9 @@
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
-from tqdm import tqdm
 
 from wseg.errors import WsegError
 
@@ -150,56 +145,5 @@ def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iter
     return np.argmax(q, 0).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------------------------- process pool
-
-
-def _worker_init() -> None:
-    """One intra-op thread per worker: the pool already uses all cores, and OpenMP pools do not survive fork."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def _start_method() -> str:
-    """``fork`` where available (cheap, no re-import) unless CUDA is initialised in this process; else ``spawn``."""
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return "spawn"
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        return "spawn"
-    return "fork"
-
-
-def map_pool(fn: Callable[[Any], Any], items: Iterable[Any], num_workers: int = 0, desc: Optional[str] = None,
-             start_method: Optional[str] = None, progress: bool = True) -> List[Any]:
-    """``[fn(x) for x in items]`` in ``num_workers`` processes, in order, with a tqdm bar.
-
-    ``num_workers`` 0 or 1 runs in this process. Workers use one torch/OpenMP thread each. ``fn`` must be a
-    module-level function (picklable; required by ``spawn``). Items are submitted a few at a time, so keep them light
-    (ids/paths) and let ``fn`` load the data. The first exception in a worker is re-raised here (a
-    :class:`WsegError` keeps its one-line message) and the remaining work is cancelled.
-    """
-    items = list(items)
-    if num_workers <= 1 or len(items) <= 1:
-        return [fn(x) for x in tqdm(items, desc=desc, dynamic_ncols=True, disable=not progress)]
-    ctx = multiprocessing.get_context(start_method or _start_method())
-    workers = min(int(num_workers), len(items))
-    results: List[Any] = [None] * len(items)
-    pending: Dict[Future, int] = {}
-    nxt = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool, \
-            tqdm(total=len(items), desc=desc, dynamic_ncols=True, disable=not progress) as bar:
-        try:
-            while nxt < len(items) or pending:
-                while nxt < len(items) and len(pending) < 2 * workers:
-                    pending[pool.submit(fn, items[nxt])] = nxt
-                    nxt += 1
-                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    results[pending.pop(fut)] = fut.result()
-                    bar.update(1)
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
-    return results
+# The process pool lives in wseg.parallel; re-exported here for the stages that import it from crf.
+from wseg.parallel import map_pool  # noqa: E402,F401

@@ -21,7 +21,6 @@ published ``P``/``T``/``TP`` definition.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -320,20 +319,12 @@ def evaluate_list(ids: Sequence[str], predict_dir: str, gt_dir: str, num_classes
         chunk_size = max(1, min(16, len(ids) // (num_workers * 4) or 1))
     jobs = [(ids[i:i + chunk_size], rest) for i in range(0, len(ids), chunk_size)]
 
-    from tqdm import tqdm
+    from wseg.parallel import imap_pool
 
     total = None
-    pool = multiprocessing.get_context().Pool(num_workers) if num_workers > 1 else None  # before tqdm's thread
-    try:
-        results = map(_evaluate_chunk, jobs) if pool is None else pool.imap_unordered(_evaluate_chunk, jobs)
-        with tqdm(total=len(ids), desc="eval", unit="img", disable=not progress, leave=False) as bar:
-            for n, h in results:
-                total = h if total is None else total + h
-                bar.update(n)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    for _, (n, h) in imap_pool(_evaluate_chunk, jobs, num_workers, desc="eval", progress=progress,
+                               weight=lambda job: len(job[0])):
+        total = h if total is None else total + h
     if input_type == "png":
         return total[None]
     return histogram_to_confusions(total)[inverse.reshape(-1)]

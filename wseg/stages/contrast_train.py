@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
             scaler.step(optimizer)
             scaler.update()
             meter.add(**{k: float(v.detach()) for k, v in losses.items()})
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             step = optimizer.global_step
             if step % args.log_every == 0 or step == max_step:
                 avg = meter.pop()

@@ -1,0 +1,145 @@
+"""CAM stage end to end on the synthetic dataset: train, resume, DDP, infer, skip-if-done, bad input."""
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from wseg.models.checkpoint import read_state_dict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+    from wseg.pipeline import load_script as ls
+
+    return ls(f"scripts/{name}.py")
+
+
+def train_args(root, prefix, network="contrast", epochs=2, extra=()):
+    return ["--voc12_root", root, "--train_list", os.path.join(root, "ImageSets/Segmentation/train.txt"),
+            "--session_name", prefix, "--network", network, "--backbone", "resnet38_tiny", "--batch_size", "4",
+            "--max_epoches", str(epochs), "--crop_size", "48", "--resize_long", "48", "64", "--view2_size", "32",
+            "--num_workers", "0", "--seed", "3", "--log_every", "1", *extra]
+
+
+def run_train(argv):
+    mod = load_script("contrast_train")
+    return mod.run(mod.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("network", ["seam", "contrast"])
+def test_train_writes_weights_logs_and_meta(toy_root, tmp_path, network):
+    prefix = str(tmp_path / network)
+    out = run_train(train_args(toy_root, prefix, network, epochs=1))
+    state, meta = read_state_dict(out["weights"])
+    assert meta["network"] == network and meta["backbone"] == "resnet38_tiny"
+    assert ("fc_proj.weight" in state) == (network == "contrast")
+    lines = open(prefix + "_scalars.jsonl").read().splitlines()
+    assert len(lines) == out["steps"] == 3
+    assert os.path.isfile(prefix + ".log") and os.path.isfile(prefix + "_last.pth")
+
+
+def test_resume_after_crash_equals_uninterrupted(toy_root, tmp_path, monkeypatch):
+    full = str(tmp_path / "full")
+    run_train(train_args(toy_root, full, epochs=2))
+
+    crashed = str(tmp_path / "crashed")
+    import wseg.models.checkpoint as ck
+
+    real_save = ck.save_checkpoint
+
+    def save_then_crash(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt("simulated crash after the first epoch's checkpoint")
+
+    monkeypatch.setattr(ck, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(train_args(toy_root, crashed, epochs=2))
+    monkeypatch.setattr(ck, "save_checkpoint", real_save)
+    assert not os.path.exists(crashed + ".pth")
+    run_train(train_args(toy_root, crashed, epochs=2))  # resumes at epoch 2
+    a, _ = read_state_dict(full + ".pth")
+    b, _ = read_state_dict(crashed + ".pth")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_on_cpu(toy_root, tmp_path):
+    prefix = str(tmp_path / "ddp")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), os.path.join(REPO, "scripts/contrast_train.py"),
+           *train_args(toy_root, prefix, epochs=1, extra=["--device", "cpu"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state, _ = read_state_dict(prefix + ".pth")
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    # 12 images / (batch 4 x 2 processes) = 1 step per epoch, logged by rank 0 only
+    assert len(open(prefix + "_scalars.jsonl").read().splitlines()) == 1
+
+
+def test_infer_writes_resumes_and_evaluates(toy_root, tmp_path):
+    prefix = str(tmp_path / "cam")
+    run_train(train_args(toy_root, prefix, epochs=1))
+    infer = load_script("contrast_infer")
+    lst = os.path.join(toy_root, "ImageSets/Segmentation/train.txt")
+    argv = ["--weights", prefix + ".pth", "--voc12_root", toy_root, "--infer_list", lst,
+            "--out_cam", str(tmp_path / "npy"), "--out_cam_pred", str(tmp_path / "png"),
+            "--out_crf", str(tmp_path / "crf"), "--num_workers", "0", "--scales", "0.5", "1.0",
+            "--vis_dir", str(tmp_path / "vis"), "--vis_num", "1"]
+    out = infer.run(infer.build_parser().parse_args(argv))
+    assert out == {"done": 12, "inferred": 12}
+    from wseg import io
+    from wseg.data.voc import VOCRoot, read_list
+
+    voc = VOCRoot(toy_root)
+    labels = voc.cls_labels(read_list(lst))
+    for i in read_list(lst):
+        cams = io.load_cam_dict(str(tmp_path / "npy" / f"{i}.npy"), num_fg=3, shape=(48, 64))
+        assert sorted(cams) == np.flatnonzero(labels[i]).tolist()
+        assert io.load_mask_png(str(tmp_path / "crf" / f"{i}.png")).shape == (48, 64)
+        assert io.load_mask_png(str(tmp_path / "png" / f"{i}.png")).max() <= 3
+    assert len(os.listdir(tmp_path / "vis")) == 1
+    # delete one output: only that image is redone
+    os.remove(tmp_path / "crf" / f"{read_list(lst)[0]}.png")
+    assert infer.run(infer.build_parser().parse_args(argv)) == {"done": 12, "inferred": 1}
+    ev = load_script("eval")
+    res = ev.run(ev.build_parser().parse_args([
+        "--list", lst, "--predict_dir", str(tmp_path / "npy"), "--gt_dir", os.path.join(toy_root, "SegmentationClass"),
+        "--type", "npy", "--curve", "--classes", toy_root + "/classes.txt", "--num_workers", "0",
+        "--logfile", str(tmp_path / "eval.txt"), "--progress", "False"]))
+    assert 0 <= res["miou"] <= 100 and 0 <= res["best_threshold"] <= 0.59
+
+
+def test_bad_inputs_are_one_line_errors(toy_root, tmp_path):
+    script = os.path.join(REPO, "scripts/contrast_infer.py")
+    lst = os.path.join(toy_root, "ImageSets/Segmentation/train.txt")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    cases = [
+        (["--weights", str(tmp_path / "none.pth"), "--voc12_root", toy_root, "--infer_list", lst,
+          "--out_cam", str(tmp_path / "o")], "none.pth"),
+        (["--weights", str(junk), "--voc12_root", toy_root, "--infer_list", lst,
+          "--out_cam", str(tmp_path / "o")], "junk.pth"),
+        (["--weights", str(junk), "--voc12_root", str(tmp_path / "nowhere"), "--infer_list", lst,
+          "--out_cam", str(tmp_path / "o")], "nowhere"),
+    ]
+    for argv, name in cases:
+        res = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert "Traceback" not in res.stderr, res.stderr
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert errors == [lines[-1]] and name in lines[-1], res.stderr
+    assert not os.path.exists(tmp_path / "o") or os.listdir(tmp_path / "o") == []
