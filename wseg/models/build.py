@@ -9,11 +9,24 @@ from wseg.models.cam_nets import build_cam_net
 from wseg.models.checkpoint import load_state_dict_strict, load_weights, read_state_dict
 
 
+def freeze_kwargs(freeze: str, weights: Optional[str]) -> Dict[str, Any]:
+    """Backbone freezing: ``published`` keeps the published fixed layers and frozen BatchNorm (right for ImageNet
+    weights); ``none`` trains everything with live BatchNorm (needed from scratch: frozen random layers and
+    BN statistics of an untrained net stop learning); ``auto`` picks ``published`` iff weights are given."""
+    if freeze == "auto":
+        freeze = "published" if weights else "none"
+    if freeze == "published":
+        return {}
+    if freeze == "none":
+        return {"frozen": (), "freeze_bn": False}
+    raise ValueError(f"unknown freeze mode {freeze!r}")
+
+
 def build_cam_net_for_training(network: str, backbone: str, num_classes: int,
-                               weights: Optional[str] = None) -> nn.Module:
+                               weights: Optional[str] = None, freeze: str = "auto") -> nn.Module:
     """A SEAM/PPC network; ``weights`` (ImageNet ``.params``/``.pth`` or a CAM checkpoint) loaded strictly,
     except the new heads (``fc8``, PCM, ``fc_proj``), which may be missing and start from their published init."""
-    net = build_cam_net(network, backbone, num_classes)
+    net = build_cam_net(network, backbone, num_classes, **freeze_kwargs(freeze, weights))
     if weights:
         load_weights(net, weights, allow_missing=net.new_layer_prefixes())
     return net

@@ -32,6 +32,9 @@ from wseg.errors import WsegError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="ImageNet backbone: MXNet .params (ResNet-38) or .pth; "
                                                    "omit to train from scratch (synthetic demo)")
+    p.add_argument("--freeze", choices=["auto", "published", "none"], default="auto",
+                   help="published: fixed conv1a/b2* and frozen BatchNorm as published (for ImageNet weights); "
+                        "none: train everything (from scratch); auto: published iff --weights is given")
     p.add_argument("--network", choices=["seam", "contrast"], default="contrast",
                    help="seam = SEAM baseline, contrast = SEAM + PPC (default)")
     p.add_argument("--backbone", default="resnet38", help="resnet38 | resnet38_tiny | resnet50 | resnet101 ...")
@@ -89,7 +92,8 @@ def run(args: argparse.Namespace) -> dict:
     steps_per_epoch = len(dataset) // per_step
     max_step = steps_per_epoch * args.max_epoches
 
-    model = build_cam_net_for_training(args.network, args.backbone, voc.spec.num_classes, args.weights)
+    model = build_cam_net_for_training(args.network, args.backbone, voc.spec.num_classes, args.weights,
+                                       args.freeze)
     model.to(device)
     optimizer = PolyOptimizer(unwrap(model).get_parameter_groups(), lr=args.lr, weight_decay=args.wt_dec,
                               max_step=max_step, momentum=args.momentum)

@@ -1,0 +1,212 @@
+"""AffinityNet random walk (stage 2c) and pseudo-mask generation, after PSA ``infer_aff.py`` / PPC ``aff_infer.py``.
+
+Per image: the CAM dict (``--cam_dir``) gets a background channel (PPC's constant ``--bg_score`` 0.27, or PSA's
+``(1 - max_k cam_k)^alpha`` with ``--alpha``), is zero-padded to a multiple of 8 and average-pooled by 8; the
+trained AffinityNet gives the pair affinities of the padded image; the scores are propagated by ``2^logt`` steps of
+the random walk with transition ``D^-1 W^{o beta}`` -- as a sparse matrix (:mod:`wseg.randomwalk`), never the
+published dense ``N x N`` power -- then upsampled bilinearly, arg-maxed and cropped: ``--out_rw/<id>.png``.
+
+By default the walk uses every in-radius pair, including those at the map border that the published pair layout
+leaves out (:func:`wseg.models.affinity_net.full_pair_affinities`; matters for small images);
+``--published_pairs`` restores the published graph exactly.
+
+``--crf`` (also ``--crf True``): the published pseudo-mask step (SEAM/PPC ``aff_infer.py``, commented out in PPC):
+dense CRF (``crf_inference``, ``--crf_iters``, published 1) of the upsampled random-walk scores, written to
+``--out_crf/<id>.png`` (without ``--out_crf``: into ``--out_rw`` instead of the plain walk, as published). The CRF
+runs in a process pool while the network works.
+
+``--out_rw_npy``: the walked foreground scores at image size as a CAM dict (``{class index without background:
+HxW}``, the format of ``--cam_dir``), so ``scripts/eval.py --type npy --curve`` can sweep the walk's background
+threshold (with a constant background the walked background stays that constant).
+
+Finished images are skipped, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from wseg import io
+from wseg.affinity import DEFAULT_RADIUS
+from wseg.cli import add_bool_flag
+from wseg.data.datasets import open_rgb
+from wseg.data.transforms import hwc_to_chw, normalize
+from wseg.data.voc import VOCRoot
+from wseg.engine import LOG, autocast, resolve_device, setup_logging
+from wseg.errors import WsegError
+from wseg.parallel import start_method
+from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, STRIDE, build_transition, downsample_cams, random_walk,
+                             upsample_argmax, with_background)
+from wseg.stages.aff_prepare import require_cams
+
+DEFAULT_LOGT = 6        # PPC / SEAM aff_infer.py; PSA infer_aff.py uses 8
+CRF_ITERS_RW = 1        # SEAM / PPC aff_infer.py: crf_inference(img, cam_rw, t=1)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="AffinityNet weights (scripts/aff_train.py or published .pth)")
+    p.add_argument("--backbone", default=None, help="resnet38 | resnet38_tiny | ... (default: from the checkpoint)")
+    p.add_argument("--voc12_root", required=True)
+    p.add_argument("--infer_list", required=True)
+    p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
+    p.add_argument("--cam_dir", required=True, help="CAM .npy dicts (scripts/contrast_infer.py --out_cam)")
+    p.add_argument("--out_rw", default=None, help="folder for random-walk label PNGs")
+    p.add_argument("--out_rw_npy", default=None, help="folder for the walked CAM dicts (.npy, optional)")
+    add_bool_flag(p, "--crf", "dense-CRF refine the walk into pseudo masks (published pseudo-mask step)")
+    p.add_argument("--out_crf", default=None, help="folder for the CRF pseudo masks (implies --crf)")
+    p.add_argument("--crf_iters", type=int, default=CRF_ITERS_RW, help="CRF mean-field iterations (published 1)")
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Hadamard power of the affinities (8)")
+    p.add_argument("--logt", type=int, default=DEFAULT_LOGT, help="2^logt walk steps (PPC/SEAM 6, PSA 8)")
+    p.add_argument("--radius", type=int, default=DEFAULT_RADIUS, help="pair radius at 1/8 resolution (5)")
+    add_bool_flag(p, "--published_pairs", "only the published pair layout (no pairs at the map border)")
+    p.add_argument("--bg_score", type=float, default=None,
+                   help=f"constant background score (PPC; the default, {DEFAULT_BG_SCORE})")
+    p.add_argument("--alpha", "--bg_alpha", dest="alpha", type=float, default=None,
+                   help="background (1 - max CAM)^alpha instead of a constant (PSA 16, SEAM 6)")
+    p.add_argument("--num_workers", type=int, default=2, help="image-loading and CRF worker processes")
+    p.add_argument("--device", default="auto")
+    add_bool_flag(p, "--amp", "fp16 autocast on GPU (affinities and the walk stay float32)")
+    p.add_argument("--log", default=None, help="log file (default: next to the first output folder)")
+
+
+class _Images(Dataset):
+    """``(id, normalised image padded to a multiple of 8 (3, H8, W8), (H, W), error or None)``."""
+
+    def __init__(self, voc: VOCRoot, ids: Sequence[str]):
+        self.voc, self.ids = voc, list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        image_id = self.ids[i]
+        try:
+            img = np.asarray(open_rgb(self.voc.image_path(image_id)))
+        except WsegError as exc:   # re-raised in the main process as one line
+            return image_id, torch.zeros(0), (0, 0), str(exc)
+        h, w = img.shape[:2]
+        x = torch.from_numpy(hwc_to_chw(normalize(img)))
+        x = F.pad(x, (0, -(-w // STRIDE) * STRIDE - w, 0, -(-h // STRIDE) * STRIDE - h))
+        return image_id, x, (h, w), None
+
+
+def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: str, iters: int) -> None:
+    """Dense CRF of the walked scores ``(C, H, W)`` -> pseudo-mask PNG (module level: runs in a process pool)."""
+    from wseg.crf import crf_inference
+
+    img = io.load_image(image_path)
+    if scores.shape[0] == 1:
+        labels = np.zeros(img.shape[:2], np.uint8)
+    else:
+        labels = keys[np.argmax(crf_inference(img, scores, t=iters), 0)].astype(np.uint8)
+    io.save_mask_png(out_path, labels)
+
+
+@torch.no_grad()
+def walk_image(model: torch.nn.Module, x: torch.Tensor, scores: torch.Tensor, radius: int, beta: float, logt: int,
+               published_pairs: bool = False, amp: bool = False) -> torch.Tensor:
+    """Random walk of one image's scores: ``x`` the padded normalised image ``(1, 3, H8, W8)``, ``scores``
+    ``(C, H, W)`` with background at channel 0. Returns the walked scores at feature size ``(C, H8/8, W8/8)``."""
+    from wseg.models.affinity_net import crop_scores, full_pair_affinities, pad_scores, pair_affinities
+
+    device = x.device
+    with autocast(device, amp):
+        f = model.embed(x)
+    small = downsample_cams(scores.to(device))
+    h, w = f.shape[-2:]
+    if tuple(small.shape[-2:]) != (h, w):
+        raise WsegError(f"AffinityNet feature map {h}x{w} does not match the image's {tuple(small.shape[-2:])} at "
+                        "stride 8; the backbone must have output stride 8 (check --backbone)")
+    if published_pairs:
+        aff = pair_affinities(f, radius)[0]
+        trans = build_transition(aff, h, w, radius, beta, device=device)
+        return random_walk(small, trans, logt)
+    aff, (hp, wp) = full_pair_affinities(f, radius)
+    trans = build_transition(aff, hp, wp, radius, beta, device=device)
+    return crop_scores(random_walk(pad_scores(small, radius), trans, logt), radius, (h, w))
+
+
+def upsample_scores(rw: torch.Tensor, size) -> torch.Tensor:
+    """Published output resampling: bilinear to the padded size ``(h * 8, w * 8)``, then crop to ``size``."""
+    h, w = rw.shape[-2:]
+    up = F.interpolate(rw[None].float(), size=(h * STRIDE, w * STRIDE), mode="bilinear", align_corners=False)[0]
+    return up[:, : int(size[0]), : int(size[1])]
+
+
+def run(args: argparse.Namespace) -> dict:
+    from wseg.models.affinity_net import build_affinity_net_from_weights
+
+    if args.bg_score is not None and args.alpha is not None:
+        raise WsegError("--bg_score and --alpha both given: the background is either a constant (PPC 0.27) or "
+                        "(1 - max CAM)^alpha (PSA 16); pass one")
+    bg_score = DEFAULT_BG_SCORE if args.bg_score is None and args.alpha is None else args.bg_score
+    if args.logt < 0 or args.beta <= 0 or args.crf_iters < 1:
+        raise WsegError(f"--logt {args.logt} / --beta {args.beta:g} / --crf_iters {args.crf_iters}: need logt >= 0, "
+                        "beta > 0 and at least one CRF iteration")
+    crf = bool(args.crf or args.out_crf)
+    crf_dir = args.out_crf or (args.out_rw if crf else None)
+    rw_dir = args.out_rw if not (crf and not args.out_crf) else None
+    outs = [(rw_dir, ".png"), (args.out_rw_npy, ".npy"), (crf_dir, ".png")]
+    if not any(d for d, _ in outs):
+        raise WsegError("nothing to write: pass --out_rw (and/or --out_rw_npy, --out_crf)")
+    voc = VOCRoot(args.voc12_root, args.classes)
+    ids = voc.ids(args.infer_list)
+    first = next(d for d, _ in outs if d)
+    setup_logging(args.log or os.path.join(os.path.dirname(os.path.abspath(first)), "aff_infer.log"))
+    todo = io.pending_ids(ids, outs)
+    LOG.info("aff_infer: %d images, %d already done; beta %g logt %d radius %d bg %s%s", len(ids),
+             len(ids) - len(todo), args.beta, args.logt, args.radius,
+             f"{bg_score:g}" if bg_score is not None else f"(1-max)^{args.alpha:g}", " + CRF" if crf else "")
+    if not todo:
+        return {"done": len(ids), "inferred": 0, "out_rw": rw_dir, "out_crf": crf_dir}
+    require_cams(args.cam_dir, todo, "aff_infer")
+    device = resolve_device(args.device)
+    model, meta = build_affinity_net_from_weights(args.weights, args.backbone, radius=args.radius)
+    model.to(device).eval()
+    loader = DataLoader(_Images(voc, todo), batch_size=None, shuffle=False, num_workers=args.num_workers)
+    pool: Optional[ProcessPoolExecutor] = None
+    if crf:
+        pool = ProcessPoolExecutor(max_workers=max(1, args.num_workers),
+                                   mp_context=multiprocessing.get_context(start_method()))
+    jobs = []
+    try:
+        for image_id, x, size, err in tqdm(loader, desc="aff_infer", dynamic_ncols=True):
+            if err:
+                raise WsegError(err)
+            h, w = int(size[0]), int(size[1])
+            cam_path = os.path.join(args.cam_dir, image_id + ".npy")
+            cams = io.load_cam_dict(cam_path, voc.spec.num_fg, (h, w))
+            fg_keys, stack = io.cam_dict_to_stack(cams, (h, w))
+            scores = with_background(torch.from_numpy(stack), bg_score=bg_score,
+                                     bg_alpha=None if bg_score is not None else args.alpha)
+            keys = np.concatenate([[0], fg_keys + 1]).astype(np.int64)
+            rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt,
+                            args.published_pairs, args.amp)
+            if rw_dir:
+                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), upsample_argmax(rw, (h, w), keys=keys))
+            if args.out_rw_npy or pool is not None:
+                up = upsample_scores(rw, (h, w)).cpu().numpy().astype(np.float32)
+                if args.out_rw_npy:
+                    io.save_cam_dict(os.path.join(args.out_rw_npy, image_id + ".npy"),
+                                     {int(k): up[i + 1] for i, k in enumerate(fg_keys)})
+                if pool is not None:
+                    jobs.append(pool.submit(_crf_job, voc.image_path(image_id), up, keys,
+                                            os.path.join(crf_dir, image_id + ".png"), int(args.crf_iters)))
+                    while len(jobs) > 4 * max(1, args.num_workers):  # bound the scores waiting in memory
+                        jobs.pop(0).result()
+        for job in tqdm(jobs, desc="crf", dynamic_ncols=True, disable=not jobs):
+            job.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return {"done": len(ids), "inferred": len(todo), "out_rw": rw_dir, "out_crf": crf_dir,
+            "backbone": meta.get("backbone")}

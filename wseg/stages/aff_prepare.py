@@ -1,0 +1,154 @@
+"""AffinityNet label preparation (stage 2a): low- and high-alpha dense-CRF label maps of the CAMs.
+
+For each image, the background score ``(1 - max_k cam_k)^alpha`` is stacked before the CAMs of the present classes
+and refined by the dense CRF with the published parameters (PSA ``tool/imutils.crf_inference``: Gaussian
+``sxy 3, compat 3``, bilateral ``sxy 80, srgb 13, compat 10``, 10 iterations), once with a low alpha (background
+over-estimated, so its foreground is confident) and once with a high alpha (background under-estimated, so its
+background is confident). ``--crf_mode scores`` (default) is the PSA/SEAM "CRF with alpha" on the scores;
+``--crf_mode labels`` is PPC's ``aff_prepare.py`` (CRF on the argmax label map with ``gt_prob`` 0.7).
+
+Artifacts (instead of the published 21xHxW float ``.npy`` stacks, ~15 MB per VOC image): one uint8 palette PNG per
+image and alpha, holding the CRF argmax in dataset class indices (0 = background, k = class k; no 255, every pixel
+is labelled). ``scripts/aff_train.py`` combines the two (:func:`wseg.affinity.confident_labels`): confident
+foreground where ``la`` says foreground, confident background where ``ha`` says background, the rest ignored (255).
+
+Folders: ``--out_crf ROOT`` writes ``ROOT/crf_la`` and ``ROOT/crf_ha``; or name them with ``--la_crf_dir`` /
+``--ha_crf_dir``. Each folder records its settings in ``.aff_prepare.json``; re-running with other settings into
+the same folder is refused (stale labels would mix). Finished images are skipped, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from wseg import io
+from wseg.cam import background_power, cam_to_label
+from wseg.crf import CRF_ITERS, LABEL_GT_PROB, LOW_ALPHA, crf_label_refine, crf_with_alpha
+from wseg.parallel import map_pool
+from wseg.data.voc import VOCRoot
+from wseg.engine import LOG, setup_logging
+from wseg.errors import WsegError
+
+HIGH_ALPHA = 24          # SEAM infer_SEAM.py (crf_alpha = [4, 24]), which PPC's affinity stage follows; PSA: 32
+LA_SUBDIR, HA_SUBDIR = "crf_la", "crf_ha"
+SETTINGS_FILE = ".aff_prepare.json"
+CAM_STAGE = "scripts/contrast_infer.py --out_cam"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc12_root", required=True, help="VOC-format dataset root (JPEGImages/)")
+    p.add_argument("--infer_list", required=True, help="split list (ids, or published 'JPEGImages/x.jpg ...' lines)")
+    p.add_argument("--cam_dir", required=True, help="CAM .npy dicts written by " + CAM_STAGE)
+    p.add_argument("--out_crf", default=None, help="output root: writes <out_crf>/crf_la and <out_crf>/crf_ha")
+    p.add_argument("--la_crf_dir", default=None, help="low-alpha label folder (instead of --out_crf)")
+    p.add_argument("--ha_crf_dir", default=None, help="high-alpha label folder (instead of --out_crf)")
+    p.add_argument("--alphas", type=float, nargs=2, default=[LOW_ALPHA, HIGH_ALPHA], metavar=("LOW", "HIGH"),
+                   help=f"background powers (default {LOW_ALPHA:g} {HIGH_ALPHA}: SEAM/PPC; PSA uses 4 32)")
+    p.add_argument("--crf_mode", choices=["scores", "labels"], default="scores",
+                   help="scores: PSA/SEAM CRF with alpha on the scores (default); labels: PPC's CRF on the argmax")
+    p.add_argument("--crf_iters", type=int, default=CRF_ITERS, help="mean-field iterations (published 10)")
+    p.add_argument("--gt_prob", type=float, default=LABEL_GT_PROB, help="--crf_mode labels: unary confidence (0.7)")
+    p.add_argument("--num_workers", type=int, default=2, help="CRF worker processes")
+    p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
+    p.add_argument("--log", default=None, help="log file (default: <out root>/aff_prepare.log)")
+
+
+def resolve_dirs(args: argparse.Namespace) -> Tuple[str, str]:
+    """``(la_dir, ha_dir)`` from ``--out_crf`` or ``--la_crf_dir``/``--ha_crf_dir``."""
+    if args.la_crf_dir or args.ha_crf_dir:
+        if not (args.la_crf_dir and args.ha_crf_dir):
+            raise WsegError("--la_crf_dir/--ha_crf_dir: pass both folders (or only --out_crf ROOT)")
+        if os.path.abspath(args.la_crf_dir) == os.path.abspath(args.ha_crf_dir):
+            raise WsegError(f"--la_crf_dir and --ha_crf_dir are the same folder ({args.la_crf_dir}); "
+                            "the low- and high-alpha labels need separate folders")
+        return args.la_crf_dir, args.ha_crf_dir
+    if not args.out_crf:
+        raise WsegError("nothing to write: pass --out_crf ROOT (writes ROOT/crf_la and ROOT/crf_ha) or "
+                        "--la_crf_dir and --ha_crf_dir")
+    return os.path.join(args.out_crf, LA_SUBDIR), os.path.join(args.out_crf, HA_SUBDIR)
+
+
+def _check_settings(folder: str, settings: Dict) -> None:
+    """Record ``settings`` in ``folder``; refuse a folder holding labels made with other settings."""
+    path = os.path.join(folder, SETTINGS_FILE)
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = None
+        if old != settings:
+            raise WsegError(f"{folder}: holds labels made with other settings ({old} vs {settings}); "
+                            "delete the folder or write to another --out_crf")
+        return
+    if os.path.isdir(folder) and any(n.endswith(".png") for n in os.listdir(folder)):
+        raise WsegError(f"{folder}: holds label PNGs of unknown settings (no {SETTINGS_FILE}); delete them or "
+                        "write to another folder")
+    io.atomic_write_text(path, json.dumps(settings, sort_keys=True) + "\n")
+
+
+def crf_labels(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, mode: str, num_classes: int,
+               iters: int = CRF_ITERS, gt_prob: float = LABEL_GT_PROB) -> np.ndarray:
+    """The uint8 ``(H, W)`` dCRF label map of one image for background power ``alpha`` (dataset class indices)."""
+    if mode == "scores":
+        return crf_with_alpha(img, cams, alpha, t=iters)
+    labels = cam_to_label(cams, background_power(cams, alpha, img.shape[:2]), img.shape[:2])
+    if not cams:
+        return labels
+    return crf_label_refine(img, labels, num_classes, iters=iters, gt_prob=gt_prob)
+
+
+def _job(item: Tuple) -> Optional[str]:
+    """One image: both label maps (skipping one already written). Module level, so process pools can pickle it."""
+    image_id, image_path, cam_path, outs, mode, iters, gt_prob, num_classes = item
+    img = io.load_image(image_path)
+    cams = io.load_cam_dict(cam_path, num_classes - 1, img.shape[:2])
+    for alpha, out_path in outs:
+        if not io.is_done(out_path):
+            io.save_mask_png(out_path, crf_labels(img, cams, alpha, mode, num_classes, iters, gt_prob))
+    return image_id
+
+
+def missing_cams(cam_dir: str, ids: List[str]) -> List[str]:
+    return [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + ".npy"))]
+
+
+def require_cams(cam_dir: str, ids: List[str], stage: str) -> None:
+    """One-line error when CAM files of ``ids`` are missing (naming the first and the stage that writes them)."""
+    io.require_dir(cam_dir, "CAM", f"run {CAM_STAGE} {cam_dir} first (or fix --cam_dir)")
+    missing = missing_cams(cam_dir, ids)
+    if missing:
+        raise WsegError(f"{os.path.join(cam_dir, missing[0] + '.npy')}: CAM file not found ({len(missing)} of "
+                        f"{len(ids)} missing); run {CAM_STAGE} {cam_dir} on this list before {stage}")
+
+
+def run(args: argparse.Namespace) -> dict:
+    la_dir, ha_dir = resolve_dirs(args)
+    low, high = (float(a) for a in args.alphas)
+    if not 0 < low < high:
+        raise WsegError(f"--alphas {low:g} {high:g}: need 0 < LOW < HIGH (published 4 and 24/32)")
+    if args.crf_iters < 1:
+        raise WsegError(f"--crf_iters {args.crf_iters}: need at least 1 mean-field iteration (published 10)")
+    voc = VOCRoot(args.voc12_root, args.classes)
+    ids = voc.ids(args.infer_list)
+    root = args.out_crf or os.path.dirname(os.path.abspath(la_dir))
+    setup_logging(args.log or os.path.join(root, "aff_prepare.log"))
+    common = {"crf_mode": args.crf_mode, "crf_iters": int(args.crf_iters), "classes": list(voc.spec.class_names)}
+    if args.crf_mode == "labels":
+        common["gt_prob"] = float(args.gt_prob)
+    _check_settings(la_dir, {**common, "alpha": low})
+    _check_settings(ha_dir, {**common, "alpha": high})
+    todo = io.pending_ids(ids, [(la_dir, ".png"), (ha_dir, ".png")])
+    LOG.info("aff_prepare: %d images, %d already done; alphas %g/%g, crf %s -> %s, %s", len(ids),
+             len(ids) - len(todo), low, high, args.crf_mode, la_dir, ha_dir)
+    if todo:
+        require_cams(args.cam_dir, todo, "aff_prepare")
+        items = [(i, voc.image_path(i), os.path.join(args.cam_dir, i + ".npy"),
+                  ((low, os.path.join(la_dir, i + ".png")), (high, os.path.join(ha_dir, i + ".png"))),
+                  args.crf_mode, int(args.crf_iters), float(args.gt_prob), voc.spec.num_classes) for i in todo]
+        map_pool(_job, items, num_workers=args.num_workers, desc="aff_prepare")
+    return {"la_crf_dir": la_dir, "ha_crf_dir": ha_dir, "done": len(ids), "processed": len(todo)}
