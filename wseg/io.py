@@ -18,6 +18,9 @@ from wseg.errors import WsegError
 
 # --------------------------------------------------------------------------------------------- atomic writes
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
@@ -34,6 +37,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give artifacts the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
