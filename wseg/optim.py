@@ -42,7 +42,34 @@ def _is_four_groups(params: Any) -> bool:
             and all(isinstance(g, (tuple, list)) and all(isinstance(p, torch.Tensor) for p in g) for g in params))
 
 
-class PolyOptimizer(torch.optim.SGD):
+class PolySchedule:
+    """Poly learning-rate decay applied before every ``step`` and a ``global_step`` saved in ``state_dict``;
+    mixed into an optimiser class (before it in the bases)."""
+
+    def step(self, closure=None):
+        if self.global_step < self.max_step:
+            for group in self.param_groups:
+                group["lr"] = poly_lr(group["initial_lr"], self.global_step, self.max_step, self.power)
+        loss = super().step(closure)
+        self.global_step += 1
+        return loss
+
+    def state_dict(self) -> Dict[str, Any]:
+        sd = super().state_dict()
+        sd["poly"] = {"global_step": self.global_step, "max_step": self.max_step, "power": self.power}
+        return sd
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        poly = state_dict.pop("poly", None)
+        super().load_state_dict(state_dict)
+        if poly is not None:
+            self.global_step = int(poly["global_step"])
+            self.max_step = int(poly["max_step"])
+            self.power = float(poly["power"])
+
+
+class PolyOptimizer(PolySchedule, torch.optim.SGD):
     """SGD with the published poly schedule; counts ``global_step`` (saved in ``state_dict``).
 
     ``params``: the 4-tuple of :meth:`get_parameter_groups` (expanded with :func:`published_param_groups`), or
@@ -67,24 +94,34 @@ class PolyOptimizer(torch.optim.SGD):
         for group in self.param_groups:
             group.setdefault("initial_lr", group["lr"])
 
-    def step(self, closure=None):
-        if self.global_step < self.max_step:
-            for group in self.param_groups:
-                group["lr"] = poly_lr(group["initial_lr"], self.global_step, self.max_step, self.power)
-        loss = super().step(closure)
-        self.global_step += 1
-        return loss
 
-    def state_dict(self) -> Dict[str, Any]:
-        sd = super().state_dict()
-        sd["poly"] = {"global_step": self.global_step, "max_step": self.max_step, "power": self.power}
-        return sd
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        poly = state_dict.pop("poly", None)
-        super().load_state_dict(state_dict)
-        if poly is not None:
-            self.global_step = int(poly["global_step"])
-            self.max_step = int(poly["max_step"])
-            self.power = float(poly["power"])
+class PolyAdamW(PolySchedule, torch.optim.AdamW):
+    """AdamW with the same poly schedule and ``global_step`` bookkeeping as :class:`PolyOptimizer`.
+
+    Not a published setting: for training small backbones from scratch (the synthetic demo, no ImageNet
+    weights), where SGD at the published rates needs far more steps than a CPU demo can afford. The four
+    published groups are kept, without the x2/x10/x20 multipliers (Adam normalises step sizes); biases get no
+    weight decay.
+    """
+
+    def __init__(self, params: Iterable, lr: float, weight_decay: float, max_step: int, power: float = POLY_POWER):
+        if _is_four_groups(params):
+            params = [{"params": list(g), "weight_decay": 0.0 if i % 2 else weight_decay}
+                      for i, g in enumerate(params) if len(g)]
+        super().__init__(params, lr=lr, weight_decay=weight_decay)
+        self.global_step = 0
+        self.max_step = int(max_step)
+        self.power = float(power)
+        for group in self.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+
+def build_optimizer(name: str, groups, lr: float, weight_decay: float, max_step: int,
+                    momentum: Optional[float] = None) -> torch.optim.Optimizer:
+    """``sgd``: the published :class:`PolyOptimizer`; ``adamw``: :class:`PolyAdamW` (from-scratch training)."""
+    if name == "sgd":
+        return PolyOptimizer(groups, lr=lr, weight_decay=weight_decay, max_step=max_step, momentum=momentum)
+    if name == "adamw":
+        return PolyAdamW(groups, lr=lr, weight_decay=weight_decay, max_step=max_step)
+    raise ValueError(f"unknown optimizer {name!r}; expected sgd or adamw")

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=float, default=None,
                    help="SGD momentum; default reproduces the published PolyOptimizer, which passes wt_dec into "
                         "SGD's momentum slot (momentum 5e-4, i.e. none)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="sgd: the published poly SGD (default); adamw: poly AdamW, for training from scratch "
+                        "without ImageNet weights (the synthetic demo)")
     p.add_argument("--crop_size", type=int, default=448)
     p.add_argument("--resize_long", type=int, nargs=2, default=[448, 768], metavar=("MIN", "MAX"),
                    help="random long-side resize range before the crop (published 448 768)")
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.losses import cam_losses
     from wseg.models.build import build_cam_net_for_training
     from wseg.models.checkpoint import load_checkpoint, save_checkpoint
-    from wseg.optim import PolyOptimizer
+    from wseg.optim import build_optimizer
 
     dist = Dist(args.device)
     device = dist.device
@@ -95,8 +98,8 @@ def run(args: argparse.Namespace) -> dict:
     model = build_cam_net_for_training(args.network, args.backbone, voc.spec.num_classes, args.weights,
                                        args.freeze)
     model.to(device)
-    optimizer = PolyOptimizer(unwrap(model).get_parameter_groups(), lr=args.lr, weight_decay=args.wt_dec,
-                              max_step=max_step, momentum=args.momentum)
+    optimizer = build_optimizer(args.optimizer, unwrap(model).get_parameter_groups(), lr=args.lr,
+                                weight_decay=args.wt_dec, max_step=max_step, momentum=args.momentum)
     scaler = grad_scaler(device, args.amp)
     start_epoch = 0
     last = out_prefix + "_last.pth"

@@ -1,0 +1,243 @@
+"""The pipeline runner: chains the stage scripts through files on disk, after jiwoon-ahn/irn's ``run_sample.py``.
+
+Each stage is the same standalone script a user runs (``scripts/*.py``): the runner builds its command line from
+one config, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
+``<work_dir>/stages/<name>.done``. Re-running skips finished stages (and stages skip finished images);
+``--from STAGE`` clears the marks from that stage on. A killed run resumes where it stopped, since every
+artifact is written atomically.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+from wseg.errors import WsegError
+from wseg.io import atomic_write_text
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class Stage:
+    """One step: a script, its argument list, and what to collect from its ``run`` result for the report."""
+
+    name: str
+    script: str                      # path relative to the repo root, e.g. "scripts/eval.py"
+    argv: List[str]
+    describe: str = ""
+    collect: Optional[Callable[[dict], Dict[str, float]]] = None
+    needs: List[str] = field(default_factory=list)
+
+
+def load_script(rel_path: str):
+    """Import a script file (``scripts/x.py``) as a module without running its ``__main__`` block."""
+    path = os.path.join(REPO, rel_path)
+    name = "wseg_script_" + os.path.splitext(os.path.basename(rel_path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise WsegError(f"{path}: stage script not found")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class Runner:
+    """Runs a list of :class:`Stage` in order with done-marks, timings and a JSON record of results."""
+
+    def __init__(self, work_dir: str, stages: Sequence[Stage]):
+        self.work_dir = work_dir
+        self.stages = list(stages)
+        self.mark_dir = os.path.join(work_dir, "stages")
+        os.makedirs(self.mark_dir, exist_ok=True)
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate stage names")
+
+    def _mark(self, name: str) -> str:
+        return os.path.join(self.mark_dir, name + ".done")
+
+    def is_done(self, name: str) -> bool:
+        return os.path.isfile(self._mark(name))
+
+    def results(self) -> Dict[str, dict]:
+        """Recorded ``{stage: {"seconds": ..., "result": ...}}`` of finished stages."""
+        out = {}
+        for s in self.stages:
+            if self.is_done(s.name):
+                with open(self._mark(s.name)) as f:
+                    out[s.name] = json.load(f)
+        return out
+
+    def reset_from(self, name: str) -> None:
+        names = [s.name for s in self.stages]
+        if name not in names:
+            raise WsegError(f"--from {name}: unknown stage; choose one of {', '.join(names)}")
+        for s in self.stages[names.index(name):]:
+            if self.is_done(s.name):
+                os.remove(self._mark(s.name))
+
+    def run(self, only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> Dict[str, dict]:
+        for stage in self.stages:
+            if only and stage.name not in only:
+                continue
+            if self.is_done(stage.name):
+                echo(f"[skip] {stage.name}: done")
+                continue
+            cmd = "python " + stage.script + " " + " ".join(shlex.quote(a) for a in stage.argv)
+            echo(f"[run ] {stage.name}: {cmd}")
+            mod = load_script(stage.script)
+            args = mod.build_parser().parse_args(stage.argv)
+            t0 = time.time()
+            result = mod.run(args)
+            seconds = time.time() - t0
+            record = {"seconds": round(seconds, 2), "command": cmd,
+                      "result": _jsonable(result) if isinstance(result, dict) else None}
+            if stage.collect and isinstance(result, dict):
+                record["metrics"] = stage.collect(result)
+            atomic_write_text(self._mark(stage.name), json.dumps(record, indent=1))
+            echo(f"[done] {stage.name}: {seconds:.1f}s")
+        return self.results()
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if isinstance(obj, (int, float, str, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+# --------------------------------------------------------------------------------------------- the WSSS recipe
+
+
+def flags(options: Optional[Dict]) -> List[str]:
+    """``{"--lr": 0.1, "--scales": [1, 2], "--amp": True, "--x": None}`` -> ``["--lr", "0.1", "--scales", "1", "2",
+    "--amp"]`` (``False``/``None`` drop the flag)."""
+    out: List[str] = []
+    for key, val in (options or {}).items():
+        if val is None or val is False:
+            continue
+        out.append(key)
+        if val is True:
+            continue
+        out += [str(v) for v in val] if isinstance(val, (list, tuple)) else [str(val)]
+    return out
+
+
+def _miou(result: dict) -> Dict[str, float]:
+    out = {"miou": float(result["miou"])}
+    if "best_threshold" in result:
+        out["best_threshold"] = float(result["best_threshold"])
+    return out
+
+
+def _seg_miou(result: dict) -> Dict[str, float]:
+    return {k: float(v) for k, v in result.items() if k in ("miou", "miou_crf") and v is not None}
+
+
+def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
+    """The stage list of the PPC recipe from a pipeline config (see ``scripts/pipelines/*.json``).
+
+    ``cfg["dataset"]`` holds either ``{"voc12_root": ...}`` or ``{"make_toy_voc": {flags}}`` (the synthetic
+    dataset is then written to ``<work_dir>/data``). ``cfg["stages"][name]`` holds each script's own flags; the
+    runner adds the paths that connect the stages. ``cfg["baseline_seam"]`` adds the SEAM baseline's CAMs.
+    """
+    W = lambda *p: os.path.join(work_dir, *p)  # noqa: E731
+    ds = cfg.get("dataset", {})
+    st = cfg.get("stages", {})
+    stages: List[Stage] = []
+    if "make_toy_voc" in ds:
+        root = W("data")
+        stages.append(Stage("data", "scripts/make_toy_voc.py", ["--out", root] + flags(ds["make_toy_voc"]),
+                            "synthetic VOC-format dataset"))
+    else:
+        root = ds.get("voc12_root")
+        if not root:
+            raise WsegError("pipeline config: dataset needs voc12_root or make_toy_voc")
+    split = lambda name: os.path.join(root, "ImageSets", "Segmentation", name + ".txt")  # noqa: E731
+    train_list = split(cfg.get("train_list", "train"))
+    infer_list = split(cfg.get("infer_list", "train"))
+    val_list = split(cfg.get("val_list", "val"))
+    gt = os.path.join(root, "SegmentationClass")
+    common = ["--voc12_root", root]
+    ev = lambda name, pred, typ, extra=(): Stage(  # noqa: E731
+        name, "scripts/eval.py",
+        ["--list", infer_list, "--predict_dir", pred, "--gt_dir", gt, "--type", typ, "--classes",
+         os.path.join(root, "classes.txt") if "make_toy_voc" in ds else cfg.get("classes", "voc12"),
+         "--logfile", W("eval_log.txt"), "--comment", name, "--out_dir", W("report"), "--progress", "False",
+         *flags(st.get("eval"))] + list(extra), f"evaluate {name}", _miou)
+
+    cam_variants = [("contrast", "")]
+    if cfg.get("baseline_seam"):
+        cam_variants.insert(0, ("seam", "seam_"))
+    for network, tag in cam_variants:
+        train_opts = {**st.get("contrast_train", {}), "--network": network}
+        stages.append(Stage(f"{tag}cam_train", "scripts/contrast_train.py",
+                            common + ["--train_list", train_list, "--session_name", W("models", f"{tag}cam")]
+                            + flags(train_opts), f"train the {network} CAM network"))
+        outs = ["--out_cam", W(f"{tag}cam")]
+        if not tag:
+            outs += ["--out_cam_pred", W("cam_png"), "--out_crf", W("cam_crf")]
+        stages.append(Stage(f"{tag}cam_infer", "scripts/contrast_infer.py",
+                            common + ["--weights", W("models", f"{tag}cam.pth"), "--infer_list", infer_list] + outs
+                            + flags(st.get("contrast_infer")), f"{network} multi-scale CAMs"))
+        stages.append(ev(f"eval_{tag}cam", W(f"{tag}cam"), "npy", ["--curve"]))
+    stages.append(ev("eval_cam_crf", W("cam_crf"), "png"))
+    stages.append(Stage("aff_prepare", "scripts/aff_prepare.py",
+                        common + ["--infer_list", train_list, "--cam_dir", W("cam"), "--out_crf", W("aff_labels")]
+                        + flags(st.get("aff_prepare")), "low/high-alpha CRF labels for AffinityNet"))
+    stages.append(Stage("aff_train", "scripts/aff_train.py",
+                        common + ["--train_list", train_list, "--la_crf_dir", W("aff_labels", "crf_la"),
+                                  "--ha_crf_dir", W("aff_labels", "crf_ha"), "--session_name", W("models", "aff")]
+                        + flags(st.get("aff_train")), "train AffinityNet"))
+    stages.append(Stage("aff_infer", "scripts/aff_infer.py",
+                        common + ["--weights", W("models", "aff.pth"), "--infer_list", infer_list,
+                                  "--cam_dir", W("cam"), "--out_rw", W("rw"), "--out_crf", W("pseudo")]
+                        + flags(st.get("aff_infer")), "random walk + CRF pseudo masks"))
+    stages.append(ev("eval_rw", W("rw"), "png"))
+    stages.append(ev("eval_pseudo", W("pseudo"), "png"))
+    seg = st.get("segmentation", {})
+    seg_common = ["--config", seg.get("config", "segmentation/configs/deeplabv1_resnet38.py"), "--voc12_root", root,
+                  "--set", f"pseudo_mask_dir={W('pseudo')}", f"work_dir={W('seg')}"] + [
+        f"{k}={v}" for k, v in seg.get("set", {}).items()]
+    stages.append(Stage("seg_train", "segmentation/train.py", seg_common, "train DeepLab on the pseudo masks"))
+    stages.append(Stage("seg_test", "segmentation/test.py", seg_common + flags(seg.get("test_flags")),
+                        "DeepLab multi-scale + flip (+ CRF) on val", _seg_miou))
+    return stages
+
+
+STAGE_ROWS = [  # report rows: (label, stage, metric key, split)
+    ("SEAM CAM (baseline)", "eval_seam_cam", "miou", "train"),
+    ("PPC CAM", "eval_cam", "miou", "train"),
+    ("PPC CAM + CRF", "eval_cam_crf", "miou", "train"),
+    ("Random walk (RW)", "eval_rw", "miou", "train"),
+    ("Pseudo masks (RW + CRF)", "eval_pseudo", "miou", "train"),
+    ("DeepLab", "seg_test", "miou", "val"),
+    ("DeepLab + CRF", "seg_test", "miou_crf", "val"),
+]
+
+
+def report_markdown(results: Dict[str, dict]) -> str:
+    """The stage-by-stage quality and time table."""
+    lines = ["| result | split | mIoU (%) | best bg threshold |", "|---|---|---:|---:|"]
+    for label, stage, key, split in STAGE_ROWS:
+        m = results.get(stage, {}).get("metrics", {})
+        if key in m:
+            thr = f"{m['best_threshold']:.2f}" if "best_threshold" in m and key == "miou" else ""
+            lines.append(f"| {label} | {split} | {m[key]:.2f} | {thr} |")
+    lines += ["", "| stage | wall time (s) |", "|---|---:|"]
+    total = 0.0
+    for name, rec in results.items():
+        lines.append(f"| {name} | {rec['seconds']:.1f} |")
+        total += rec["seconds"]
+    lines.append(f"| **total** | {total:.1f} |")
+    return "\n".join(lines) + "\n"
