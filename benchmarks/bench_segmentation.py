@@ -1,0 +1,200 @@
+"""Segmentation stage throughput: DeepLab training iterations/s and test images/s at 321 and 513 pixels.
+
+Training: ``batch`` random ``size x size`` crops with random labels (10 % ignored) through forward, the published
+cross-entropy, backward and the SGD step (four lr groups), timed over ``--iters`` iterations after a warm-up.
+Test: a ``size x size`` image through the published multi-scale + flip inference (``wseg.segmentation
+.ms_flip_probs``; input preparation included, CRF excluded), timed over ``--test_images`` images. The dense CRF
+(21 classes, 10 iterations, CPU) is timed separately per image size. On CUDA every case runs in fp32 and with AMP.
+
+Networks (``--networks``): the reduced CPU variants (DeepLab v1 on ResNet-38 at 1/16 width, DeepLab v2 on the
+one-block-per-stage ResNet, head width 64) and, by default on CUDA, the published ones (v1 ResNet-38,
+v1 ResNet-101, v2 ResNet-101). Full networks on CPU: one training iteration and one test image per size.
+
+    python benchmarks/bench_segmentation.py [--device cpu|cuda] [--networks deeplabv1/resnet101 ...]
+        [--sizes 321 513] [--batch 2] [--iters 3] [--test_images 2] [--test_scales 0.5 0.75 1 1.25 1.5 1.75]
+        [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Dict, List, Sequence
+
+import numpy as np
+import torch
+
+REDUCED = ["deeplabv1/resnet38_tiny", "deeplabv2/resnet_tiny"]
+FULL = ["deeplabv1/resnet38", "deeplabv1/resnet101", "deeplabv2/resnet101"]
+TINY_HEAD = 64  # head width of the reduced variants (the demo config's)
+NUM_CLASSES = 21
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_train(net, device, size: int, batch: int, iters: int, amp: bool) -> float:
+    """Training iterations per second."""
+    from wseg.engine import autocast, grad_scaler
+    from wseg.segmentation import make_optimizer, seg_loss, set_poly_lr
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, NUM_CLASSES, (batch, size, size), generator=g)
+    y[torch.rand(batch, size, size, generator=g) < 0.1] = 255
+    y = y.to(device)
+    net.train()
+    opt = make_optimizer(net, 0.001, 0.9, 5e-4)
+    scaler = grad_scaler(device, amp)
+
+    def step(i: int) -> None:
+        set_poly_lr(opt, 0.001, i, 20000)
+        with autocast(device, amp):
+            logits = net(x)
+        loss = seg_loss(logits, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    step(0)  # warm-up (allocator, cuDNN autotuning)
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(iters):
+        step(i + 1)
+    _sync(device)
+    return iters / (time.perf_counter() - t0)
+
+
+def bench_test(net, device, size: int, images: int, scales: Sequence[float], flip: bool, amp: bool) -> float:
+    """Test images per second (input preparation + MS+flip inference + argmax, no CRF)."""
+    from wseg.data.seg_transforms import multiscale_inputs
+    from wseg.segmentation import ms_flip_probs
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(images + 1)]
+    net.eval()
+
+    def one(img):
+        probs = ms_flip_probs(net, multiscale_inputs(img, scales), img.shape[:2], flip, device, amp)
+        return probs.argmax(0).cpu()
+
+    one(imgs[0])
+    _sync(device)
+    t0 = time.perf_counter()
+    for img in imgs[1:]:
+        one(img)
+    _sync(device)
+    return images / (time.perf_counter() - t0)
+
+
+def bench_crf(size: int, repeats: int = 1) -> float:
+    """Milliseconds per image of the dense CRF (21 classes, 10 iterations, DeepLab kernels)."""
+    from wseg.segmentation import crf_refine
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    probs = rng.random((NUM_CLASSES, size, size), dtype=np.float32)
+    probs /= probs.sum(0, keepdims=True)
+    params = {"iters": 10, "pos_w": 3, "pos_xy_std": 1, "bi_w": 4, "bi_xy_std": 67, "bi_rgb_std": 3}
+    crf_refine(img, probs, params)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        crf_refine(img, probs, params)
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
+def run(args) -> List[Dict[str, object]]:
+    from wseg.engine import resolve_device
+    from wseg.models.deeplab import build_deeplab
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True
+    cases = args.networks or (REDUCED + FULL if device.type == "cuda" else REDUCED)
+    precisions = [False, True] if device.type == "cuda" else [False]
+    rows: List[Dict[str, object]] = []
+    for case in cases:
+        model, _, backbone = case.partition("/")
+        kw = {"head_dim": TINY_HEAD} if "tiny" in backbone else {}
+        torch.manual_seed(0)
+        net = build_deeplab(model, backbone, NUM_CLASSES, **kw).to(device)
+        tiny = "tiny" in backbone
+        # CPU: 2 images for the reduced nets, 1 for the full ones (2 for deeplabv2: its image-pooling BN needs 2)
+        batch = args.batch if args.batch else (10 if device.type == "cuda" else (2 if tiny or model == "deeplabv2"
+                                                                                  else 1))
+        for size in args.sizes:
+            for amp in precisions:
+                iters = args.iters if tiny or device.type == "cuda" else max(1, args.iters // 2)
+                n_test = args.test_images if tiny or device.type == "cuda" else 1
+                row = {"network": model, "backbone": backbone, "device": device.type,
+                       "precision": "AMP fp16" if amp else "fp32", "size": size, "batch": batch}
+                try:
+                    it_s = bench_train(net, device, size, batch, iters, amp)
+                    row.update(train_it_s=it_s, train_img_s=it_s * batch)
+                except torch.OutOfMemoryError:
+                    row.update(train_it_s=None, train_img_s=None)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                row["test_img_s"] = bench_test(net, device, size, n_test, args.test_scales, True, amp)
+                rows.append(row)
+                print(f"  {model}/{backbone} {size} {row['precision']}: train {row.get('train_it_s') or 0:.3f} it/s, "
+                      f"test {row['test_img_s']:.3f} img/s", file=sys.stderr, flush=True)
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    crf = {size: bench_crf(size) for size in args.sizes} if args.crf else {}
+    if crf:
+        print("  CRF " + ", ".join(f"{k}: {v:.0f} ms" for k, v in crf.items()), file=sys.stderr, flush=True)
+    print(table(rows, args, crf, device))
+    return rows
+
+
+def _f(v, digits=3) -> str:
+    return "OOM" if v is None else f"{v:.{digits}f}"
+
+
+def table(rows, args, crf: Dict[int, float], device) -> str:
+    scales = "+".join(f"{s:g}" for s in args.test_scales)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    lines = [f"DeepLab throughput on {name} (torch {torch.__version__}); test = scales {scales} with flip, "
+             "no CRF", "",
+             "| network | backbone | precision | size | batch | train it/s | train img/s | test img/s |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {r['backbone']} | {r['precision']} | {r['size']} | {r['batch']} | "
+                     f"{_f(r['train_it_s'])} | {_f(r['train_img_s'])} | {_f(r['test_img_s'])} |")
+    if crf:
+        from wseg.segmentation import crf_takes_kernels
+
+        kernels = ("DeepLab kernels (config)" if crf_takes_kernels() else
+                   "PSA kernels (wseg.crf.crf_inference takes no kernel arguments yet)")
+        lines += ["", "| dense CRF, 21 classes, 10 iterations, CPU | size | ms/image |", "|---|---:|---:|"]
+        lines += [f"| {kernels} | {s} | {ms:.0f} |" for s, ms in crf.items()]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from wseg.cli import add_bool_flag
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--sizes", type=int, nargs="+", default=[321, 513], help="crop / image sides")
+    p.add_argument("--batch", type=int, default=None,
+                   help="training batch (default: 10 on CUDA; on CPU 2 for reduced, 1 for full networks, 2 for "
+                        "deeplabv2)")
+    p.add_argument("--iters", type=int, default=2, help="timed training iterations (halved for full nets on CPU)")
+    p.add_argument("--test_images", type=int, default=1, help="timed test images (1 for full nets on CPU)")
+    p.add_argument("--test_scales", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    p.add_argument("--networks", nargs="+", default=None, metavar="MODEL/BACKBONE",
+                   help=f"networks to time (default: {' '.join(REDUCED)} on CPU, plus {' '.join(FULL)} on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_bool_flag(p, "--crf", "time the dense CRF per image size", default=True)
+    return p
+
+
+if __name__ == "__main__":
+    run(build_parser().parse_args())

@@ -1,0 +1,318 @@
+"""Segmentation stage: configs + overrides, joint transforms, training with resume after a crash, MS+flip inference,
+segmentation/test.py (evaluation, skip-if-done, server layout), bad-input errors, a 2-process DDP run on CPU."""
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from wseg.cli import main
+from wseg.data.seg_transforms import SegTrainTransform, multiscale_inputs
+from wseg.data.transforms import normalize
+from wseg.errors import WsegError
+from wseg.io import load_mask_png, save_mask_png
+from wseg.models.deeplab import build_deeplab
+from wseg.segmentation import ms_flip_logits, ms_flip_probs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "segmentation", "configs")
+DEMO = os.path.join(CONFIGS, "demo_tiny.py")
+
+
+def _script(name):
+    mod_name = f"wseg_test_segmentation_{name}"
+    if mod_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(mod_name, os.path.join(REPO, "segmentation", name + ".py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[mod_name]
+
+
+TRAIN, TEST = _script("train"), _script("test")
+CONFIG = TRAIN.config_module()
+
+
+@pytest.fixture(scope="module")
+def pseudo(toy_root, tmp_path_factory):
+    """Pseudo masks for the train list: the ground truth with an extra ignore stripe."""
+    out = str(tmp_path_factory.mktemp("pseudo"))
+    for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "train.txt")):
+        i = line.strip()
+        m = load_mask_png(os.path.join(toy_root, "SegmentationClass", i + ".png")).copy()
+        m[:, :3] = 255
+        save_mask_png(os.path.join(out, i + ".png"), m)
+    return out
+
+
+def _train_args(toy_root, pseudo, out_dir, *extra):
+    return ["--config", DEMO, "--voc12_root", toy_root, "--pseudo_mask_dir", pseudo, "--out_dir", out_dir,
+            "--progress", "False", "--set", "max_iters=4", "ckpt_every=2", "val_every=0", "crop_size=48",
+            "log_every=2", *extra]
+
+
+def _train(argv, on_step=None):
+    from wseg.segmentation import train
+
+    args = TRAIN.build_parser().parse_args(argv)
+    return train(CONFIG.config_from_args(args), progress=False, on_step=on_step)
+
+
+def _state(path):
+    from wseg.models.checkpoint import read_state_dict
+
+    return read_state_dict(path)[0]
+
+
+@pytest.fixture(scope="module")
+def trained(toy_root, pseudo, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run_full"))
+    res = TRAIN.run(TRAIN.build_parser().parse_args(_train_args(toy_root, pseudo, out)))
+    return out, res
+
+
+# ------------------------------------------------------------------ configs
+
+
+def test_published_configs():
+    v1_38 = CONFIG.load_config(os.path.join(CONFIGS, "deeplabv1_resnet38.py"))
+    v1_101 = CONFIG.load_config(os.path.join(CONFIGS, "deeplabv1_resnet101.py"))
+    v2_101 = CONFIG.load_config(os.path.join(CONFIGS, "deeplabv2_resnet101.py"))
+    for cfg in (v1_38, v1_101, v2_101):
+        assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.power) == (0.001, 0.9, 0.0005, 0.9)
+        assert (cfg.batch_size, cfg.max_iters, cfg.crop_size, cfg.seed) == (10, 20000, 448, 1)
+        assert cfg.scale_range == [0.5, 1.5] and cfg.flip_prob == 0.5 and cfg.hsv_jitter == [10, 10, 10]
+        assert cfg.test_scales == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and cfg.test_flip and cfg.crf
+        assert cfg.bn_momentum == 0.0003 and cfg.train_list == "train_aug"
+    assert (v1_38.model, v1_38.backbone, v1_38.frozen_layers, v1_38.freeze_backbone_bn) == \
+        ("deeplabv1", "resnet38", ["conv1a"], True)
+    assert (v1_101.model, v1_101.backbone, v1_101.freeze_backbone_bn) == ("deeplabv1", "resnet101", False)
+    assert (v2_101.model, v2_101.backbone, v2_101.head_dim, v2_101.aspp_rates) == \
+        ("deeplabv2", "resnet101", 256, [6, 12, 18, 24])
+    assert v2_101.pseudo_mask_dir == v1_101.pseudo_mask_dir == "crf_5_8_png"  # inherited through 'base'
+    demo = CONFIG.load_config(DEMO)
+    assert demo.backbone == "resnet38_tiny" and demo.frozen_layers == ["conv1a"] and not demo.amp
+
+
+def test_overrides_and_unknown_keys(tmp_path, capsys):
+    p = TRAIN.build_parser()
+    args = p.parse_args(["--config", DEMO, "--lr", "0.05", "--test_scales", "0.5", "1", "--amp",
+                         "--set", "batch_size=2", "crf=False", "scale_range=0.8,1.2", "--stop_iter=none",
+                         "--head_dim", "8", "--frozen_layers", "conv1a", "b2"])
+    cfg = CONFIG.config_from_args(args)
+    assert (cfg.lr, cfg.batch_size, cfg.crf, cfg.amp, cfg.head_dim) == (0.05, 2, False, True, 8)
+    assert cfg.test_scales == [0.5, 1.0] and cfg.scale_range == [0.8, 1.2] and cfg.stop_iter is None
+    assert cfg.frozen_layers == ["conv1a", "b2"]
+    with pytest.raises(WsegError, match=r"unknown config key 'max_iter'.*max_iters"):
+        CONFIG.config_from_args(p.parse_args(["--config", DEMO, "--max_iter", "3"]))
+    with pytest.raises(WsegError, match=r"unknown config key 'learning_rate'"):
+        CONFIG.config_from_args(p.parse_args(["--config", DEMO, "--set", "learning_rate=0.1"]))
+    with pytest.raises(WsegError, match="not a valid int"):
+        CONFIG.config_from_args(p.parse_args(["--config", DEMO, "--batch_size", "ten"]))
+    bad = tmp_path / "bad.py"
+    bad.write_text("base = %r\ncrop_sise = 321\n" % DEMO)
+    with pytest.raises(WsegError, match=r"bad.py: unknown config key 'crop_sise'.*crop_size"):
+        CONFIG.load_config(str(bad))
+    # through the CLI entry point: one line, exit status 2
+    assert main(TRAIN.build_parser, TRAIN.run, ["--config", DEMO, "--max_iter", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "max_iters" in err and "\n" not in err
+
+
+# ------------------------------------------------------------------ transforms and MS+flip inference
+
+
+def test_train_transform():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 10:20] = 2
+    t = SegTrainTransform(crop=40, scale_range=(0.5, 1.5), flip=0.5, hsv=(10, 10, 10))
+    t.reseed(3)
+    x, y = t(Image.fromarray(img), mask)
+    t.reseed(3)
+    x2, y2 = t(Image.fromarray(img), mask)
+    assert torch.equal(x, x2) and torch.equal(y, y2)                     # a function of the seed
+    assert x.shape == (3, 40, 40) and x.dtype == torch.float32 and y.shape == (40, 40) and y.dtype == torch.int64
+    pad = y == 255                                                        # image smaller than the crop
+    assert pad.any() and (x[:, pad] == 0).all()                          # padding: 0 image, 255 labels
+    assert set(torch.unique(y).tolist()) <= {0, 2, 255}                  # nearest-neighbour labels
+    t0 = SegTrainTransform(crop=0, scale_range=None, flip=0.0, hsv=(0, 0, 0))
+    x, y = t0(img, mask)
+    assert torch.allclose(x, torch.from_numpy(normalize(img)).permute(2, 0, 1))
+    assert torch.equal(y, torch.from_numpy(mask).long())
+    with pytest.raises(WsegError, match="scale_range"):
+        SegTrainTransform(scale_range=(1.5, 0.5))
+
+
+def test_ms_flip_equals_hand_average():
+    torch.manual_seed(0)
+    net = build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8).eval()
+    img = np.random.default_rng(1).integers(0, 256, (21, 29, 3), dtype=np.uint8)
+    scales = [0.5, 1.0, 1.5]
+    inputs = multiscale_inputs(img, scales)
+    assert [tuple(x.shape) for x in inputs] == [(3, 10, 14), (3, 21, 29), (3, 32, 44)]
+    assert torch.allclose(inputs[1], torch.from_numpy(normalize(img)).permute(2, 0, 1))
+    hand = []
+    with torch.no_grad():
+        for x in inputs:
+            for flip in (False, True):
+                xi = x.flip(-1) if flip else x
+                out = F.interpolate(net(xi[None]), (21, 29), mode="bilinear", align_corners=True)[0]
+                hand.append(out.flip(-1) if flip else out)
+    expected = sum(hand) / len(hand)
+    got = ms_flip_logits(net, inputs, (21, 29), flip=True)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(ms_flip_probs(net, inputs, (21, 29)), torch.softmax(expected, 0), atol=1e-6)
+    no_flip = ms_flip_logits(net, inputs, (21, 29), flip=False)
+    assert torch.allclose(no_flip, sum(hand[::2]) / 3, atol=1e-5)
+
+
+# ------------------------------------------------------------------ training, resume
+
+
+def test_train_outputs(trained):
+    out, res = trained
+    assert res["iters"] == 4 and os.path.isfile(res["weights"]) and res["weights"].endswith("_itr4_all.pth")
+    assert os.path.isfile(os.path.join(out, "last.pth")) and os.path.isfile(os.path.join(out, "train.log"))
+    assert len(open(os.path.join(out, "scalars.jsonl")).read().splitlines()) == 2   # itr 2 and 4
+    assert set(_state(res["weights"])) == set(build_deeplab("deeplabv1", "resnet38_tiny", 4, head_dim=64).state_dict())
+
+
+def test_resume_equals_uninterrupted(trained, toy_root, pseudo, tmp_path):
+    ref = _state(trained[1]["weights"])
+    # stopped (stop_iter, as at a job time limit) and continued
+    a = str(tmp_path / "a")
+    assert _train(_train_args(toy_root, pseudo, a, "stop_iter=1"))["weights"] is None
+    res = _train(_train_args(toy_root, pseudo, a))
+    assert res["trained_iters"] == 3
+    assert all(torch.equal(ref[k], v) for k, v in _state(res["weights"]).items())
+    # a crash after iteration 3 (batches 1-3 of epoch 0 then 0 of epoch 1): the last checkpoint is iteration 2,
+    # re-running the same command resumes there
+
+    def crash(itr, loss):
+        if itr == 3:
+            raise RuntimeError("simulated crash")
+
+    b = str(tmp_path / "b")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train(_train_args(toy_root, pseudo, b), on_step=crash)
+    res = _train(_train_args(toy_root, pseudo, b))
+    assert res["trained_iters"] == 2
+    assert all(torch.equal(ref[k], v) for k, v in _state(res["weights"]).items())
+    assert _train(_train_args(toy_root, pseudo, b))["trained_iters"] == 0       # finished: nothing to do
+    with pytest.raises(WsegError, match="another configuration.*max_iters"):
+        _train(_train_args(toy_root, pseudo, b, "max_iters=8"))
+
+
+def test_bad_training_inputs(toy_root, pseudo, tmp_path):
+    partial = str(tmp_path / "partial")
+    shutil.copytree(pseudo, partial)
+    os.remove(os.path.join(partial, "toy_000002.png"))
+    os.remove(os.path.join(partial, "toy_000005.png"))
+    with pytest.raises(WsegError, match=r"partial: 2 of 12 masks missing.*toy_000002"):
+        _train(_train_args(toy_root, partial, str(tmp_path / "o1")))
+    wrong = str(tmp_path / "wrong")
+    shutil.copytree(pseudo, wrong)
+    save_mask_png(os.path.join(wrong, "toy_000007.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(WsegError, match=r"toy_000007.png: mask size 10x10 differs from the image size 48x64"):
+        _train(_train_args(toy_root, wrong, str(tmp_path / "o2")))
+    with pytest.raises(WsegError, match="voc12_root"):
+        _train(["--config", DEMO, "--out_dir", str(tmp_path / "o3")])
+    with pytest.raises(WsegError, match="pseudo-mask folder not found"):
+        _train(_train_args(toy_root, str(tmp_path / "nowhere"), str(tmp_path / "o4")))
+    with pytest.raises(WsegError, match="image-pooling BatchNorm of deeplabv2 needs at least 2"):
+        _train(_train_args(toy_root, pseudo, str(tmp_path / "o5"), "model=deeplabv2", "backbone=resnet_tiny",
+                           "batch_size=1", "head_dim=8"))
+
+
+# ------------------------------------------------------------------ test.py
+
+
+def test_test_script(trained, toy_root, tmp_path):
+    out, res = trained
+    argv = ["--config", DEMO, "--voc12_root", toy_root, "--out_dir", out, "--ckpt", res["weights"],
+            "--progress", "False", "--set", "crf_workers=2"]
+    r = TEST.run(TEST.build_parser().parse_args(argv))
+    assert r["labelled"] and r["predicted"] == 4 and 0 <= r["miou"] <= 100 and 0 <= r["miou_crf"] <= 100
+    assert r["pred_dir"].endswith("pred_val_crf") and r["pred_dir_nocrf"].endswith("pred_val")
+    assert sorted(os.listdir(r["pred_dir_nocrf"])) == sorted(os.listdir(r["pred_dir"]))
+    with Image.open(os.path.join(r["pred_dir"], "toy_000013.png")) as im:
+        assert im.mode == "P" and im.size == (64, 48)
+    assert "mIoU" in open(os.path.join(out, "eval_log.txt")).read()
+    again = TEST.run(TEST.build_parser().parse_args(argv))
+    assert again["predicted"] == 0 and again["miou"] == pytest.approx(r["miou"])   # finished images skipped
+    with pytest.raises(WsegError, match="other settings"):
+        TEST.run(TEST.build_parser().parse_args(argv + ["test_scales=1.0"]))
+    # without CRF: the arg-max of the MS+flip average, already written (and evaluated) by the CRF run
+    r2 = TEST.run(TEST.build_parser().parse_args(argv + ["crf=False"]))
+    assert r2["pred_dir"] == r["pred_dir_nocrf"] and r2["predicted"] == 0 and r2["miou"] == pytest.approx(r["miou"])
+    assert "miou_crf" not in r2
+    # an unlabelled split (VOC test): server layout, no evaluation
+    root2 = str(tmp_path / "unlabelled")
+    shutil.copytree(os.path.join(toy_root, "JPEGImages"), os.path.join(root2, "JPEGImages"))
+    shutil.copy(os.path.join(toy_root, "classes.txt"), root2)
+    with open(os.path.join(root2, "test.txt"), "w") as f:
+        f.write("toy_000013\ntoy_000014\n")
+    r3 = TEST.run(TEST.build_parser().parse_args(
+        ["--config", DEMO, "--voc12_root", root2, "--out_dir", str(tmp_path / "t"), "--ckpt", res["weights"],
+         "--test_list", os.path.join(root2, "test.txt"), "--progress", "False", "--crf", "False"]))
+    assert not r3["labelled"] and "miou" not in r3
+    server = tmp_path / "t" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
+    assert sorted(os.listdir(server)) == ["toy_000013.png", "toy_000014.png"]
+    with pytest.raises(WsegError, match="model='deeplabv1' network, but the config builds model='deeplabv2'"):
+        TEST.run(TEST.build_parser().parse_args(argv + ["model=deeplabv2", "backbone=resnet38_tiny"]))
+
+
+# ------------------------------------------------------------------ DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ddp_run(request, toy_root, pseudo, tmp_path_factory):
+    """``torchrun --nproc_per_node 2 segmentation/train.py`` (gloo on CPU), started before the other tests of this
+    file so that its start-up (three interpreters importing torch) overlaps with them."""
+    if not any(item.name == "test_ddp_two_processes_cpu" for item in request.session.items):
+        yield None  # not selected (-k): start nothing
+        return
+    out = str(tmp_path_factory.mktemp("ddp") / "run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), os.path.join(REPO, "segmentation", "train.py"),
+           *_train_args(toy_root, pseudo, out, "max_iters=2", "val_every=2", "batch_size=4")]
+    log = open(os.path.join(os.path.dirname(out), "torchrun.log"), "w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=os.path.dirname(out))
+    yield proc, out, log
+    if proc.poll() is None:  # SIGTERM first: torchrun then stops its workers
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
+def test_ddp_two_processes_cpu(ddp_run):
+    proc, out, log = ddp_run
+    try:
+        rc = proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        rc = "timeout (the fixture stops it)"
+    log.seek(0)
+    assert rc == 0, log.read()[-3000:]
+    assert os.path.isfile(os.path.join(out, "deeplabv1_resnet38_tiny_toy_voc_itr2_all.pth"))
+    text = open(os.path.join(out, "train.log")).read()
+    assert "val mIoU" in text and "itr 2/2" in text

@@ -1,0 +1,145 @@
+"""Joint image + label-map augmentation of the published segmentation stage (usr922/wseg
+``segmentation/lib/datasets/transform.py``, "weak" augmentation) and its multi-scale test inputs.
+
+Training, in the published order: random HSV shift (OpenCV HSV, hue +-10 of 180 wrapping, saturation and value
++-10 clipped), horizontal flip (p = 0.5), random rescale by a uniform factor in ``[0.5, 1.5]`` (bicubic image,
+nearest-neighbour labels), ImageNet normalisation, and a random ``crop x crop`` window padded with 0 (the mean
+colour after normalisation) in the image and 255 (ignore) in the label map.
+
+Randomness comes from one ``random.Random`` per transform that :meth:`SegTrainTransform.reseed` resets per
+sample, so a sample's augmentation depends only on its seed (not on worker count or on a resumed run).
+"""
+from __future__ import annotations
+
+import random
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hwc_to_chw, normalize
+from wseg.errors import WsegError
+
+IGNORE = 255
+
+
+def random_hsv(img: np.ndarray, dh: int, ds: int, dv: int) -> np.ndarray:
+    """Shift an RGB uint8 image in OpenCV's HSV space: hue wraps modulo 180, saturation/value clip to [0, 255]."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2HSV).astype(np.int32)
+    hsv[..., 0] = (hsv[..., 0] + dh) % 180
+    hsv[..., 1:] = np.clip(hsv[..., 1:] + np.array([ds, dv], np.int32), 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+def scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
+    """``(h, w)`` times ``scale``, rounded (OpenCV's ``fx``/``fy`` sizing), at least 1 pixel."""
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
+def rescale_pair(img: np.ndarray, mask: Optional[np.ndarray], scale: float) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Rescale an image bicubically and its label map by nearest neighbour (published ``RandomScale``)."""
+    h, w = img.shape[:2]
+    nh, nw = scaled_size(h, w, scale)
+    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    if mask is not None:
+        mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    return img, mask
+
+
+def crop_window(h: int, w: int, crop: int, rng: random.Random) -> Tuple[int, int, int, int, int, int]:
+    """Published ``RandomCrop`` window ``(cont_top, cont_left, img_top, img_left, ch, cw)``: a random part of the
+    image when it is larger than ``crop``, else the whole image at a random place in the container."""
+    ch, cw = min(crop, h), min(crop, w)
+    if w > crop:
+        cont_left, img_left = 0, rng.randrange(w - crop + 1)
+    else:
+        cont_left, img_left = rng.randrange(crop - w + 1), 0
+    if h > crop:
+        cont_top, img_top = 0, rng.randrange(h - crop + 1)
+    else:
+        cont_top, img_top = rng.randrange(crop - h + 1), 0
+    return cont_top, cont_left, img_top, img_left, ch, cw
+
+
+def crop_pair(img: np.ndarray, mask: np.ndarray, crop: int, rng: random.Random) -> Tuple[np.ndarray, np.ndarray]:
+    """Crop image (padding 0) and labels (padding 255) with one window into ``crop x crop``."""
+    ct, cl, it, il, ch, cw = crop_window(img.shape[0], img.shape[1], crop, rng)
+    out_img = np.zeros((crop, crop) + img.shape[2:], img.dtype)
+    out_img[ct:ct + ch, cl:cl + cw] = img[it:it + ch, il:il + cw]
+    out_mask = np.full((crop, crop), IGNORE, mask.dtype)
+    out_mask[ct:ct + ch, cl:cl + cw] = mask[it:it + ch, il:il + cw]
+    return out_img, out_mask
+
+
+class SegTrainTransform:
+    """Published "weak" segmentation augmentation as a ``joint_transform(img, mask) -> (image, labels)`` for
+    :class:`wseg.data.datasets.ImageMaskDataset`: float32 ``(3, crop, crop)`` normalised image and int64
+    ``(crop, crop)`` labels (255 = ignore).
+
+    ``hsv``: max shifts ``(h, s, v)`` (published 10, 10, 10; zeros disable it), ``flip``: probability,
+    ``scale_range``: ``(lo, hi)`` uniform rescale (``None`` or ``(1, 1)`` disables it), ``crop``: side (0 = no crop,
+    only possible with batch size 1 or equal-size images).
+    """
+
+    def __init__(self, crop: int = 448, scale_range: Optional[Sequence[float]] = (0.5, 1.5), flip: float = 0.5,
+                 hsv: Sequence[int] = (10, 10, 10), mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, seed: Optional[int] = None):
+        if crop < 0:
+            raise WsegError(f"crop_size {crop}: must be positive (0 disables cropping)")
+        if scale_range is not None:
+            if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
+                raise WsegError(f"scale_range {list(scale_range)}: expected [low, high] with 0 < low <= high")
+        if len(hsv) != 3 or min(int(v) for v in hsv) < 0:
+            raise WsegError(f"hsv_jitter {list(hsv)}: expected three non-negative shifts [h, s, v]")
+        if not 0.0 <= flip <= 1.0:
+            raise WsegError(f"flip_prob {flip}: must lie in [0, 1]")
+        self.crop, self.flip = int(crop), float(flip)
+        self.scale_range = None if scale_range is None else (float(scale_range[0]), float(scale_range[1]))
+        self.hsv = tuple(int(v) for v in hsv)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.rng = random.Random(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Make the next sample's augmentation a function of ``seed`` alone."""
+        self.rng.seed(int(seed))
+
+    def __call__(self, img, mask: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+        rng = self.rng
+        img = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
+        mask = np.asarray(mask, dtype=np.uint8)
+        if any(self.hsv):
+            dh, ds, dv = (rng.randint(-r, r) for r in self.hsv)
+            img = random_hsv(img, dh, ds, dv)
+        if self.flip > 0 and rng.random() < self.flip:
+            img, mask = img[:, ::-1], mask[:, ::-1]
+        if self.scale_range is not None and self.scale_range != (1.0, 1.0):
+            lo, hi = self.scale_range
+            img, mask = rescale_pair(np.ascontiguousarray(img), np.ascontiguousarray(mask),
+                                     rng.random() * (hi - lo) + lo)
+        x = normalize(img, self.mean, self.std)
+        if self.crop > 0:
+            x, mask = crop_pair(x, mask, self.crop, rng)
+        return torch.from_numpy(hwc_to_chw(x)), torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
+
+
+def eval_input(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+               ) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` RGB -> normalised float32 ``(3, H, W)`` tensor."""
+    return torch.from_numpy(hwc_to_chw(normalize(img, mean, std)))
+
+
+def multiscale_inputs(img: np.ndarray, scales: Sequence[float], mean: Sequence[float] = IMAGENET_MEAN,
+                      std: Sequence[float] = IMAGENET_STD) -> List[torch.Tensor]:
+    """Published test inputs (``ImageNorm`` then ``Multiscale``): the *normalised* image resized bicubically by
+    each scale, as ``(3, h_s, w_s)`` float32 tensors (flips are made on the device)."""
+    x = normalize(img, mean, std)
+    h, w = x.shape[:2]
+    out = []
+    for s in scales:
+        if float(s) <= 0:
+            raise WsegError(f"test_scales {list(scales)}: scales must be positive")
+        xs = x if float(s) == 1.0 else cv2.resize(x, scaled_size(h, w, float(s))[::-1], interpolation=cv2.INTER_CUBIC)
+        out.append(torch.from_numpy(hwc_to_chw(xs)))
+    return out
