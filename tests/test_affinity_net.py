@@ -15,14 +15,6 @@ from wseg.optim import PolyOptimizer
 from wseg.stages.aff_train import affinity_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --------------------------------------------------------------------------------------------- published layout
 
 

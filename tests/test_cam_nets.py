@@ -11,14 +11,6 @@ from wseg.models.cam_nets import CamHeads, ContrastNet, SEAMNet, build_backbone,
 from wseg.optim import PolyOptimizer, poly_lr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("backbone", ["resnet38_tiny", "resnet_tiny"])
 def test_output_shapes(backbone):
     x = torch.randn(2, 3, 64, 48)

@@ -15,14 +15,6 @@ from wseg.models.checkpoint import (load_checkpoint, load_weights, read_meta, re
 from wseg.optim import PolyOptimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _net(name="seam", seed=0, num_classes=5):
     torch.manual_seed(seed)
     return build_cam_net(name, "resnet38_tiny", num_classes=num_classes)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from wseg.crf import (crf_inference, crf_label_refine, crf_with_alpha, crf_with_alpha_dict, crf_with_alpha_scores,
-                      map_pool)
+from wseg.crf import crf_inference, crf_label_refine, crf_with_alpha, crf_with_alpha_dict, crf_with_alpha_scores
 from wseg.errors import WsegError
+from wseg.parallel import map_pool
 
 H, W = 24, 32
 

@@ -9,14 +9,6 @@ from wseg.models.cam_nets import build_cam_net
 from wseg.optim import PolyOptimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------------------------- references
 
 

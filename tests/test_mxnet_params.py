@@ -12,13 +12,6 @@ from wseg.models.cam_nets import build_cam_net
 from wseg.models.checkpoint import load_weights
 from wseg.models.resnet38 import resnet38_tiny
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

@@ -15,13 +15,6 @@ TABLE = [
 ]
 BOTTLENECKS = [("b6", 1024, 2048), ("b7", 2048, 4096)]
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 

@@ -143,7 +143,3 @@ def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iter
     unary[:, ~sure] = -np.log(1.0 / num_classes)
     q = _run_crf(img, unary, num_classes, iters, 1)
     return np.argmax(q, 0).astype(np.uint8)
-
-
-# The process pool lives in wseg.parallel; re-exported here for the stages that import it from crf.
-from wseg.parallel import map_pool  # noqa: E402,F401

@@ -27,6 +27,7 @@ from torch import nn
 
 from wseg.affinity import DEFAULT_RADIUS, get_indices_of_pairs
 from wseg.errors import WsegError
+from wseg.models.new_layers import NewLayersMixin
 from wseg.models import resnet38 as _r38
 from wseg.models import resnets as _rn
 from wseg.models.cam_nets import backbone_spec
@@ -111,7 +112,7 @@ def head_widths(feature_channels: Dict[str, int]) -> Tuple[int, int, int]:
     return tuple(_r38.scaled(c, scale) for c in HEAD_WIDTHS)  # type: ignore[return-value]
 
 
-class AffinityHeads(nn.Module):
+class AffinityHeads(NewLayersMixin, nn.Module):
     """AffinityNet heads ``f8_3``, ``f8_4``, ``f8_5``, ``f9``. Mixin: use before a backbone class.
 
     ``forward(x) -> (B, K, M)`` pair affinities at ``radius`` (published layout); :meth:`embed` gives the affinity
@@ -158,23 +159,6 @@ class AffinityHeads(nn.Module):
             return dense_affinity_matrix(aff[0], f.shape[2], f.shape[3], radius)
         return aff
 
-    # ------------------------------------------------------------------ optimisation
-    def get_parameter_groups(self) -> Tuple[list, list, list, list]:
-        """Published four groups: (backbone weights [lr x1], backbone biases [x2], new-layer weights [x10],
-        new-layer biases [x20]); fixed layers (conv1a, b2*, BatchNorm) are in none."""
-        scratch = {id(p) for m in self.from_scratch_layers for p in m.parameters()}
-        groups: Tuple[list, list, list, list] = ([], [], [], [])
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            is_bias = name.rsplit(".", 1)[-1] == "bias"
-            groups[(2 if id(p) in scratch else 0) + (1 if is_bias else 0)].append(p)
-        return groups
-
-    def new_layer_prefixes(self) -> Tuple[str, ...]:
-        """State-dict prefixes of the layers trained from scratch (absent from ImageNet weights)."""
-        names = {id(m): n for n, m in self.named_modules()}
-        return tuple(names[id(m)] + "." for m in self.from_scratch_layers)
 
 
 _CLASSES: Dict[type, type] = {}

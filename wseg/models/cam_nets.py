@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wseg.errors import WsegError
+from wseg.models.new_layers import NewLayersMixin
 from wseg.models import resnet38 as _r38
 from wseg.models import resnets as _rn
 
@@ -50,7 +51,7 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     return cls(**{**kw, **kwargs})
 
 
-class CamHeads(nn.Module):
+class CamHeads(NewLayersMixin, nn.Module):
     """SEAM's CAM head + PCM (and PPC's projection head when ``proj_dim``). Mixin: use before a backbone class."""
 
     def __init__(self, num_classes: int = 21, proj_dim: Optional[int] = None, **backbone_kwargs):
@@ -112,24 +113,6 @@ class CamHeads(nn.Module):
         cam_rv_down = self.PCM(self.one_hot_cam(cam).to(f.dtype), f)
         return fea, cam, cam_rv_down
 
-    # ------------------------------------------------------------------ optimisation
-    def get_parameter_groups(self) -> Tuple[list, list, list, list]:
-        """Published four groups: (backbone weights [lr x1], backbone biases [x2], new-layer weights [x10],
-        new-layer biases [x20]). Every parameter with ``requires_grad`` lands in exactly one group; frozen
-        layers (conv1a, b2*, all BatchNorm) are in none."""
-        scratch = {id(p) for m in self.from_scratch_layers for p in m.parameters()}
-        groups: Tuple[list, list, list, list] = ([], [], [], [])
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            is_bias = name.rsplit(".", 1)[-1] == "bias"
-            groups[(2 if id(p) in scratch else 0) + (1 if is_bias else 0)].append(p)
-        return groups
-
-    def new_layer_prefixes(self) -> Tuple[str, ...]:
-        """State-dict prefixes of the layers trained from scratch (allowed missing in ImageNet weights)."""
-        names = {id(m): n for n, m in self.named_modules()}
-        return tuple(names[id(m)] + "." for m in self.from_scratch_layers)
 
 
 class SEAMNet(CamHeads):

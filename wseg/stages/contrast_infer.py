@@ -12,7 +12,6 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Optional
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
