@@ -166,7 +166,6 @@ def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
     split = lambda name: os.path.join(root, "ImageSets", "Segmentation", name + ".txt")  # noqa: E731
     train_list = split(cfg.get("train_list", "train"))
     infer_list = split(cfg.get("infer_list", "train"))
-    val_list = split(cfg.get("val_list", "val"))
     gt = os.path.join(root, "SegmentationClass")
     common = ["--voc12_root", root]
     ev = lambda name, pred, typ, extra=(): Stage(  # noqa: E731
@@ -207,7 +206,7 @@ def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
     stages.append(ev("eval_pseudo", W("pseudo"), "png"))
     seg = st.get("segmentation", {})
     seg_common = ["--config", seg.get("config", "segmentation/configs/deeplabv1_resnet38.py"), "--voc12_root", root,
-                  "--set", f"pseudo_mask_dir={W('pseudo')}", f"work_dir={W('seg')}"] + [
+                  "--set", f"pseudo_mask_dir={W('pseudo')}", f"out_dir={W('seg')}"] + [
         f"{k}={v}" for k, v in seg.get("set", {}).items()]
     stages.append(Stage("seg_train", "segmentation/train.py", seg_common, "train DeepLab on the pseudo masks"))
     stages.append(Stage("seg_test", "segmentation/test.py", seg_common + flags(seg.get("test_flags")),

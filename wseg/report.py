@@ -69,7 +69,7 @@ def write_report(work_dir: str, cfg: dict, results: Dict[str, dict], table: str,
                            [W("cam_crf"), W("rw"), W("pseudo")], W("cam"))
         if p:
             pics.append(("train: image | ground truth | PPC CAM | CAM+CRF | random walk | pseudo mask", p))
-        seg_pred = W(os.path.join("seg", "pred"))
+        seg_pred = W(os.path.join("seg", "pred_" + cfg.get("val_list", "val")))
         if os.path.isdir(seg_pred):
             val_ids = read_list(split(cfg.get("val_list", "val")))[:n]
             p = write_overlays(os.path.join(rep, "overlays_val.png"), voc, val_ids, [seg_pred])
