@@ -80,19 +80,19 @@ def test_runner_end_to_end_reports_every_stage(finished, config):
 def test_kill_9_mid_run_then_rerun_gives_same_results(tmp_path, config, finished):
     work = str(tmp_path / "killed")
     proc = run_pipeline(work, config, start_new_session=True)
-    marker = os.path.join(work, "stages", "aff_prepare.done")
+    # kill -9 inside aff_train, right after its first-epoch resume checkpoint (one epoch and five stages to go)
+    marker = os.path.join(work, "models", "aff_last.pth")
     deadline = time.time() + 400
     while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # inside aff_train
+        time.sleep(0.02)
     assert proc.poll() is None, "the pipeline ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not os.path.exists(os.path.join(work, "stages", "seg_test.done"))
+    assert not os.path.exists(os.path.join(work, "stages", "aff_train.done"))
     again = run_pipeline(work, config)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out[-4000:]
-    assert "[skip] cam_train: done" in out
+    assert "[skip] cam_train: done" in out and "[run ] aff_train" in out
     assert metrics(work) == metrics(finished)
     # every artifact a later stage could read is complete (temp files are hidden and never read)
     from wseg import io
