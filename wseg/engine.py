@@ -140,3 +140,26 @@ class AverageMeter:
         out = {k: self.sums[k] / max(1, self.counts[k]) for k in self.sums}
         self.sums, self.counts = {}, {}
         return out
+
+
+class StepLogger:
+    """Per-step training bookkeeping shared by the trainers: running means of the loss terms, and every
+    ``every`` steps (and at the last) one scalar-log line and one log line with lr and images/s."""
+
+    def __init__(self, scalar_path: Optional[str], max_step: int, images_per_step: int, every: int):
+        self.scalars = ScalarLog(scalar_path)
+        self.meter = AverageMeter()
+        self.max_step, self.images_per_step, self.every = max_step, images_per_step, max(1, every)
+        self.t0 = time.time()
+        self.steps_timed = 0
+
+    def step(self, step: int, lr: float, losses: Dict[str, "torch.Tensor"]) -> None:
+        """Record the losses of optimiser step ``step`` (1-based: steps done so far)."""
+        self.meter.add(**{k: float(v.detach()) for k, v in losses.items()})
+        self.steps_timed += 1
+        if step % self.every == 0 or step == self.max_step:
+            avg = self.meter.pop()
+            self.scalars.write(step, lr=lr, **avg)
+            LOG.info("step %d/%d %s lr %.5f %.1f img/s", step, self.max_step,
+                     " ".join(f"{k} {v:.4g}" for k, v in avg.items()), lr,
+                     self.steps_timed * self.images_per_step / max(1e-6, time.time() - self.t0))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hwc_to_chw, normalize
+from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_box, hwc_to_chw, normalize
 from wseg.errors import WsegError
 
 IGNORE = 255
@@ -48,24 +48,9 @@ def rescale_pair(img: np.ndarray, mask: Optional[np.ndarray], scale: float) -> T
     return img, mask
 
 
-def crop_window(h: int, w: int, crop: int, rng: random.Random) -> Tuple[int, int, int, int, int, int]:
-    """Published ``RandomCrop`` window ``(cont_top, cont_left, img_top, img_left, ch, cw)``: a random part of the
-    image when it is larger than ``crop``, else the whole image at a random place in the container."""
-    ch, cw = min(crop, h), min(crop, w)
-    if w > crop:
-        cont_left, img_left = 0, rng.randrange(w - crop + 1)
-    else:
-        cont_left, img_left = rng.randrange(crop - w + 1), 0
-    if h > crop:
-        cont_top, img_top = 0, rng.randrange(h - crop + 1)
-    else:
-        cont_top, img_top = rng.randrange(crop - h + 1), 0
-    return cont_top, cont_left, img_top, img_left, ch, cw
-
-
 def crop_pair(img: np.ndarray, mask: np.ndarray, crop: int, rng: random.Random) -> Tuple[np.ndarray, np.ndarray]:
     """Crop image (padding 0) and labels (padding 255) with one window into ``crop x crop``."""
-    ct, cl, it, il, ch, cw = crop_window(img.shape[0], img.shape[1], crop, rng)
+    ct, cl, it, il, ch, cw = crop_box(img.shape[0], img.shape[1], crop, rng)
     out_img = np.zeros((crop, crop) + img.shape[2:], img.dtype)
     out_img[ct:ct + ch, cl:cl + cw] = img[it:it + ch, il:il + cw]
     out_mask = np.full((crop, crop), IGNORE, mask.dtype)

@@ -65,18 +65,19 @@ class RandomHorizontalFlip:
         return img.transpose(Image.FLIP_LEFT_RIGHT) if random.random() < self.p else img
 
 
-def crop_box(h: int, w: int, crop: int) -> Tuple[int, int, int, int, int, int]:
+def crop_box(h: int, w: int, crop: int, rng=random) -> Tuple[int, int, int, int, int, int]:
     """A random crop window ``(cont_top, cont_left, img_top, img_left, ch, cw)``: where the image part lands in
-    a ``crop x crop`` container (zero padded when the image is smaller, as published)."""
+    a ``crop x crop`` container (zero padded when the image is smaller, as published). ``rng``: anything with
+    ``randrange`` (default: Python's global ``random``)."""
     ch, cw = min(crop, h), min(crop, w)
     if w > crop:
-        cont_left, img_left = 0, random.randrange(w - crop + 1)
+        cont_left, img_left = 0, rng.randrange(w - crop + 1)
     else:
-        cont_left, img_left = random.randrange(crop - w + 1), 0
+        cont_left, img_left = rng.randrange(crop - w + 1), 0
     if h > crop:
-        cont_top, img_top = 0, random.randrange(h - crop + 1)
+        cont_top, img_top = 0, rng.randrange(h - crop + 1)
     else:
-        cont_top, img_top = random.randrange(crop - h + 1), 0
+        cont_top, img_top = rng.randrange(crop - h + 1), 0
     return cont_top, cont_left, img_top, img_left, ch, cw
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import time
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,7 +38,7 @@ from wseg.cli import add_bool_flag
 from wseg.data.datasets import open_rgb
 from wseg.data.transforms import ColorJitter, apply_crop, crop_box, hwc_to_chw, normalize, resize_long, seeded
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, AverageMeter, Dist, ScalarLog, autocast, grad_scaler, setup_logging, unwrap
+from wseg.engine import LOG, Dist, StepLogger, autocast, grad_scaler, setup_logging, unwrap
 from wseg.errors import WsegError
 from wseg.models.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
 
@@ -256,9 +255,8 @@ def run(args: argparse.Namespace) -> dict:
         LOG.info("resumed from %s at epoch %d (step %d)", last, start_epoch, optimizer.global_step)
     net = dist.wrap(model)
     net.train()
-    scalars = ScalarLog(out_prefix + "_scalars.jsonl" if dist.is_main else None)
-    meter = AverageMeter()
-    t0 = time.time()
+    logger = StepLogger(out_prefix + "_scalars.jsonl" if dist.is_main else None, max_step, per_step,
+                        args.log_every)
     first_loss = last_loss = None
     for epoch in range(start_epoch, args.max_epoches):
         if sampler is not None:
@@ -289,15 +287,8 @@ def run(args: argparse.Namespace) -> dict:
             value = float(loss.detach())
             first_loss = value if first_loss is None else first_loss
             last_loss = value
-            meter.add(**{k: float(v.detach()) for k, v in losses.items()})
             bar.set_postfix(loss=f"{value:.3f}")
-            step = optimizer.global_step
-            if step % args.log_every == 0 or step == max_step:
-                avg = meter.pop()
-                scalars.write(step, lr=optimizer.param_groups[0]["lr"], **avg)
-                LOG.info("step %d/%d %s lr %.5f %.1f img/s", step, max_step,
-                         " ".join(f"{k} {v:.4g}" for k, v in avg.items()), optimizer.param_groups[0]["lr"],
-                         step * per_step / max(1e-6, time.time() - t0))
+            logger.step(optimizer.global_step, optimizer.param_groups[0]["lr"], losses)
         if dist.is_main:
             save_checkpoint(last, unwrap(model), optimizer, optimizer.global_step, vars(args), epoch=epoch,
                             scaler=scaler, meta={"network": NETWORK_NAME, "backbone": args.backbone})

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +24,7 @@ from wseg.cli import add_bool_flag
 from wseg.data.datasets import ClsDataset
 from wseg.data.transforms import cam_train_transform, seeded
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, AverageMeter, Dist, ScalarLog, autocast, grad_scaler, setup_logging, unwrap
+from wseg.engine import LOG, Dist, StepLogger, autocast, grad_scaler, setup_logging, unwrap
 from wseg.errors import WsegError
 
 
@@ -109,10 +108,9 @@ def run(args: argparse.Namespace) -> dict:
         LOG.info("resumed from %s at epoch %d (step %d)", last, start_epoch, optimizer.global_step)
     net = dist.wrap(model)
     net.train()
-    scalars = ScalarLog(out_prefix + "_scalars.jsonl" if dist.is_main else None)
-    meter = AverageMeter()
+    logger = StepLogger(out_prefix + "_scalars.jsonl" if dist.is_main else None, max_step, per_step,
+                        args.log_every)
     gen_loss = torch.Generator(device=device)
-    t0 = time.time()
     for epoch in range(start_epoch, args.max_epoches):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -143,15 +141,8 @@ def run(args: argparse.Namespace) -> dict:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            meter.add(**{k: float(v.detach()) for k, v in losses.items()})
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-            step = optimizer.global_step
-            if step % args.log_every == 0 or step == max_step:
-                avg = meter.pop()
-                scalars.write(step, lr=optimizer.param_groups[0]["lr"], **avg)
-                LOG.info("step %d/%d %s lr %.5f %.1f img/s", step, max_step,
-                         " ".join(f"{k} {v:.4f}" for k, v in avg.items()), optimizer.param_groups[0]["lr"],
-                         step * per_step / max(1e-6, time.time() - t0))
+            logger.step(optimizer.global_step, optimizer.param_groups[0]["lr"], losses)
         if dist.is_main:
             save_checkpoint(last, unwrap(model), optimizer, optimizer.global_step, vars(args), epoch=epoch,
                             scaler=scaler)
