@@ -128,3 +128,25 @@ def _crf_item(seed):
 def test_map_pool_runs_crf_in_workers():
     outs = map_pool(_crf_item, [0, 1, 2], num_workers=2, progress=False)
     assert all(np.array_equal(o, _crf_item(i)) for i, o in enumerate(outs))
+
+
+def test_crf_kernels_are_configurable_and_default_to_psa():
+    import pydensecrf.densecrf as dcrf
+
+    from wseg.crf import PPC_INFER_KERNELS, PSA_KERNELS
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    probs = rng.random((3, 20, 24)).astype(np.float32)
+    probs /= probs.sum(0, keepdims=True)
+    np.testing.assert_allclose(crf_inference(img, probs), crf_inference(img, probs, **PSA_KERNELS))
+
+    d = dcrf.DenseCRF2D(24, 20, 3)
+    d.setUnaryEnergy(np.ascontiguousarray(-np.log(np.clip(probs, 1e-5, 1)).reshape(3, -1)))
+    d.addPairwiseGaussian(sxy=1, compat=3)
+    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.copy(img), compat=4)
+    ref = np.asarray(d.inference(10), np.float32).reshape(3, 20, 24)
+    deeplab = dict(pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
+    np.testing.assert_allclose(crf_inference(img, probs, **deeplab), ref, atol=1e-6)
+    labels = probs.argmax(0).astype(np.uint8)
+    assert crf_label_refine(img, labels, 3, **PPC_INFER_KERNELS).shape == (20, 24)

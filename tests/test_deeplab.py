@@ -136,6 +136,15 @@ def test_weight_files_round_trip(tmp_path):
     assert torch.equal(net.backbone.conv1.weight, sd["conv1.weight"])
     with pytest.raises(WsegError, match="deep_base"):
         load_backbone_weights(build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8, deep_base=True), bb)
+    # a trained CAM network (SEAM/PPC) of the same backbone: its heads are dropped
+    from wseg.models.cam_nets import build_cam_net
+
+    cam = build_cam_net("contrast", "resnet38_tiny", num_classes=4)
+    cam_path = str(tmp_path / "cam.pth")
+    torch.save(cam.state_dict(), cam_path)
+    net = build_deeplab("deeplabv1", "resnet38_tiny", 4, head_dim=8)
+    load_backbone_weights(net, cam_path)
+    assert torch.equal(net.backbone.b7.conv_branch2b2.weight, cam.b7.conv_branch2b2.weight)
 
 
 def test_parameter_groups_and_bn():

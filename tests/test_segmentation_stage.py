@@ -54,8 +54,8 @@ def pseudo(toy_root, tmp_path_factory):
 
 def _train_args(toy_root, pseudo, out_dir, *extra):
     return ["--config", DEMO, "--voc12_root", toy_root, "--pseudo_mask_dir", pseudo, "--out_dir", out_dir,
-            "--progress", "False", "--set", "max_iters=4", "ckpt_every=2", "val_every=0", "crop_size=48",
-            "log_every=2", *extra]
+            "--progress", "False", "--set", "backbone=resnet38_tiny", "frozen_layers=conv1a", "max_iters=4",
+            "ckpt_every=2", "val_every=0", "crop_size=48", "batch_size=4", "log_every=2", *extra]
 
 
 def _train(argv, on_step=None):
@@ -98,7 +98,7 @@ def test_published_configs():
         ("deeplabv2", "resnet101", 256, [6, 12, 18, 24])
     assert v2_101.pseudo_mask_dir == v1_101.pseudo_mask_dir == "crf_5_8_png"  # inherited through 'base'
     demo = CONFIG.load_config(DEMO)
-    assert demo.backbone == "resnet38_tiny" and demo.frozen_layers == ["conv1a"] and not demo.amp
+    assert (demo.model, demo.backbone, demo.frozen_layers, demo.amp) == ("deeplabv1", "resnet_tiny", [], False)
 
 
 def test_overrides_and_unknown_keys(tmp_path, capsys):
@@ -230,7 +230,7 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
         _train(_train_args(toy_root, str(tmp_path / "nowhere"), str(tmp_path / "o4")))
     with pytest.raises(WsegError, match="image-pooling BatchNorm of deeplabv2 needs at least 2"):
         _train(_train_args(toy_root, pseudo, str(tmp_path / "o5"), "model=deeplabv2", "backbone=resnet_tiny",
-                           "batch_size=1", "head_dim=8"))
+                           "frozen_layers=[]", "batch_size=1", "head_dim=8"))
 
 
 # ------------------------------------------------------------------ test.py
@@ -239,7 +239,7 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
 def test_test_script(trained, toy_root, tmp_path):
     out, res = trained
     argv = ["--config", DEMO, "--voc12_root", toy_root, "--out_dir", out, "--ckpt", res["weights"],
-            "--progress", "False", "--set", "crf_workers=2"]
+            "--progress", "False", "--set", "backbone=resnet38_tiny", "crf_workers=2"]
     r = TEST.run(TEST.build_parser().parse_args(argv))
     assert r["labelled"] and r["predicted"] == 4 and 0 <= r["miou"] <= 100 and 0 <= r["miou_crf"] <= 100
     assert r["pred_dir"].endswith("pred_val_crf") and r["pred_dir_nocrf"].endswith("pred_val")
@@ -263,7 +263,8 @@ def test_test_script(trained, toy_root, tmp_path):
         f.write("toy_000013\ntoy_000014\n")
     r3 = TEST.run(TEST.build_parser().parse_args(
         ["--config", DEMO, "--voc12_root", root2, "--out_dir", str(tmp_path / "t"), "--ckpt", res["weights"],
-         "--test_list", os.path.join(root2, "test.txt"), "--progress", "False", "--crf", "False"]))
+         "--test_list", os.path.join(root2, "test.txt"), "--progress", "False", "--crf", "False",
+         "--backbone", "resnet38_tiny"]))
     assert not r3["labelled"] and "miou" not in r3
     server = tmp_path / "t" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
     assert sorted(os.listdir(server)) == ["toy_000013.png", "toy_000014.png"]

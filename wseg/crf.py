@@ -50,22 +50,32 @@ def _check_sizes(img: np.ndarray, maps_shape: Tuple[int, ...], what: str) -> Non
                         "size; resize the scores to the image size (H, W) first")
 
 
-def _run_crf(img: np.ndarray, unary: np.ndarray, n_labels: int, t: int, scale_factor: float) -> np.ndarray:
+# PSA / SEAM / PPC kernels: Gaussian (compat 3, sxy 3), bilateral (compat 10, sxy 80, srgb 13).
+PSA_KERNELS = dict(pos_w=3, pos_xy_std=3, bi_w=10, bi_xy_std=80, bi_rgb_std=13)
+# PPC contrast_infer.py's label CRF: same Gaussian, bilateral sxy 50, srgb 5, compat 10.
+PPC_INFER_KERNELS = dict(pos_w=3, pos_xy_std=3, bi_w=10, bi_xy_std=50, bi_rgb_std=5)
+
+
+def _run_crf(img: np.ndarray, unary: np.ndarray, n_labels: int, t: int, scale_factor: float,
+             pos_w: float = 3, pos_xy_std: float = 3, bi_w: float = 10, bi_xy_std: float = 80,
+             bi_rgb_std: float = 13) -> np.ndarray:
     dcrf = _densecrf()
     h, w = img.shape[:2]
     d = dcrf.DenseCRF2D(w, h, n_labels)
     d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    d.addPairwiseGaussian(sxy=3 / scale_factor, compat=3)
-    d.addPairwiseBilateral(sxy=80 / scale_factor, srgb=13, rgbim=np.copy(img), compat=10)
+    d.addPairwiseGaussian(sxy=pos_xy_std / scale_factor, compat=pos_w)
+    d.addPairwiseBilateral(sxy=bi_xy_std / scale_factor, srgb=bi_rgb_std, rgbim=np.copy(img), compat=bi_w)
     q = d.inference(int(t))
     return np.asarray(q, dtype=np.float32).reshape((n_labels, h, w))
 
 
 def crf_inference(img: np.ndarray, probs: np.ndarray, t: int = CRF_ITERS, scale_factor: float = 1,
-                  labels: Optional[int] = None) -> np.ndarray:
+                  labels: Optional[int] = None, *, pos_w: float = 3, pos_xy_std: float = 3, bi_w: float = 10,
+                  bi_xy_std: float = 80, bi_rgb_std: float = 13) -> np.ndarray:
     """Published dense CRF: ``img`` uint8 ``(H, W, 3)``, ``probs`` ``(C, H, W)`` scores (need not sum to 1; clipped
     to ``[1e-5, 1]`` for the unary ``-log p``). Returns float32 ``(C, H, W)`` probabilities summing to 1 per pixel.
-    ``labels`` (published: the number of labels) defaults to ``C``."""
+    ``labels`` (published: the number of labels) defaults to ``C``. The kernel keywords default to PSA's
+    (:data:`PSA_KERNELS`); DeepLab's test CRF passes its own (DeepLab v2: 3/1 Gaussian, 4/67/3 bilateral)."""
     img = _check_image(img)
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 3:
@@ -75,7 +85,8 @@ def crf_inference(img: np.ndarray, probs: np.ndarray, t: int = CRF_ITERS, scale_
     if n_labels != probs.shape[0]:
         raise WsegError(f"CRF: labels={n_labels} but the scores have {probs.shape[0]} channels")
     unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(n_labels, -1)   # pydensecrf.utils.unary_from_softmax
-    return _run_crf(img, unary, n_labels, t, scale_factor)
+    return _run_crf(img, unary, n_labels, t, scale_factor, pos_w=pos_w, pos_xy_std=pos_xy_std, bi_w=bi_w,
+                    bi_xy_std=bi_xy_std, bi_rgb_std=bi_rgb_std)
 
 
 def crf_with_alpha_scores(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, t: int = CRF_ITERS
@@ -115,13 +126,13 @@ def crf_with_alpha(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, t
 
 
 def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iters: int = CRF_ITERS,
-                     gt_prob: float = LABEL_GT_PROB) -> np.ndarray:
+                     gt_prob: float = LABEL_GT_PROB, **kernels: float) -> np.ndarray:
     """Dense CRF on a hard label map (PPC ``aff_prepare.py`` ``_crf_inference``, after AdvCAM).
 
     Unary as ``pydensecrf.utils.unary_from_labels(labels, num_classes, gt_prob, zero_unsure=False)``: probability
     ``gt_prob`` for the given label, ``(1 - gt_prob) / (num_classes - 1)`` for each other; pixels labelled 255 get a
-    uniform unary (they are filled in by the CRF). Kernels as :func:`crf_inference`. Returns uint8 ``(H, W)`` class
-    indices in ``[0, num_classes)``.
+    uniform unary (they are filled in by the CRF). ``kernels``: as :func:`crf_inference` (default PSA's; PPC's
+    ``contrast_infer.py`` uses :data:`PPC_INFER_KERNELS`). Returns uint8 ``(H, W)`` class indices in ``[0, num_classes)``.
     """
     img = _check_image(img)
     labels = np.asarray(labels)
@@ -141,5 +152,5 @@ def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iter
     sure = lab != IGNORE
     unary[lab[sure], np.flatnonzero(sure)] = -np.log(gt_prob)
     unary[:, ~sure] = -np.log(1.0 / num_classes)
-    q = _run_crf(img, unary, num_classes, iters, 1)
+    q = _run_crf(img, unary, num_classes, iters, 1, **kernels)
     return np.argmax(q, 0).astype(np.uint8)

@@ -17,7 +17,6 @@ Library pieces used by ``segmentation/train.py`` / ``segmentation/test.py`` (and
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
@@ -274,10 +273,6 @@ def ms_flip_probs(model, inputs, out_size, flip=True, device=None, amp=False) ->
     return torch.softmax(ms_flip_logits(model, inputs, out_size, flip, device, amp), dim=0)
 
 
-#: Published PSA kernels of :func:`wseg.crf.crf_inference` (its fixed values).
-PSA_CRF = {"pos_w": 3.0, "pos_xy_std": 3.0, "bi_w": 10.0, "bi_xy_std": 80.0, "bi_rgb_std": 13.0}
-
-
 def crf_params(cfg: Mapping[str, Any]) -> Dict[str, float]:
     """The configured CRF: ``iters`` and the two kernels' weights/stds."""
     return {"iters": int(cfg["crf_iters"]), "pos_w": float(cfg["crf_pos_w"]),
@@ -285,32 +280,14 @@ def crf_params(cfg: Mapping[str, Any]) -> Dict[str, float]:
             "bi_xy_std": float(cfg["crf_bi_xy_std"]), "bi_rgb_std": float(cfg["crf_bi_rgb_std"])}
 
 
-def crf_takes_kernels() -> bool:
-    """Whether :func:`wseg.crf.crf_inference` accepts the kernel parameters (``pos_w``, ``bi_xy_std``, ...)."""
-    from wseg.crf import crf_inference
-
-    return all(k in inspect.signature(crf_inference).parameters for k in PSA_CRF)
-
-
-def check_crf_params(params: Optional[Mapping[str, float]]) -> None:
-    """Warn (once per run, in the main process) when configured kernels cannot be honoured yet."""
-    if params is None or crf_takes_kernels():
-        return
-    kernels = {k: float(params[k]) for k in PSA_CRF}
-    if kernels != PSA_CRF:
-        LOG.warning("wseg.crf.crf_inference takes no kernel parameters yet: the CRF uses its PSA kernels %s instead "
-                    "of the configured %s", PSA_CRF, kernels)
-
-
 def crf_refine(img: np.ndarray, probs: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
     """Dense CRF (:func:`wseg.crf.crf_inference`, unary ``-log p``) on ``(C, H, W)`` probabilities with the configured
-    iterations and kernels (PSA's fixed kernels while ``crf_inference`` takes none, see :func:`check_crf_params`).
+    iterations and kernels.
     Returns the refined ``(C, H, W)`` probabilities."""
     from wseg.crf import crf_inference
 
-    if crf_takes_kernels():
-        return crf_inference(img, probs, t=int(params["iters"]), **{k: float(params[k]) for k in PSA_CRF})
-    return crf_inference(img, probs, t=int(params["iters"]))
+    kernels = {k: float(v) for k, v in params.items() if k != "iters"}
+    return crf_inference(img, probs, t=int(params["iters"]), **kernels)
 
 
 def _crf_save(job) -> None:
@@ -351,7 +328,6 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     model.eval()
     t0 = time.perf_counter()
     if todo:
-        check_crf_params(crf)
         loader = DataLoader(InferenceImages(voc, todo, scales, mean, std), batch_size=1, shuffle=False,
                             num_workers=num_workers, collate_fn=unbatch_one)
         pool = None

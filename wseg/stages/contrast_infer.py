@@ -50,11 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _crf_job(image_path: str, cams, out_path: str, bg: float, iters: int, num_classes: int) -> None:
-    from wseg.crf import crf_label_refine
+    from wseg.crf import PPC_INFER_KERNELS, crf_label_refine
 
     img = io.load_image(image_path)
     labels = cam_to_label(cams, bg, img.shape[:2])
-    io.save_mask_png(out_path, crf_label_refine(img, labels, num_classes, iters=iters))
+    io.save_mask_png(out_path, crf_label_refine(img, labels, num_classes, iters=iters, **PPC_INFER_KERNELS))
 
 
 def run(args: argparse.Namespace) -> dict:
