@@ -38,8 +38,9 @@ from wseg.cli import add_bool_flag
 from wseg.data.datasets import open_rgb
 from wseg.data.transforms import ColorJitter, apply_crop, crop_box, hwc_to_chw, normalize, resize_long, seeded
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, Dist, StepLogger, autocast, grad_scaler, setup_logging, unwrap
+from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
 from wseg.errors import WsegError
+from wseg.stages.common import begin_training
 from wseg.models.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
 
 STRIDE = 8
@@ -217,16 +218,9 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.optim import PolyOptimizer
 
     _check_args(args)
-    dist = Dist(args.device)
+    dist, voc, ids = begin_training(args, "aff_train")
     device = dist.device
     out_prefix = args.session_name
-    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
-    setup_logging(out_prefix + ".log", dist.is_main)
-    LOG.info("aff_train %s", vars(args))
-    seeded(args.seed + dist.rank)
-
-    voc = VOCRoot(args.voc12_root, args.classes)
-    ids = voc.ids(args.train_list)
     dataset = AffinityTrainDataset(voc, ids, args.la_crf_dir, args.ha_crf_dir, args.crop_size, args.radius,
                                    args.resize_long, args.jitter)
     per_step = args.batch_size * dist.world_size

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import ClsDataset
 from wseg.data.transforms import cam_train_transform, seeded
-from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, Dist, StepLogger, autocast, grad_scaler, setup_logging, unwrap
+from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
 from wseg.errors import WsegError
+from wseg.stages.common import begin_training
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -71,16 +71,9 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.models.checkpoint import load_checkpoint, save_checkpoint
     from wseg.optim import build_optimizer
 
-    dist = Dist(args.device)
+    dist, voc, ids = begin_training(args, "contrast_train")
     device = dist.device
     out_prefix = args.session_name
-    os.makedirs(os.path.dirname(os.path.abspath(out_prefix)), exist_ok=True)
-    setup_logging(out_prefix + ".log", dist.is_main)
-    LOG.info("contrast_train %s", vars(args))
-    seeded(args.seed + dist.rank)
-
-    voc = VOCRoot(args.voc12_root, args.classes)
-    ids = voc.ids(args.train_list)
     dataset = ClsDataset(voc, ids, cam_train_transform(args.crop_size, tuple(args.resize_long)))
     per_step = args.batch_size * dist.world_size
     if len(dataset) < per_step:
