@@ -25,7 +25,7 @@ def minmax_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """SEAM/PSA's ``sum_cam / (max + eps)`` per map (the SEAM baseline's inference normalisation)."""
+    """PSA's ``infer_cls.py`` ``sum_cam / (max + eps)`` per map (SEAM's ``infer_SEAM.py`` uses min-max, as PPC)."""
     return cam / (cam.amax(dim=(-2, -1), keepdim=True) + eps)
 
 

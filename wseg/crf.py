@@ -58,13 +58,24 @@ PPC_INFER_KERNELS = dict(pos_w=3, pos_xy_std=3, bi_w=10, bi_xy_std=50, bi_rgb_st
 
 def _run_crf(img: np.ndarray, unary: np.ndarray, n_labels: int, t: int, scale_factor: float,
              pos_w: float = 3, pos_xy_std: float = 3, bi_w: float = 10, bi_xy_std: float = 80,
-             bi_rgb_std: float = 13) -> np.ndarray:
+             bi_rgb_std: float = 13, yx_features: bool = False) -> np.ndarray:
     dcrf = _densecrf()
     h, w = img.shape[:2]
     d = dcrf.DenseCRF2D(w, h, n_labels)
     d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    d.addPairwiseGaussian(sxy=pos_xy_std / scale_factor, compat=pos_w)
-    d.addPairwiseBilateral(sxy=bi_xy_std / scale_factor, srgb=bi_rgb_std, rgbim=np.copy(img), compat=bi_w)
+    if yx_features:
+        # pydensecrf.utils features, (y, x[, r, g, b]) order: the same kernels, but the permutohedral lattice is not
+        # invariant to the feature order, so the result differs from the (x, y) helpers below at a few pixels.
+        from pydensecrf.utils import create_pairwise_bilateral, create_pairwise_gaussian
+
+        pos, bi = pos_xy_std / scale_factor, bi_xy_std / scale_factor
+        d.addPairwiseEnergy(create_pairwise_gaussian(sdims=(pos, pos), shape=img.shape[:2]), compat=pos_w,
+                            kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_SYMMETRIC)
+        d.addPairwiseEnergy(create_pairwise_bilateral(sdims=(bi, bi), schan=(bi_rgb_std,) * 3, img=img, chdim=2),
+                            compat=bi_w, kernel=dcrf.DIAG_KERNEL, normalization=dcrf.NORMALIZE_SYMMETRIC)
+    else:
+        d.addPairwiseGaussian(sxy=pos_xy_std / scale_factor, compat=pos_w)
+        d.addPairwiseBilateral(sxy=bi_xy_std / scale_factor, srgb=bi_rgb_std, rgbim=np.copy(img), compat=bi_w)
     q = d.inference(int(t))
     return np.asarray(q, dtype=np.float32).reshape((n_labels, h, w))
 
@@ -126,13 +137,16 @@ def crf_with_alpha(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, t
 
 
 def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iters: int = CRF_ITERS,
-                     gt_prob: float = LABEL_GT_PROB, **kernels: float) -> np.ndarray:
+                     gt_prob: float = LABEL_GT_PROB, yx_features: bool = False, **kernels: float) -> np.ndarray:
     """Dense CRF on a hard label map (PPC ``aff_prepare.py`` ``_crf_inference``, after AdvCAM).
 
     Unary as ``pydensecrf.utils.unary_from_labels(labels, num_classes, gt_prob, zero_unsure=False)``: probability
     ``gt_prob`` for the given label, ``(1 - gt_prob) / (num_classes - 1)`` for each other; pixels labelled 255 get a
     uniform unary (they are filled in by the CRF). ``kernels``: as :func:`crf_inference` (default PSA's; PPC's
-    ``contrast_infer.py`` uses :data:`PPC_INFER_KERNELS`). Returns uint8 ``(H, W)`` class indices in ``[0, num_classes)``.
+    ``contrast_infer.py`` uses :data:`PPC_INFER_KERNELS`). ``yx_features``: build the kernels as PPC's
+    ``aff_prepare.py`` does (``pydensecrf.utils.create_pairwise_*``, (y, x) order) instead of with
+    ``addPairwiseGaussian/Bilateral`` ((x, y) order, PPC's ``contrast_infer.py``); the dense CRF's lattice
+    approximation makes the two differ at a few pixels. Returns uint8 ``(H, W)`` class indices in ``[0, num_classes)``.
     """
     img = _check_image(img)
     labels = np.asarray(labels)
@@ -152,5 +166,5 @@ def crf_label_refine(img: np.ndarray, labels: np.ndarray, num_classes: int, iter
     sure = lab != IGNORE
     unary[lab[sure], np.flatnonzero(sure)] = -np.log(gt_prob)
     unary[:, ~sure] = -np.log(1.0 / num_classes)
-    q = _run_crf(img, unary, num_classes, iters, 1, **kernels)
+    q = _run_crf(img, unary, num_classes, iters, 1, yx_features=yx_features, **kernels)
     return np.argmax(q, 0).astype(np.uint8)

@@ -38,13 +38,20 @@ def scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
+def _resize_by(x: np.ndarray, scale: float, interpolation: int) -> np.ndarray:
+    """Published ``cv2.resize(x, None, fx=scale, fy=scale)``: sampled with the exact factor (an explicit output size
+    would sample with ``round(w * scale) / w``); an explicit size only where a side would round to 0 pixels."""
+    h, w = x.shape[:2]
+    if min(int(round(h * scale)), int(round(w * scale))) < 1:
+        return cv2.resize(x, scaled_size(h, w, scale)[::-1], interpolation=interpolation)
+    return cv2.resize(x, None, fx=scale, fy=scale, interpolation=interpolation)
+
+
 def rescale_pair(img: np.ndarray, mask: Optional[np.ndarray], scale: float) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Rescale an image bicubically and its label map by nearest neighbour (published ``RandomScale``)."""
-    h, w = img.shape[:2]
-    nh, nw = scaled_size(h, w, scale)
-    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_CUBIC)
+    img = _resize_by(img, float(scale), cv2.INTER_CUBIC)
     if mask is not None:
-        mask = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+        mask = _resize_by(mask, float(scale), cv2.INTER_NEAREST)
     return img, mask
 
 
@@ -118,13 +125,16 @@ def eval_input(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequ
 def multiscale_inputs(img: np.ndarray, scales: Sequence[float], mean: Sequence[float] = IMAGENET_MEAN,
                       std: Sequence[float] = IMAGENET_STD) -> List[torch.Tensor]:
     """Published test inputs (``ImageNorm`` then ``Multiscale``): the *normalised* image resized bicubically by
-    each scale, as ``(3, h_s, w_s)`` float32 tensors (flips are made on the device)."""
+    each scale, as ``(3, h_s, w_s)`` float32 tensors (flips are made on the device).
+
+    Resized as published, ``cv2.resize(x, None, fx=s, fy=s)`` (:func:`_resize_by`): OpenCV then samples with the
+    exact factor ``s``, not with ``round(w * s) / w`` as for an explicit output size (same sizes; the pixels differ
+    whenever ``w * s`` or ``h * s`` is not an integer)."""
     x = normalize(img, mean, std)
-    h, w = x.shape[:2]
     out = []
     for s in scales:
         if float(s) <= 0:
             raise WsegError(f"test_scales {list(scales)}: scales must be positive")
-        xs = x if float(s) == 1.0 else cv2.resize(x, scaled_size(h, w, float(s))[::-1], interpolation=cv2.INTER_CUBIC)
+        xs = x if float(s) == 1.0 else _resize_by(x, float(s), cv2.INTER_CUBIC)
         out.append(torch.from_numpy(hwc_to_chw(xs)))
     return out

@@ -8,7 +8,7 @@ published dense ``N x N`` power -- then upsampled bilinearly, arg-maxed and crop
 
 By default the walk uses every in-radius pair, including those at the map border that the published pair layout
 leaves out (:func:`wseg.models.affinity_net.full_pair_affinities`; matters for small images);
-``--published_pairs`` restores the published graph exactly.
+``--published_pairs`` restores the published graph exactly (with its smaller radius on maps under ``2r + 1`` nodes).
 
 ``--crf`` (also ``--crf True``): the published pseudo-mask step (SEAM/PPC ``aff_infer.py``, commented out in PPC):
 dense CRF (``crf_inference``, ``--crf_iters``, published 1) of the upsampled random-walk scores, written to
@@ -111,6 +111,13 @@ def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: st
     io.save_mask_png(out_path, labels)
 
 
+def published_radius(radius: int, h: int, w: int) -> int:
+    """Published ``resnet38_aff.forward`` at inference: on a feature map whose shorter side is under
+    ``2 * radius + 1`` the pair radius shrinks to ``(shorter side - 1) // 2`` (images under 88 px at radius 5)."""
+    m = min(int(h), int(w))
+    return (m - 1) // 2 if m < 2 * int(radius) + 1 else int(radius)
+
+
 @torch.no_grad()
 def walk_image(model: torch.nn.Module, x: torch.Tensor, scores: torch.Tensor, radius: int, beta: float, logt: int,
                published_pairs: bool = False, amp: bool = False) -> torch.Tensor:
@@ -127,6 +134,7 @@ def walk_image(model: torch.nn.Module, x: torch.Tensor, scores: torch.Tensor, ra
         raise WsegError(f"AffinityNet feature map {h}x{w} does not match the image's {tuple(small.shape[-2:])} at "
                         "stride 8; the backbone must have output stride 8 (check --backbone)")
     if published_pairs:
+        radius = published_radius(radius, h, w)
         aff = pair_affinities(f, radius)[0]
         trans = build_transition(aff, h, w, radius, beta, device=device)
         return random_walk(small, trans, logt)

@@ -99,7 +99,7 @@ def crf_labels(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, mode:
     labels = cam_to_label(cams, background_power(cams, alpha, img.shape[:2]), img.shape[:2])
     if not cams:
         return labels
-    return crf_label_refine(img, labels, num_classes, iters=iters, gt_prob=gt_prob)
+    return crf_label_refine(img, labels, num_classes, iters=iters, gt_prob=gt_prob, yx_features=True)  # as PPC's
 
 
 def _job(item: Tuple) -> Optional[str]:

@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
     add_bool_flag(p, "--no_flip", "do not add horizontally flipped inputs")
     p.add_argument("--norm", choices=["minmax", "max"], default="minmax",
-                   help="CAM normalisation: PPC min-max (default) or SEAM's divide-by-max")
+                   help="CAM normalisation: min-max (default; PPC contrast_infer.py and SEAM infer_SEAM.py) or "
+                        "divide-by-max (PSA infer_cls.py)")
     p.add_argument("--device", default="auto")
     add_bool_flag(p, "--amp", "fp16 autocast on GPU")
     p.add_argument("--vis_dir", default=None, help="write CAM overlay pictures of the first --vis_num images here")
