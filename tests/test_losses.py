@@ -243,3 +243,81 @@ def test_a_few_sgd_steps_lower_the_total_loss():
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0], losses
+
+
+# ----------------------------------------------------------------------------------------------- PPC building blocks
+
+
+def test_ranked_indices_give_topk_values_even_with_ties():
+    from wseg.losses.ppc import ranked_indices
+    g = torch.Generator().manual_seed(0)
+    distinct = torch.randn(3, 21, 7, generator=g)
+    assert torch.equal(ranked_indices(distinct, 13, dim=1), torch.topk(distinct, 13, dim=1).indices)
+    tied = torch.randint(-3, 3, (50, 21), generator=g).float() * 0.5
+    tied[0] = 0.0
+    tied[1, :5] = -0.0
+    for k in (1, 3, 13, 21):
+        got = tied.gather(1, ranked_indices(tied, k))
+        assert torch.equal(got, torch.topk(tied, k, dim=1).values)   # same ranked values, ties in any order
+        assert (ranked_indices(tied, k).sort(1).values.diff(dim=1) > 0).all()   # distinct indices
+
+
+def test_first_argmax_and_normalize_cam_match_published_ops():
+    from wseg.losses.ppc import first_argmax, normalize_cam
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 3, (4, 6, 5, 5), generator=g).float()
+    assert torch.equal(first_argmax(x, 1), x.argmax(1))
+    cam = torch.randn(2, 5, 4, 4, generator=g)
+    cam[0, 1] = 0.0                                  # a constant map
+    cam[1, 2, 0, :2] = cam[1, 2].min() + 5e-6        # values within eps of the minimum
+    ref = F.relu(cam.clone())
+    mn = ref.flatten(2).min(-1)[0][..., None, None]
+    mx = ref.flatten(2).max(-1)[0][..., None, None]
+    ref[ref < mn + 1e-5] = 0.
+    ref = (ref - mn - 1e-5) / (mx - mn + 1e-5)
+    ref[:, 0] = 0.2
+    assert torch.equal(normalize_cam(cam), ref)
+
+
+def test_hard_pixel_weights_match_a_class_loop():
+    from wseg.losses.ppc import hard_pixel_weights
+    g = torch.Generator().manual_seed(0)
+    v, m, c = 2, 300, 6
+    y = torch.randint(0, c - 1, (v, m), generator=g)
+    y[1, :1] = c - 1                                          # a singleton class in view 1
+    sim = torch.randint(0, 20, (v, m), generator=g).float() / 19   # many ties: ranked by pixel index
+    keys = torch.rand(v, m, generator=g)
+    ref = torch.zeros(v, m)
+    for i in range(v):
+        present = y[i].unique()
+        for cls in present.tolist():
+            pix = (y[i] == cls).nonzero()[:, 0]
+            length = len(pix)
+            if length < 2:
+                continue
+            h, k0 = length // 2, int(length * 0.6)
+            rand = pix[torch.argsort(keys[i, pix], stable=True)[:h]]
+            hard = pix[torch.argsort(sim[i, pix], stable=True)[k0 - h:k0]]
+            for p in torch.cat([rand, hard]).tolist():
+                ref[i, p] += 1 / (2 * h) / len(present)
+    assert torch.allclose(hard_pixel_weights(y, sim, keys, c), ref, atol=1e-7)
+
+
+def test_ppc_tiny_embedding_pixel_matches_reference():
+    out1, out2, label, keys = fake_outputs(seed=3)
+    f2 = out2[2].detach().clone()
+    f2[0, :, 1, 2] = 1e-14 * torch.randn(f2.shape[1], generator=torch.Generator().manual_seed(0))
+    f2.requires_grad_()                                       # |x| < 1e-12: F.normalize's clamp_min branch
+    args = (out1[2], out1[3], f2, out2[3], label)
+    got = ppc_losses(*args, random_keys=keys)["loss_nce"]
+    ref = ref_ppc(*args, *keys)[0]["loss_nce"]
+    assert torch.allclose(got, ref, atol=1e-5)
+    for a, b in zip(_grads(got, [out1[2], f2]), _grads(ref, [out1[2], f2])):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_ppc_contrast_needs_views_of_one_size():
+    from wseg.losses.ppc import ppc_contrast
+    out1, out2, label, _ = fake_outputs()
+    with pytest.raises(ValueError, match="resize view 1 first"):
+        ppc_contrast(out1[2], out1[3], out2[2], out2[3], label)
