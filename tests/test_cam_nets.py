@@ -121,3 +121,20 @@ def test_unknown_names():
         build_cam_net("seam", "vgg16")
     with pytest.raises(WsegError, match="--network psa"):
         build_cam_net("psa", "resnet38_tiny")
+
+
+def test_small_backbone_and_dropout_off():
+    """``resnet38_small`` is the 1/8-width ResNet-38 (published names); ``dropout=False`` makes training-mode
+    forwards deterministic, while the published net keeps its three Dropout2d layers active."""
+    small = build_cam_net("contrast", "resnet38_small", num_classes=4, frozen=(), freeze_bn=False)
+    assert small.feature_channels["conv6"] == 512 and small.conv1a.out_channels == 8
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    on = build_cam_net("seam", "resnet38_tiny", num_classes=4).train()
+    ps = sorted(m.p for m in on.modules() if isinstance(m, nn.Dropout2d))
+    assert ps == [0.3, 0.3, 0.5, 0.5, 0.5]
+    assert not torch.equal(on(x)[0], on(x)[0])
+    off = build_cam_net("seam", "resnet38_tiny", num_classes=4, dropout=False).train()
+    assert all(m.p == 0 for m in off.modules() if isinstance(m, nn.Dropout2d))
+    assert torch.equal(off(x)[0], off(x)[0])
+    assert set(off.state_dict()) == set(on.state_dict())  # same checkpoint layout

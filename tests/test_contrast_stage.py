@@ -143,3 +143,23 @@ def test_bad_inputs_are_one_line_errors(toy_root, tmp_path):
         errors = [line for line in lines if line.startswith("error: ")]
         assert errors == [lines[-1]] and name in lines[-1], res.stderr
     assert not os.path.exists(tmp_path / "o") or os.listdir(tmp_path / "o") == []
+
+
+def test_warmup_jitter_and_dropout_flags(toy_root, tmp_path):
+    """``--cls_warmup_epochs 1``: the first epoch optimises classification alone, the second every SEAM+PPC term;
+    ``--color_jitter 0 0 0 0 --dropout False --backbone resnet38_small`` reach the network and its metadata."""
+    import json
+
+    prefix = str(tmp_path / "warm")
+    argv = train_args(toy_root, prefix, "contrast", epochs=2,
+                      extra=["--cls_warmup_epochs", "1", "--color_jitter", "0", "0", "0", "0", "--dropout", "False"])
+    argv[argv.index("resnet38_tiny")] = "resnet38_small"
+    out = run_train(argv)
+    rows = [json.loads(line) for line in open(prefix + "_scalars.jsonl")]
+    assert len(rows) == out["steps"] == 6
+    warm, full = rows[:3], rows[3:]
+    assert all("loss_nce" not in r and "loss_er" not in r for r in warm)
+    assert all("loss_nce" in r and "loss_er" in r and "loss_ecr" in r for r in full)
+    assert all(abs(r["loss"] - r["loss_mlsm"]) < 1e-6 for r in warm)
+    _, meta = read_state_dict(out["weights"])
+    assert meta["backbone"] == "resnet38_small"

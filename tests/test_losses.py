@@ -321,3 +321,26 @@ def test_ppc_contrast_needs_views_of_one_size():
     out1, out2, label, _ = fake_outputs()
     with pytest.raises(ValueError, match="resize view 1 first"):
         ppc_contrast(out1[2], out1[3], out2[2], out2[3], label)
+
+
+def test_cls_only_is_the_classification_term_of_both_views():
+    """Classification warm-up: ``cls_only`` gives the published multilabel soft margin of both views, and its
+    gradient reaches the CAM head but not the PCM (whose ECR term is not computed)."""
+    torch.manual_seed(0)
+    net = build_cam_net("contrast", "resnet38_tiny", num_classes=4, frozen=(), freeze_bn=False).train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Dropout2d):
+            m.p = 0.0
+    x1 = torch.randn(2, 3, 32, 32)
+    x2 = F.interpolate(x1, size=(16, 16), mode="bilinear", align_corners=True)
+    label = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    out1, out2 = net(x1), net(x2)
+    warm = cam_losses(out1, out2, label, network="contrast", view_size=16, cls_only=True)
+    full = cam_losses(out1, out2, label, network="contrast", view_size=16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(warm["loss"], full["loss_mlsm"]) and set(warm) == {"loss", "loss_mlsm"}
+    lab = torch.cat([torch.ones(2, 1), label], 1)
+    ref = sum(F.multilabel_soft_margin_loss(o[0].mean((2, 3))[:, 1:], lab[:, 1:]) for o in (out1, out2)) / 2
+    assert torch.allclose(warm["loss"], ref)
+    warm["loss"].backward()
+    assert net.fc8.weight.grad is not None and net.fc8.weight.grad.abs().sum() > 0
+    assert net.f9.weight.grad is None and net.fc_proj.weight.grad is None

@@ -121,13 +121,20 @@ class Compose:
         return x
 
 
+#: Published colour jitter (brightness, contrast, saturation, hue).
+PUBLISHED_JITTER = (0.3, 0.3, 0.3, 0.1)
+
+
 def cam_train_transform(crop_size: int, resize_long_range: Tuple[int, int] = (448, 768),
-                        jitter: bool = True) -> Compose:
+                        jitter: Sequence[float] | bool = True) -> Compose:
     """The SEAM/PPC classification-training augmentation: random long-side resize, flip, colour jitter,
-    normalise, random crop, CHW float tensor."""
+    normalise, random crop, CHW float tensor. ``jitter``: True = :data:`PUBLISHED_JITTER`, False/all zeros = none,
+    or (brightness, contrast, saturation, hue)."""
     steps: List[Callable] = [RandomResizeLong(*resize_long_range), RandomHorizontalFlip()]
-    if jitter:
-        steps.append(ColorJitter())
+    if jitter is True:
+        jitter = PUBLISHED_JITTER
+    if jitter and any(float(v) for v in jitter):
+        steps.append(ColorJitter(*(float(v) for v in jitter)))
     steps += [np.asarray, normalize, RandomCrop(crop_size), hwc_to_chw, torch.from_numpy]
     return Compose(steps)
 

@@ -23,10 +23,10 @@ def freeze_kwargs(freeze: str, weights: Optional[str]) -> Dict[str, Any]:
 
 
 def build_cam_net_for_training(network: str, backbone: str, num_classes: int,
-                               weights: Optional[str] = None, freeze: str = "auto") -> nn.Module:
+                               weights: Optional[str] = None, freeze: str = "auto", dropout: bool = True) -> nn.Module:
     """A SEAM/PPC network; ``weights`` (ImageNet ``.params``/``.pth`` or a CAM checkpoint) loaded strictly,
     except the new heads (``fc8``, PCM, ``fc_proj``), which may be missing and start from their published init."""
-    net = build_cam_net(network, backbone, num_classes, **freeze_kwargs(freeze, weights))
+    net = build_cam_net(network, backbone, num_classes, dropout=dropout, **freeze_kwargs(freeze, weights))
     if weights:
         load_weights(net, weights, allow_missing=net.new_layer_prefixes())
     return net

@@ -31,6 +31,7 @@ from wseg.models import resnets as _rn
 BACKBONES: Dict[str, Tuple[type, dict]] = {
     "resnet38": (_r38.ResNet38, {"width": 1.0}),
     "resnet38_tiny": (_r38.ResNet38, {"width": _r38.TINY_WIDTH}),
+    "resnet38_small": (_r38.ResNet38, {"width": _r38.SMALL_WIDTH}),
     "resnet50": (_rn.ResNetBackbone, {"depth": 50}),
     "resnet101": (_rn.ResNetBackbone, {"depth": 101}),
     "resnet_tiny": (_rn.ResNetBackbone, dict(_rn.TINY)),
@@ -54,7 +55,8 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 class CamHeads(NewLayersMixin, nn.Module):
     """SEAM's CAM head + PCM (and PPC's projection head when ``proj_dim``). Mixin: use before a backbone class."""
 
-    def __init__(self, num_classes: int = 21, proj_dim: Optional[int] = None, **backbone_kwargs):
+    def __init__(self, num_classes: int = 21, proj_dim: Optional[int] = None, dropout: bool = True,
+                 **backbone_kwargs):
         backbone_kwargs.setdefault("frozen", _cam_frozen(type(self)))
         super().__init__(**backbone_kwargs)
         ch = self.feature_channels
@@ -76,6 +78,10 @@ class CamHeads(NewLayersMixin, nn.Module):
             nn.init.xavier_uniform_(self.fc_proj.weight)
             scratch.append(self.fc_proj)
         self.from_scratch_layers: List[nn.Module] = scratch
+        if not dropout:  # every Dropout2d of backbone and head off (reduced backbones trained from scratch)
+            for m in self.modules():
+                if isinstance(m, nn.Dropout2d):
+                    m.p = 0.0
 
     # ------------------------------------------------------------------ heads
     @staticmethod
@@ -121,8 +127,8 @@ class SEAMNet(CamHeads):
     ``cam`` is the raw ``fc8`` CAM (background at channel 0), ``cam_rv`` the PCM-refined CAM.
     """
 
-    def __init__(self, num_classes: int = 21, **backbone_kwargs):
-        super().__init__(num_classes=num_classes, proj_dim=None, **backbone_kwargs)
+    def __init__(self, num_classes: int = 21, **kwargs):
+        super().__init__(num_classes=num_classes, proj_dim=None, **kwargs)
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]
@@ -139,8 +145,8 @@ class ContrastNet(CamHeads):
     ``(N, 128, H/8, W/8)``; ``cam_rv_down`` = the PCM output at the feature size ``(N, num_classes, H/8, W/8)``.
     """
 
-    def __init__(self, num_classes: int = 21, proj_dim: int = 128, **backbone_kwargs):
-        super().__init__(num_classes=num_classes, proj_dim=proj_dim, **backbone_kwargs)
+    def __init__(self, num_classes: int = 21, proj_dim: int = 128, **kwargs):
+        super().__init__(num_classes=num_classes, proj_dim=proj_dim, **kwargs)
 
     def forward(self, x: torch.Tensor):
         size = x.shape[-2:]
@@ -175,7 +181,8 @@ def cam_net_class(network: str, backbone_cls: type) -> Type[CamHeads]:
 def build_cam_net(name: str = "contrast", backbone: str = "resnet38", num_classes: int = 21,
                   **kwargs) -> CamHeads:
     """SEAM (``name='seam'``) or PPC (``'contrast'``) on a named backbone (``resnet38``, ``resnet38_tiny``,
-    ``resnet50``, ``resnet101``, ``resnet_tiny``). ``num_classes`` includes background."""
+    ``resnet38_small``, ``resnet50``, ``resnet101``, ``resnet_tiny``). ``num_classes`` includes background;
+    ``dropout=False`` turns every ``Dropout2d`` off."""
     bb_cls, bb_kw = backbone_spec(backbone)
     net = cam_net_class(name, bb_cls)(num_classes=num_classes, **{**bb_kw, **kwargs})
     net.network_name, net.backbone_name = name, backbone

@@ -178,6 +178,8 @@ def resnet38(width: float = 1.0, **kwargs) -> ResNet38:
 
 
 TINY_WIDTH = 1.0 / 16
+#: ``resnet38_small``: 1/8 width (conv6 has 512 channels), the demo's CAM backbone trained from scratch on CPU.
+SMALL_WIDTH = 1.0 / 8
 
 
 def resnet38_tiny(**kwargs) -> ResNet38:

@@ -36,7 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "none: train everything (from scratch); auto: published iff --weights is given")
     p.add_argument("--network", choices=["seam", "contrast"], default="contrast",
                    help="seam = SEAM baseline, contrast = SEAM + PPC (default)")
-    p.add_argument("--backbone", default="resnet38", help="resnet38 | resnet38_tiny | resnet50 | resnet101 ...")
+    p.add_argument("--backbone", default="resnet38",
+                   help="resnet38 | resnet38_small | resnet38_tiny | resnet50 | resnet101 | resnet_tiny")
+    add_bool_flag(p, "--dropout", "the published Dropout2d layers (b6 0.3, b7 0.5, head 0.5); --dropout False for "
+                                  "reduced backbones trained from scratch", default=True)
     p.add_argument("--voc12_root", required=True)
     p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
     p.add_argument("--train_list", required=True)
@@ -55,7 +58,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop_size", type=int, default=448)
     p.add_argument("--resize_long", type=int, nargs=2, default=[448, 768], metavar=("MIN", "MAX"),
                    help="random long-side resize range before the crop (published 448 768)")
+    p.add_argument("--color_jitter", type=float, nargs=4, default=[0.3, 0.3, 0.3, 0.1],
+                   metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
+                   help="colour jitter (published 0.3 0.3 0.3 0.1; 0 0 0 0 turns it off: on the synthetic data, "
+                        "where classes differ by head hue, a hue jitter of 0.1 blurs the class cue)")
     p.add_argument("--view2_size", type=int, default=128, help="side of the second (rescaled) view; published 128")
+    p.add_argument("--cls_warmup_epochs", type=int, default=0,
+                   help="first epochs with the classification loss alone, then SEAM (+PPC) terms join; 0 = "
+                        "published. From scratch (no ImageNet weights) the equivariance and contrast terms, "
+                        "computed on CAMs of a classifier that has not learned yet, slow its learning down")
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--bg_threshold", type=float, default=0.20, help="PPC background score for pseudo labels")
     p.add_argument("--device", default="auto")
@@ -74,7 +85,8 @@ def run(args: argparse.Namespace) -> dict:
     dist, voc, ids = begin_training(args, "contrast_train")
     device = dist.device
     out_prefix = args.session_name
-    dataset = ClsDataset(voc, ids, cam_train_transform(args.crop_size, tuple(args.resize_long)))
+    dataset = ClsDataset(voc, ids, cam_train_transform(args.crop_size, tuple(args.resize_long),
+                                                           jitter=args.color_jitter))
     per_step = args.batch_size * dist.world_size
     if len(dataset) < per_step:
         raise WsegError(f"{args.train_list}: {len(dataset)} images, fewer than one batch of {per_step}; "
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     max_step = steps_per_epoch * args.max_epoches
 
     model = build_cam_net_for_training(args.network, args.backbone, voc.spec.num_classes, args.weights,
-                                       args.freeze)
+                                       args.freeze, dropout=args.dropout)
     model.to(device)
     optimizer = build_optimizer(args.optimizer, unwrap(model).get_parameter_groups(), lr=args.lr,
                                 weight_decay=args.wt_dec, max_step=max_step, momentum=args.momentum)
@@ -125,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
                 out2 = net(img2)
             out1, out2 = [o.float() for o in out1], [o.float() for o in out2]  # losses in fp32 under AMP
             losses = cam_losses(out1, out2, label, network=args.network, bg_threshold=args.bg_threshold,
-                                view_size=args.view2_size, generator=gen_loss)
+                                view_size=args.view2_size, generator=gen_loss,
+                                cls_only=epoch < args.cls_warmup_epochs)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
