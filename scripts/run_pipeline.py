@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from wseg.cli import main
+from wseg.cli import add_bool_flag, main
 from wseg.errors import WsegError
 from wseg.pipeline import Runner, report_markdown, wsss_stages
 
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_stage", default=None, help="re-run from this stage on")
     p.add_argument("--only", nargs="+", default=None, help="run only these stages")
     p.add_argument("--list", action="store_true", help="print the stages and their commands, run nothing")
+    add_bool_flag(p, "--baseline_seam", "also train and evaluate the SEAM baseline with the same flags (overrides "
+                                        "the config's baseline_seam)", default=None)
     return p
 
 
@@ -36,6 +38,8 @@ def run(args):
             cfg = json.load(f)
     except json.JSONDecodeError as exc:
         raise WsegError(f"{args.config}: not valid JSON ({exc})")
+    if args.baseline_seam is not None:
+        cfg["baseline_seam"] = bool(args.baseline_seam)
     if args.voc12_root:
         cfg["dataset"] = {"voc12_root": args.voc12_root}
     runner = Runner(args.work_dir, wsss_stages(cfg, args.work_dir))

@@ -142,6 +142,41 @@ def test_train_and_infer_end_to_end(toy, trained, tmp_path):
     assert rc == 0 and r["out_crf"] == str(tmp_path / "pseudo") and len(os.listdir(r["out_crf"])) == 4
 
 
+def test_infer_scale_walks_a_larger_map_at_the_image_size(toy, trained, tmp_path, monkeypatch):
+    """``--scale 2``: AffinityNet sees the image resized x2 (a 2x larger 1/8 map), the CAMs are resized to match,
+    and the walk comes back at the image size; ``--scale 1`` is the published path."""
+    session, _ = trained
+    seen = []
+    real_walk = aff_infer.walk_image
+
+    def spy(model, x, scores, *a, **kw):
+        seen.append((tuple(x.shape[-2:]), tuple(scores.shape[-2:])))
+        return real_walk(model, x, scores, *a, **kw)
+
+    monkeypatch.setattr(aff_infer, "walk_image", spy)
+    base = ["--weights", session + ".pth", "--voc12_root", toy["root"], "--infer_list", toy["val"], "--cam_dir",
+            toy["cams"], "--logt", "4", "--num_workers", "0", "--device", "cpu"]
+    rc, _ = call(aff_infer, base + ["--out_rw", str(tmp_path / "s1"), "--out_rw_npy", str(tmp_path / "n1")])
+    assert rc == 0 and seen[0] == ((64, 96), (64, 96))
+    seen.clear()
+    rc, _ = call(aff_infer, base + ["--out_rw", str(tmp_path / "s2"), "--out_rw_npy", str(tmp_path / "n2"),
+                                    "--scale", "2"])
+    assert rc == 0 and seen[0] == ((128, 192), (128, 192))
+    voc = toy["voc"]
+    for i in voc.ids(toy["val"]):
+        gt = io.load_mask_png(voc.mask_path(i))
+        rw = io.load_mask_png(os.path.join(tmp_path, "s2", i + ".png"))
+        walked = io.load_cam_dict(os.path.join(tmp_path, "n2", i + ".npy"), shape=gt.shape)
+        assert rw.shape == gt.shape
+        if walked:  # the label map is the argmax of the written scores (constant background 0.27)
+            keys, stack = io.cam_dict_to_stack(walked)
+            ref = np.where(stack.max(0) > 0.27, keys[stack.argmax(0)] + 1, 0)
+            sure = np.abs(stack.max(0) - 0.27) > 1e-3
+            assert (ref[sure] == rw[sure]).all()
+    rc, _ = call(aff_infer, base + ["--out_rw", str(tmp_path / "s0"), "--scale", "0"])
+    assert rc == 2
+
+
 def test_resume_equals_uninterrupted(toy, prepared, trained, tmp_path, monkeypatch):
     session, _ = trained
     original = aff_train.save_checkpoint

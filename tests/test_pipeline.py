@@ -103,3 +103,22 @@ def test_kill_9_mid_run_then_rerun_gives_same_results(tmp_path, config, finished
         for f in files:
             path = os.path.join(work, folder, f)
             io.load_cam_dict(path) if f.endswith(".npy") else io.load_mask_png(path)
+
+
+def test_stage_list_connects_cam_weights_to_deeplab_and_seam_baseline(tmp_path):
+    """``backbone_from_cam`` hands the trained CAM network to DeepLab as its backbone weights; ``baseline_seam``
+    adds the SEAM baseline's train/infer/eval stages with the same flags."""
+    from wseg.pipeline import wsss_stages
+
+    cfg = {"dataset": {"make_toy_voc": {"--num_train": 8}}, "baseline_seam": True,
+           "stages": {"contrast_train": {"--max_epoches": 1}, "segmentation": {"config": "c.py",
+                                                                               "backbone_from_cam": True}}}
+    stages = {s.name: s for s in wsss_stages(cfg, str(tmp_path))}
+    assert [n for n in stages if "seam" in n] == ["seam_cam_train", "seam_cam_infer", "eval_seam_cam"]
+    seam = stages["seam_cam_train"].argv
+    assert seam[seam.index("--network") + 1] == "seam" and "--max_epoches" in seam
+    cam_pth = os.path.join(str(tmp_path), "models", "cam.pth")
+    for name in ("seg_train", "seg_test"):
+        assert f"backbone_weights={cam_pth}" in stages[name].argv
+    cfg["stages"]["segmentation"]["backbone_from_cam"] = False
+    assert not any(a.startswith("backbone_weights=") for s in wsss_stages(cfg, str(tmp_path)) for a in s.argv)

@@ -149,7 +149,9 @@ def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
 
     ``cfg["dataset"]`` holds either ``{"voc12_root": ...}`` or ``{"make_toy_voc": {flags}}`` (the synthetic
     dataset is then written to ``<work_dir>/data``). ``cfg["stages"][name]`` holds each script's own flags; the
-    runner adds the paths that connect the stages. ``cfg["baseline_seam"]`` adds the SEAM baseline's CAMs.
+    runner adds the paths that connect the stages. ``cfg["stages"]["segmentation"]``: ``config``, ``set``
+    (config overrides), ``test_flags``, and ``backbone_from_cam`` (DeepLab's backbone starts from the trained CAM
+    network, for runs without ImageNet weights). ``cfg["baseline_seam"]`` adds the SEAM baseline's CAMs.
     """
     W = lambda *p: os.path.join(work_dir, *p)  # noqa: E731
     ds = cfg.get("dataset", {})
@@ -208,6 +210,8 @@ def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
     seg_common = ["--config", seg.get("config", "segmentation/configs/deeplabv1_resnet38.py"), "--voc12_root", root,
                   "--set", f"pseudo_mask_dir={W('pseudo')}", f"out_dir={W('seg')}"] + [
         f"{k}={v}" for k, v in seg.get("set", {}).items()]
+    if seg.get("backbone_from_cam"):  # no ImageNet weights (synthetic demo): start from the trained CAM backbone
+        seg_common.append(f"backbone_weights={W('models', 'cam.pth')}")
     stages.append(Stage("seg_train", "segmentation/train.py", seg_common, "train DeepLab on the pseudo masks"))
     stages.append(Stage("seg_test", "segmentation/test.py", seg_common + flags(seg.get("test_flags")),
                         "DeepLab multi-scale + flip (+ CRF) on val", _seg_miou))

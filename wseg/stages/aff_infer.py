@@ -27,7 +27,7 @@ import argparse
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from wseg import io
 from wseg.affinity import DEFAULT_RADIUS
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import open_rgb
-from wseg.data.transforms import hwc_to_chw, normalize
+from wseg.data.transforms import hwc_to_chw, normalize, rescale
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, autocast, resolve_device, setup_logging
 from wseg.errors import WsegError
@@ -72,6 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"constant background score (PPC; the default, {DEFAULT_BG_SCORE})")
     p.add_argument("--alpha", "--bg_alpha", dest="alpha", type=float, default=None,
                    help="background (1 - max CAM)^alpha instead of a constant (PSA 16, SEAM 6)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="resize the image by this factor for AffinityNet (published 1; small images such as the "
+                        "synthetic demo's give 1/8-resolution maps too coarse to walk on); CAMs are resized to "
+                        "match and the walk is resized back to the image size")
     p.add_argument("--num_workers", type=int, default=2, help="image-loading and CRF worker processes")
     p.add_argument("--device", default="auto")
     add_bool_flag(p, "--amp", "fp16 autocast on GPU (affinities and the walk stay float32)")
@@ -79,10 +83,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _Images(Dataset):
-    """``(id, normalised image padded to a multiple of 8 (3, H8, W8), (H, W), error or None)``."""
+    """``(id, normalised image padded to a multiple of 8 (3, H8, W8), (H, W), error or None)``; with ``scale != 1``
+    the image is first resized bicubically by ``scale`` (``(H, W)`` stays the original size)."""
 
-    def __init__(self, voc: VOCRoot, ids: Sequence[str]):
-        self.voc, self.ids = voc, list(ids)
+    def __init__(self, voc: VOCRoot, ids: Sequence[str], scale: float = 1.0):
+        self.voc, self.ids, self.scale = voc, list(ids), float(scale)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,13 +95,15 @@ class _Images(Dataset):
     def __getitem__(self, i):
         image_id = self.ids[i]
         try:
-            img = np.asarray(open_rgb(self.voc.image_path(image_id)))
+            pil = open_rgb(self.voc.image_path(image_id))
         except WsegError as exc:   # re-raised in the main process as one line
             return image_id, torch.zeros(0), (0, 0), str(exc)
+        size = (pil.height, pil.width)
+        img = np.asarray(pil if self.scale == 1.0 else rescale(pil, self.scale))
         h, w = img.shape[:2]
         x = torch.from_numpy(hwc_to_chw(normalize(img)))
         x = F.pad(x, (0, -(-w // STRIDE) * STRIDE - w, 0, -(-h // STRIDE) * STRIDE - h))
-        return image_id, x, (h, w), None
+        return image_id, x, size, None
 
 
 def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: str, iters: int) -> None:
@@ -109,6 +116,11 @@ def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: st
     else:
         labels = keys[np.argmax(crf_inference(img, scores, t=iters), 0)].astype(np.uint8)
     io.save_mask_png(out_path, labels)
+
+
+def _scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
+    """The image size after :func:`wseg.data.transforms.rescale` by ``scale`` (PIL rounding)."""
+    return (h, w) if scale == 1.0 else (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
 
 
 def published_radius(radius: int, h: int, w: int) -> int:
@@ -180,7 +192,9 @@ def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     model, meta = build_affinity_net_from_weights(args.weights, args.backbone, radius=args.radius)
     model.to(device).eval()
-    loader = DataLoader(_Images(voc, todo), batch_size=None, shuffle=False, num_workers=args.num_workers)
+    if args.scale <= 0:
+        raise WsegError(f"--scale {args.scale:g}: must be positive (1 = published)")
+    loader = DataLoader(_Images(voc, todo, args.scale), batch_size=None, shuffle=False, num_workers=args.num_workers)
     pool: Optional[ProcessPoolExecutor] = None
     if crf:
         pool = ProcessPoolExecutor(max_workers=max(1, args.num_workers),
@@ -197,12 +211,22 @@ def run(args: argparse.Namespace) -> dict:
             scores = with_background(torch.from_numpy(stack), bg_score=bg_score,
                                      bg_alpha=None if bg_score is not None else args.alpha)
             keys = np.concatenate([[0], fg_keys + 1]).astype(np.int64)
+            scaled = _scaled_size(h, w, args.scale)
+            if scaled != (h, w):
+                scores = F.interpolate(scores[None], size=scaled, mode="bilinear", align_corners=False)[0]
             rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt,
                             args.published_pairs, args.amp)
+            if scaled != (h, w):  # back to the image size through the scaled image's size
+                rw_up = F.interpolate(upsample_scores(rw, scaled)[None], size=(h, w), mode="bilinear",
+                                      align_corners=False)[0]
+            else:
+                rw_up = None
             if rw_dir:
-                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), upsample_argmax(rw, (h, w), keys=keys))
+                label = (upsample_argmax(rw, (h, w), keys=keys) if rw_up is None
+                         else keys[rw_up.argmax(0).cpu().numpy()].astype(np.uint8))
+                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), label)
             if args.out_rw_npy or pool is not None:
-                up = upsample_scores(rw, (h, w)).cpu().numpy().astype(np.float32)
+                up = (upsample_scores(rw, (h, w)) if rw_up is None else rw_up).cpu().numpy().astype(np.float32)
                 if args.out_rw_npy:
                     io.save_cam_dict(os.path.join(args.out_rw_npy, image_id + ".npy"),
                                      {int(k): up[i + 1] for i, k in enumerate(fg_keys)})
