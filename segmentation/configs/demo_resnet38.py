@@ -1,10 +1,10 @@
 """CPU demo of the DeepLab v1 / ResNet-38 recipe (SEAM_deeplabv1_resnet38) for the synthetic dataset.
 
-The published set-up (deeplabv1_resnet38.py: LargeFOV head, frozen backbone BatchNorm, lr groups x1/x2/x10/x20,
-poly, SGD momentum 0.9, MS+flip test with CRF) on the 1/8-width ResNet-38 (resnet38_small), with small crops and few
-iterations. There are no ImageNet weights here, so the backbone starts from the demo's trained CAM network (the
-same backbone; its CAM heads are ignored) - the role the ImageNet checkpoint plays in the published recipe. The
-pipeline passes the CAM weights and the pseudo masks, e.g.
+The published set-up (deeplabv1_resnet38.py: LargeFOV head, lr groups x1/x2/x10/x20, poly, lr 0.001, SGD momentum
+0.9, MS+flip test with CRF) on the 1/8-width ResNet-38 (resnet38_small), with small crops, 1,000 iterations and
+live backbone BatchNorm. There are no ImageNet weights here, so the backbone starts from the demo's trained CAM
+network (the same backbone; its CAM heads are ignored): the role the ImageNet checkpoint plays in the published
+recipe. The pipeline passes the CAM weights and the pseudo masks, e.g.
     python segmentation/train.py --config segmentation/configs/demo_resnet38.py --voc12_root runs/demo/data \\
         --set pseudo_mask_dir=runs/demo/pseudo backbone_weights=runs/demo/models/cam.pth out_dir=runs/demo/seg
 """
@@ -19,16 +19,17 @@ num_workers = 0
 
 backbone = "resnet38_small"
 frozen_layers = []
+freeze_backbone_bn = False         # the CAM backbone was trained with live BatchNorm; let it adapt here too
 head_dim = 128
 bn_momentum = 0.1                  # few iterations: let the head BN statistics follow the data
 backbone_weights = None            # the pipeline passes its CAM network (models/cam.pth)
 
 crop_size = 96
-lr = 0.01
+lr = 0.001
 batch_size = 8
-max_iters = 300
-ckpt_every = 100
-val_every = 100
+max_iters = 1000
+ckpt_every = 250
+val_every = 250
 log_every = 50
 device = "cpu"
 amp = False
