@@ -14,7 +14,7 @@ import sys
 
 from wseg.cli import add_bool_flag, main
 from wseg.errors import WsegError
-from wseg.pipeline import Runner, report_markdown, wsss_stages
+from wseg.pipeline import Runner, apply_overrides, report_markdown, wsss_stages
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the stages and their commands, run nothing")
     add_bool_flag(p, "--baseline_seam", "also train and evaluate the SEAM baseline with the same flags (overrides "
                                         "the config's baseline_seam)", default=None)
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="SECTION:FLAG=VALUE",
+                   help="override one stage flag of the config, e.g. contrast_train:--cls_warmup_epochs=0 or "
+                        "aff_infer:--scale=1; space-separated VALUE parts make a list; VALUE null drops the flag")
     return p
 
 
@@ -38,6 +41,7 @@ def run(args):
             cfg = json.load(f)
     except json.JSONDecodeError as exc:
         raise WsegError(f"{args.config}: not valid JSON ({exc})")
+    apply_overrides(cfg, args.overrides)
     if args.baseline_seam is not None:
         cfg["baseline_seam"] = bool(args.baseline_seam)
     if args.voc12_root:

@@ -122,3 +122,19 @@ def test_stage_list_connects_cam_weights_to_deeplab_and_seam_baseline(tmp_path):
         assert f"backbone_weights={cam_pth}" in stages[name].argv
     cfg["stages"]["segmentation"]["backbone_from_cam"] = False
     assert not any(a.startswith("backbone_weights=") for s in wsss_stages(cfg, str(tmp_path)) for a in s.argv)
+
+
+def test_set_overrides_stage_flags():
+    from wseg.errors import WsegError
+    from wseg.pipeline import apply_overrides
+
+    cfg = {"dataset": {"make_toy_voc": {"--num_train": 8}}, "stages": {"aff_infer": {"--scale": 2, "--logt": 4}}}
+    apply_overrides(cfg, ["contrast_train:--cls_warmup_epochs=0", "aff_infer:--scale=null",
+                          "contrast_infer:--scales=1.0 2.0", "make_toy_voc:--num_train=20"])
+    assert cfg["stages"]["contrast_train"] == {"--cls_warmup_epochs": "0"}
+    assert cfg["stages"]["aff_infer"] == {"--logt": 4}
+    assert cfg["stages"]["contrast_infer"] == {"--scales": ["1.0", "2.0"]}
+    assert cfg["dataset"]["make_toy_voc"] == {"--num_train": "20"}
+    for bad in ("contrast_train", "contrast_train:--x", "contrast_train:x=1", ":--x=1", "contrast_train:--x="):
+        with pytest.raises(WsegError, match="--set"):
+            apply_overrides(cfg, [bad])

@@ -133,6 +133,28 @@ def flags(options: Optional[Dict]) -> List[str]:
     return out
 
 
+def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
+    """Apply ``SECTION:FLAG=VALUE`` overrides to ``cfg["stages"]`` in place (``make_toy_voc`` reaches the dataset).
+
+    ``VALUE`` is split on spaces (several parts make a list, as for ``--scales 1 2``); ``null`` removes the flag.
+    """
+    for item in overrides:
+        section, sep, rest = item.partition(":")
+        flag, eq, value = rest.partition("=")
+        if not (sep and eq and section and flag.startswith("--") and value.strip()):
+            raise WsegError(f"--set {item!r}: expected SECTION:--flag=VALUE, e.g. contrast_train:--max_epoches=2")
+        if section == "make_toy_voc":
+            target = cfg.setdefault("dataset", {}).setdefault("make_toy_voc", {})
+        else:
+            target = cfg.setdefault("stages", {}).setdefault(section, {})
+        parts = value.split()
+        if value.strip() == "null":
+            target.pop(flag, None)
+        else:
+            target[flag] = parts[0] if len(parts) == 1 else parts
+    return cfg
+
+
 def _miou(result: dict) -> Dict[str, float]:
     out = {"miou": float(result["miou"])}
     if "best_threshold" in result:
