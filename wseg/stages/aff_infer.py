@@ -27,7 +27,7 @@ import argparse
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from wseg import io
 from wseg.affinity import DEFAULT_RADIUS
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import open_rgb
+from wseg.data.seg_transforms import scaled_size
 from wseg.data.transforms import hwc_to_chw, normalize, rescale
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, autocast, resolve_device, setup_logging
@@ -116,11 +117,6 @@ def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: st
     else:
         labels = keys[np.argmax(crf_inference(img, scores, t=iters), 0)].astype(np.uint8)
     io.save_mask_png(out_path, labels)
-
-
-def _scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
-    """The image size after :func:`wseg.data.transforms.rescale` by ``scale`` (PIL rounding)."""
-    return (h, w) if scale == 1.0 else (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
 
 
 def published_radius(radius: int, h: int, w: int) -> int:
@@ -211,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
             scores = with_background(torch.from_numpy(stack), bg_score=bg_score,
                                      bg_alpha=None if bg_score is not None else args.alpha)
             keys = np.concatenate([[0], fg_keys + 1]).astype(np.int64)
-            scaled = _scaled_size(h, w, args.scale)
+            scaled = scaled_size(h, w, args.scale)  # the size rescale() gives
             if scaled != (h, w):
                 scores = F.interpolate(scores[None], size=scaled, mode="bilinear", align_corners=False)[0]
             rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt,
