@@ -7,9 +7,10 @@ changes, and prints one Markdown row per ablation next to the demo's own numbers
 - ``no_warmup``: SEAM+PPC terms from the first step (``contrast_train --cls_warmup_epochs 0``); retrains the CAM
   network (about 6 minutes on 2 CPU cores);
 - ``aff_x1``: AffinityNet trained and walked at the image size (no ``--resize_long``, crop 128, ``--scale 1``);
-- ``beta8``: the walk with the published beta 8 instead of 16.
+- ``walk_published``: the walk with the published background score 0.27 and 2^6 steps (beta stays 16), then
+  DeepLab retrained on its pseudo masks (about 4 minutes).
 
-    python benchmarks/bench_demo_ablations.py [--only aff_x1 beta8] [--demo_dir runs/demo]
+    python benchmarks/bench_demo_ablations.py [--only aff_x1 walk_published] [--demo_dir runs/demo]
 """
 import argparse
 import json
@@ -20,26 +21,33 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: name -> (stages copied from the demo, overrides, stages run, metrics reported)
+#: name -> (stages copied from the demo, overrides, stages run, (stage, metric) reported)
 ABLATIONS = {
     "no_warmup": (["data"], ["contrast_train:--cls_warmup_epochs=0"],
-                  ["cam_train", "cam_infer", "eval_cam"], ["eval_cam"]),
+                  ["cam_train", "cam_infer", "eval_cam"], [("eval_cam", "miou")]),
     "aff_x1": (["data", "cam_train", "cam_infer", "eval_cam", "eval_cam_crf", "aff_prepare"],
                ["aff_train:--crop_size=128", "aff_train:--resize_long=null", "aff_infer:--scale=null"],
-               ["aff_train", "aff_infer", "eval_rw", "eval_pseudo"], ["eval_rw", "eval_pseudo"]),
-    "beta8": (["data", "cam_train", "cam_infer", "eval_cam", "eval_cam_crf", "aff_prepare", "aff_train"],
-              ["aff_infer:--beta=8"], ["aff_infer", "eval_rw", "eval_pseudo"], ["eval_rw", "eval_pseudo"]),
+               ["aff_train", "aff_infer", "eval_rw", "eval_pseudo"], [("eval_rw", "miou"), ("eval_pseudo", "miou")]),
+    "walk_published": (["data", "cam_train", "cam_infer", "eval_cam", "eval_cam_crf", "aff_prepare", "aff_train"],
+                       ["aff_infer:--bg_score=null", "aff_infer:--logt=null"],
+                       ["aff_infer", "eval_rw", "eval_pseudo", "seg_train", "seg_test"],
+                       [("eval_rw", "miou"), ("eval_pseudo", "miou"), ("seg_test", "miou"),
+                        ("seg_test", "miou_crf")]),
 }
 #: stage -> folders (under the work dir) holding its outputs
 OUTPUTS = {"data": ["data"], "cam_train": ["models/cam.pth"], "cam_infer": ["cam", "cam_png", "cam_crf"],
            "aff_prepare": ["aff_labels"], "aff_train": ["models/aff.pth"]}
 
 
-def metric(work_dir: str, stage: str) -> str:
+NAMES = {("eval_cam", "miou"): "CAM", ("eval_rw", "miou"): "RW", ("eval_pseudo", "miou"): "pseudo masks",
+         ("seg_test", "miou"): "DeepLab val", ("seg_test", "miou_crf"): "DeepLab+CRF val"}
+
+
+def metric(work_dir: str, stage: str, key: str) -> str:
     with open(os.path.join(work_dir, "stages", stage + ".done")) as f:
         m = json.load(f).get("metrics", {})
-    thr = f" (bg {m['best_threshold']:.2f})" if "best_threshold" in m else ""
-    return f"{m['miou']:.2f}{thr}"  # eval.py reports percent
+    thr = f" (bg {m['best_threshold']:.2f})" if "best_threshold" in m and key == "miou" else ""
+    return f"{NAMES[stage, key]} {m[key]:.2f}{thr}"  # percent, as eval.py reports
 
 
 def seed_work_dir(demo: str, work: str, stages) -> None:
@@ -63,7 +71,7 @@ def main() -> int:
     p.add_argument("--config", default="scripts/pipelines/demo.json")
     p.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), default=None)
     args = p.parse_args()
-    rows = ["| ablation | command | result (train mIoU %) | demo |", "|---|---|---|---|"]
+    rows = ["| ablation | flags changed | result (mIoU %, train unless val) | the demo |", "|---|---|---|---|"]
     for name, (copied, overrides, run, report) in ABLATIONS.items():
         if args.only and name not in args.only:
             continue
@@ -73,8 +81,8 @@ def main() -> int:
                "--work_dir", work, "--set", *overrides, "--only", *run]
         print("+", " ".join(cmd[1:]), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        got = ", ".join(f"{s[5:]} {metric(work, s)}" for s in report)
-        ref = ", ".join(f"{s[5:]} {metric(args.demo_dir, s)}" for s in report)
+        got = ", ".join(metric(work, *r) for r in report)
+        ref = ", ".join(metric(args.demo_dir, *r) for r in report)
         rows.append(f"| {name} | `--set {' '.join(overrides)}` | {got} | {ref} |")
     print("\n".join(rows))
     return 0
