@@ -4,7 +4,9 @@ Two views per batch (the crop and a ``--view2_size`` square rescale of it, publi
 :func:`wseg.losses.cam_losses`: classification + SEAM's equivariant regularisation (ER) and equivariant cross
 regularisation (ECR) + adaptive min-pooling, and with ``--network contrast`` PPC's cross-view and intra-view
 pixel-to-prototype contrast. Poly LR over four parameter groups (x1/x2/x10/x20). A checkpoint is written
-atomically after every epoch; ``--resume`` (default on) continues from it after a crash. ``torchrun`` runs it
+atomically after every epoch; ``--resume`` (default on) continues from it after a crash. Not published, for
+training from scratch (the synthetic demo): ``--cls_warmup_epochs`` (classification alone first),
+``--color_jitter``, ``--dropout False``, ``--optimizer adamw``. ``torchrun`` runs it
 data-parallel (DDP; NCCL on GPU, gloo on CPU).
 
 Outputs: ``<session_name>.pth`` (final weights, a plain state dict as the published script saves),
