@@ -46,7 +46,7 @@ from wseg.engine import LOG, autocast, resolve_device, setup_logging
 from wseg.errors import WsegError
 from wseg.parallel import start_method
 from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, STRIDE, build_transition, downsample_cams, random_walk,
-                             upsample_argmax, with_background)
+                             with_background)
 from wseg.stages.aff_prepare import require_cams
 
 DEFAULT_LOGT = 6        # PPC / SEAM aff_infer.py; PSA infer_aff.py uses 8
@@ -212,17 +212,14 @@ def run(args: argparse.Namespace) -> dict:
                 scores = F.interpolate(scores[None], size=scaled, mode="bilinear", align_corners=False)[0]
             rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt,
                             args.published_pairs, args.amp)
-            if scaled != (h, w):  # back to the image size through the scaled image's size
-                rw_up = F.interpolate(upsample_scores(rw, scaled)[None], size=(h, w), mode="bilinear",
-                                      align_corners=False)[0]
-            else:
-                rw_up = None
+            up = upsample_scores(rw, scaled)  # walked scores at the image size (through the scaled size)
+            if scaled != (h, w):
+                up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False)[0]
             if rw_dir:
-                label = (upsample_argmax(rw, (h, w), keys=keys) if rw_up is None
-                         else keys[rw_up.argmax(0).cpu().numpy()].astype(np.uint8))
-                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), label)
+                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"),
+                                 keys[up.argmax(0).cpu().numpy()].astype(np.uint8))
             if args.out_rw_npy or pool is not None:
-                up = (upsample_scores(rw, (h, w)) if rw_up is None else rw_up).cpu().numpy().astype(np.float32)
+                up = up.cpu().numpy().astype(np.float32)
                 if args.out_rw_npy:
                     io.save_cam_dict(os.path.join(args.out_rw_npy, image_id + ".npy"),
                                      {int(k): up[i + 1] for i, k in enumerate(fg_keys)})
