@@ -248,18 +248,24 @@ def test_a_few_sgd_steps_lower_the_total_loss():
 # ----------------------------------------------------------------------------------------------- PPC building blocks
 
 
-def test_ranked_indices_give_topk_values_even_with_ties():
-    from wseg.losses.ppc import ranked_indices
+def test_semi_hard_mask_picks_the_published_topk_ranks_even_with_ties():
+    from wseg.losses.ppc import semi_hard_mask
     g = torch.Generator().manual_seed(0)
     distinct = torch.randn(3, 21, 7, generator=g)
-    assert torch.equal(ranked_indices(distinct, 13, dim=1), torch.topk(distinct, 13, dim=1).indices)
+    ref = torch.zeros_like(distinct).scatter_(1, torch.topk(distinct, 13, dim=1).indices[:, 3:], 1.0)
+    assert torch.equal(semi_hard_mask(distinct, 1).float(), ref)
     tied = torch.randint(-3, 3, (50, 21), generator=g).float() * 0.5
     tied[0] = 0.0
     tied[1, :5] = -0.0
-    for k in (1, 3, 13, 21):
-        got = tied.gather(1, ranked_indices(tied, k))
-        assert torch.equal(got, torch.topk(tied, k, dim=1).values)   # same ranked values, ties in any order
-        assert (ranked_indices(tied, k).sort(1).values.diff(dim=1) > 0).all()   # distinct indices
+    for top, skip in ((13, 3), (21, 0), (5, 5), (1, 0)):
+        mask = semi_hard_mask(tied, 1, top, skip)
+        assert mask.dtype == torch.bool and (mask.sum(1) == top - skip).all()
+        got = torch.where(mask, tied, torch.inf).sort(1).values[:, :top - skip]
+        want = torch.topk(tied, top, dim=1).values[:, skip:].sort(1).values
+        assert torch.equal(got, want)                       # the same ranked values, ties in any order
+    few = torch.randn(4, 5, generator=g)                    # fewer classes than neg_top: ranks 3.. of 5
+    ref = torch.zeros_like(few).scatter_(1, torch.topk(few, 5, dim=1).indices[:, 3:], 1.0)
+    assert torch.equal(semi_hard_mask(few, 1).float(), ref)
 
 
 def test_first_argmax_and_normalize_cam_match_published_ops():

@@ -21,17 +21,19 @@ Randomness (the random half in hard pixel sampling) comes from one key per pixel
 is a uniform random subset as with the published ``random.sample``. The published per-pixel random negative
 lists are computed but never used, so they are not reproduced.
 
-Speed (the loss is ~100 small tensor ops, so op count and memory layout decide on a CPU): both views go through
-one batched pass, with one ``(2, N, 2C, h*w)`` tensor holding every pixel-prototype similarity the three terms
-need; the embeddings are never transposed to ``(N*h*w, D)`` (similarities are ``P x / |x|`` on their
+Speed (the loss is ~100 small tensor ops, so op count, passes over memory and layout decide on a CPU): both views
+go through one batched pass, with one ``(2, N, 2C, h*w)`` tensor holding every pixel-prototype logit the three
+terms need; the embeddings are never transposed to ``(N*h*w, D)`` (logits are ``P x / (|x| T)`` on their
 ``(N, D, h*w)`` layout, with the class dim not innermost so softmaxes over it vectorise over pixels); the
-gradient is written out (:class:`_PPCTerms`); semi-hard mining ranks by rounds of ``amax`` over integer keys
-instead of a per-pixel ``topk``; the class-wise rankings of hard pixel sampling are one sort of integer keys; and
-no boolean ``masked_fill``/``where``/``argmax`` over a non-last dim (slow on CPU) is used.
+gradient is written out (:class:`_PPCTerms`); semi-hard mining is a mask from rounds of ``amax`` over values
+tagged with their index (:func:`semi_hard_mask`) instead of a per-pixel ``topk``; the class-wise rankings of
+hard pixel sampling are one sort of integer keys; and no ``argmax``/``amin`` over a non-last dim or
+data-dependent ``where``/``masked_fill`` (slow on CPU) is used.
 Equivalence: the same values as the published code up to float rounding, and the same sampled pixels for the
 same random keys. Semi-hard mining uses the ranked *values*; where scores of distinct prototypes tie exactly (e.g.
 an all-zero embedding) the gradient may go to another of the tied prototypes than ``torch.topk``'s (unspecified)
-choice.
+choice; and a near-tie (within float rounding) at a rank boundary may rank differently from the published code,
+as between any two float orders of evaluation.
 """
 from __future__ import annotations
 
@@ -65,15 +67,28 @@ def normalize_cam(cam_down: torch.Tensor, bg_threshold: float = BG_THRESHOLD, ep
     return norm
 
 
-def first_argmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """``x.argmax(dim)`` (the first maximum) with float ops only, several times faster on CPU for a non-last
-    ``dim``: ``x - max`` is exactly 0 at the maxima, and the first of them has the largest ``C - j``."""
-    c = x.shape[dim]
+def _tagged(x: torch.Tensor, dim: int, tags: torch.Tensor) -> torch.Tensor:
+    """``x`` (float32 or lower) as float64 with ``tags`` (int64 below ``2**bits`` for the size of ``dim``,
+    broadcast along it) in the low mantissa bits, which a float32 cast leaves zero: distinct values keep their
+    order, so one ``amax`` gives the largest value and, in its low bits, its tag (on CPU an ``argmax`` or
+    ``max(dim)`` over a non-last dim is several times slower than ``amax``)."""
+    if (x.shape[dim] - 1).bit_length() > 29:
+        raise ValueError(f"{x.shape[dim]} entries along dim {dim} do not fit the float64 low bits")
+    return x.double().view(torch.int64).bitwise_or_(tags).view(torch.float64)
+
+
+def _dim_arange(x: torch.Tensor, dim: int) -> torch.Tensor:
     shape = [1] * x.dim()
-    shape[dim] = c
-    rev = torch.arange(c, 0, -1, dtype=x.dtype, device=x.device).view(shape)
-    first = torch.sub(x, x.amax(dim, keepdim=True)).sign_().add_(1).mul_(rev).amax(dim)
-    return first.neg_().add_(c).long()
+    shape[dim] = x.shape[dim]
+    return torch.arange(x.shape[dim], device=x.device).view(shape)
+
+
+def first_argmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``x.argmax(dim)`` (the first maximum) for ``x >= 0`` (a softmax): tagged with ``low - j``, the first of
+    equal maxima carries the largest tag."""
+    low = (1 << max(1, (x.shape[dim] - 1).bit_length())) - 1
+    top = _tagged(x, dim, low - _dim_arange(x, dim)).amax(dim).view(torch.int64)
+    return top.bitwise_and_(low).neg_().add_(low)
 
 
 def pseudo_labels(norm_cam: torch.Tensor, label_bg: torch.Tensor) -> torch.Tensor:
@@ -85,16 +100,16 @@ def _prototypes(feats: Sequence[torch.Tensor], norm_cam: torch.Tensor, k: int) -
     """Prototypes ``(V, C, D)`` of ``V`` views: ``feats`` ``V x (N, D, P)``, ``norm_cam`` ``(V, N, C, P)``.
 
     One top-k over the published per-view ``(C, N*P)`` rows (rows are independent, so ties resolve as published);
-    the CAM-weighted sums are ``W x^T`` with ``W`` the scattered top-k values, a batched matmul on the
+    the CAM-weighted sums are ``x W`` with ``W`` ``(N, P, C)`` the scattered top-k values, a batched matmul on the
     ``(N, D, P)`` layout (gathering strided ``D``-vectors or transposing to ``(N*P, D)`` is slower on CPU).
     """
     v, n, c, p = norm_cam.shape
     rows = norm_cam.transpose(1, 2).reshape(v * c, n * p)
     vals, idx = torch.topk(rows, k=k, dim=-1)
-    weights = torch.zeros_like(rows).scatter_(1, idx, vals).view(v, c, n, p).transpose(1, 2)   # (V, N, C, P)
-    proto = torch.stack([torch.matmul(wv, x.detach().float().transpose(1, 2)).sum(0)
-                         for wv, x in zip(weights, feats)])                         # (V, C, D)
-    return F.normalize(proto / vals.view(v, c, k).sum(-1, keepdim=True), dim=-1)
+    vals, idx = vals.view(v, c, k), idx.view(v, c, k)
+    weights = rows.new_zeros(v, n * p, c).scatter_(1, idx.transpose(1, 2), vals.transpose(1, 2)).view(v, n, p, c)
+    proto = torch.stack([torch.matmul(x.detach().float(), wv).sum(0) for wv, x in zip(weights, feats)])  # (V, D, C)
+    return F.normalize(proto.transpose(1, 2) / vals.sum(-1, keepdim=True), dim=-1)
 
 
 def estimate_prototypes(feat: torch.Tensor, norm_cam: torch.Tensor, top_k: Optional[int] = None) -> torch.Tensor:
@@ -127,34 +142,30 @@ def _order_keys(score: torch.Tensor) -> torch.Tensor:
     return ((bits >> 31) & 0x7FFFFFFF).bitwise_xor_(bits)
 
 
-def ranked_indices(x: torch.Tensor, k: int, dim: int = -1) -> torch.Tensor:
-    """``torch.topk(x, k, dim).indices`` up to the order among exactly tied values (the ranked *values*, all that
-    semi-hard mining uses, are the same), as ``k`` rounds of ``amax`` over unique ``(value, index)`` integer keys.
-    On CPU this is about twice as fast as ``topk`` on many short rows (PPC: 4,096 rows of 21 classes), where
-    topk's per-row overhead dominates."""
-    c = x.shape[dim]
-    bits = max(1, (c - 1).bit_length())
-    shape = [1] * x.dim()
-    shape[dim] = c
-    keys = _order_keys(x.detach()).long().add_(2 ** 31).bitwise_left_shift_(bits).bitwise_or_(
-        torch.arange(c, device=x.device).view(shape))                              # >= 0, unique along dim
-    out = []
-    for r in range(k):                                                             # k rounds (k <= 13), not pixels
-        idx = keys.amax(dim, keepdim=True).bitwise_and_((1 << bits) - 1)
-        out.append(idx)
-        if r + 1 < k:
-            keys.scatter_(dim, idx, -1)
-    return torch.cat(out, dim)
+def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: int = 3) -> torch.Tensor:
+    """Semi-hard prototype mining as a boolean mask along ``dim``: true for the entries ranked ``neg_skip`` ..
+    ``neg_top - 1`` by value (published: ``topk(scores, 13)[:, 3:]``). ``logits``: float32 (or lower), finite.
 
-
-def _semi_hard(own_logits: torch.Tensor, target: torch.Tensor, dim: int, neg_top: int = 13,
-               neg_skip: int = 3) -> torch.Tensor:
-    """Gather indices ``[y, negatives ranked neg_skip..neg_top-1]`` along ``dim`` (semi-hard prototype mining)."""
-    k_top = min(neg_top, own_logits.shape[dim])
-    skip = min(neg_skip, k_top)
+    Only the *set* of negatives matters (the loss is a log-softmax over them), so instead of ranking 13 entries it
+    removes the ``neg_skip`` largest and the ``C - neg_top`` smallest, by rounds of ``amax`` (11 for 21 classes,
+    each a fast reduction over a non-last dim; a ``topk`` over 4,096 rows of 21 is slower on CPU), on the values
+    tagged with their index (:func:`_tagged`): one ``amax`` gives the largest entry and its index. Exactly tied
+    values are ranked by index, so a tie straddling a boundary may pick another of the tied entries than
+    ``torch.topk``'s (unspecified) choice: the same values.
+    """
     with torch.no_grad():
-        ranked = ranked_indices(own_logits, k_top, dim).narrow(dim, skip, k_top - skip)
-    return torch.cat([target.unsqueeze(dim), ranked], dim)
+        c = logits.shape[dim]
+        top = min(neg_top, c)
+        skip = min(neg_skip, top)
+        low = (1 << max(1, (c - 1).bit_length())) - 1
+        vals = _tagged(logits, dim, _dim_arange(logits, dim))
+        for _ in range(skip):                                                      # rounds, not pixels
+            vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
+        # the smallest as the largest of -x (amin over a non-last dim is not vectorised on CPU); removed -> -inf
+        vals.neg_().nan_to_num_(posinf=-torch.inf)
+        for _ in range(c - top):
+            vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
+        return vals.gt(-torch.inf)
 
 
 def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: torch.Tensor, num_classes: int,
@@ -196,14 +207,19 @@ def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: tor
 def intra_view_nce(f: torch.Tensor, prototypes: torch.Tensor, target: torch.Tensor, keys: torch.Tensor,
                    temperature: float = TEMPERATURE, neg_top: int = 13, neg_skip: int = 3,
                    hard_ratio: float = 0.6) -> torch.Tensor:
-    """Intra-view contrast with semi-hard prototype mining and hard pixel sampling (see module docstring).
+    """Intra-view contrast with semi-hard prototype mining and hard pixel sampling (see module docstring), for one
+    view with autograd (the training path computes the same in :class:`_PPCTerms`).
 
     ``f``: ``(M, D)`` normalised embeddings; ``prototypes``: ``(C, D)``; ``target``: ``(M,)`` pseudo labels;
     ``keys``: ``(M,)`` random keys choosing the random half per class.
     """
     scores = f @ prototypes.t()                                                    # (M, C)
     logits = scores / temperature
-    per_pixel = -F.log_softmax(logits.gather(1, _semi_hard(logits, target, 1, neg_top, neg_skip)), 1)[:, 0]
+    log_prob = F.log_softmax(logits, 1)
+    prob = log_prob.exp()
+    negatives = prob * semi_hard_mask(logits, 1, neg_top, neg_skip)
+    denom = prob.gather(1, target[:, None]) + negatives.sum(1, True)
+    per_pixel = denom.log()[:, 0] - log_prob.gather(1, target[:, None])[:, 0]     # -log(e_y / (e_y + sum_neg e))
     similarity = (scores.detach().gather(1, target[:, None])[:, 0] + 1) / 2
     weight = hard_pixel_weights(target[None], similarity[None], keys.reshape(1, -1), prototypes.shape[0],
                                 hard_ratio)
@@ -215,63 +231,68 @@ class _PPCTerms(torch.autograd.Function):
 
     Inputs: ``prototypes`` ``(V, 2C, D)`` (view ``v``: ``[P_v; P_other]``, no gradient), pseudo labels ``y``
     ``(V, N, P)``, random ``keys`` ``(V, N*P)``, and the views' raw embeddings ``x_v`` ``(N, D, P)``.
-    ``S[v] = P_v x_v / max(|x_v|, 1e-12)`` ``(V, N, 2C, P)`` holds every pixel-prototype cosine similarity the terms
-    need (``F.normalize`` per pixel), in the ``(N, D, P)`` layout of the embeddings: no transposed copy, and the
-    class dim is not innermost, so the softmaxes over it vectorise over pixels. The backward is
-    ``dS = (softmax - onehot) / T`` per cross-entropy (the intra one scattered through its gather) and
-    ``dx = P^T dS/n - x (sum_k dS_k S_k) / n^2``: the same gradient as autograd through the forward, in a few
-    fused tensor ops instead of ~30 autograd nodes.
+    ``L[v] = P_v x_v / (max(|x_v|, 1e-12) T)`` ``(V, N, 2C, P)`` holds every pixel-prototype logit the terms need
+    (cosine similarity over the temperature, ``F.normalize`` per pixel), in the ``(N, D, P)`` layout of the
+    embeddings: no transposed copy, and the class dim is not innermost, so the softmaxes over it vectorise over
+    pixels. The intra term is ``-log(e_y / (e_y + sum_k mask_k e_k))`` with ``e = softmax`` over the view's own
+    prototypes and ``mask`` from :func:`semi_hard_mask` (the published ``[positive, negatives]`` log-softmax).
+    The backward is ``dL = (softmax - onehot) / T`` per cross-entropy, ``(onehot_y e_y + mask e) / denom -
+    onehot_y`` for the intra one, and ``dx = P^T dS/n - x (sum_k dS_k S_k) / n^2`` (``n = |x|``): the same
+    gradient as autograd through the forward, in a few fused tensor ops instead of ~30 autograd nodes.
     """
 
     @staticmethod
     def forward(ctx, prototypes, y, keys, temperature, loss_weight, *xs):
         v, (n, _, p), c = len(xs), xs[0].shape, prototypes.shape[1] // 2
         m = n * p
-        scores = xs[0].new_empty(v, n, 2 * c, p)
-        for i, x in enumerate(xs):
-            torch.bmm(prototypes[i].expand(n, -1, -1), x, out=scores[i])
-        raw = torch.stack([(x * x).sum(1, keepdim=True) for x in xs]).sqrt_()      # (V, N, 1, P) pixel norms
-        scores.div_(raw.clamp_min(1e-12))
-        logits = scores / temperature
+        logits, raw = xs[0].new_empty(v, n, 2 * c, p), xs[0].new_empty(v, n, 1, p)
+        for i, x in enumerate(xs):                # one view at a time: x (1 MB at the published size) stays cached
+            torch.bmm(prototypes[i].expand(n, -1, -1), x, out=logits[i])
+            torch.linalg.vecdot(x, x, dim=1, out=raw[i, :, 0])                     # squared pixel norms, one pass
+        raw.sqrt_()
+        logits.div_(raw.clamp_min(1e-12).mul_(temperature))
         log_prob = F.log_softmax(logits.view(v, n, 2, c, p), 3).view(v, n, 2 * c, p)
         ce_idx = torch.stack([y + c, y.flip(0)], 2)                                # cross, cross2 targets
         ce = log_prob.gather(2, ce_idx)
         w = loss_weight / 2
         cross = ce[:, :, 0].sum() * (-w / m)
         cross2 = ce[:, :, 1].sum() * (-w / m)
+        y_idx = y.unsqueeze(2)
+        log_prob_y = log_prob.gather(2, y_idx)
+        prob = log_prob.exp_()                                                     # softmax, in place
 
-        similarity = (scores.gather(2, y.unsqueeze(2)) + 1) / 2
+        similarity = logits.gather(2, y_idx).mul_(temperature).add_(1).div_(2)     # (cos(f, p_y) + 1) / 2
         weight = hard_pixel_weights(y.view(v, m), similarity.view(v, m), keys, c).view(v, n, 1, p)
-        own = logits[:, :, :c]
-        intra_idx = _semi_hard(own, y, 2)
-        intra_log_prob = F.log_softmax(own.gather(2, intra_idx), 2)
-        intra = (weight * intra_log_prob[:, :, :1]).sum() * -w
+        masked = prob[:, :, :c] * semi_hard_mask(logits[:, :, :c], 2)              # e_k of the negatives
+        prob_y = prob.gather(2, y_idx)
+        denom = masked.sum(2, keepdim=True).add_(prob_y)
+        intra = (weight * (log_prob_y - denom.log())).sum() * -w
 
         ctx.temperature, ctx.w, ctx.m, ctx.c = temperature, w, m, c
-        ctx.save_for_backward(prototypes, scores, log_prob, ce_idx, intra_log_prob, intra_idx, weight, raw, *xs)
+        ctx.save_for_backward(prototypes, logits, prob, ce_idx, y_idx, masked, prob_y, denom, weight, raw, *xs)
         return cross, cross2, intra
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_cross, g_cross2, g_intra):
-        prototypes, scores, log_prob, ce_idx, intra_log_prob, intra_idx, weight, raw = ctx.saved_tensors[:8]
-        xs = ctx.saved_tensors[8:]
-        v, n, _, p = scores.shape
+        prototypes, logits, prob, ce_idx, y_idx, masked, prob_y, denom, weight, raw = ctx.saved_tensors[:10]
+        xs = ctx.saved_tensors[10:]
+        v, n, _, p = logits.shape
         c, t = ctx.c, ctx.temperature
-        # cross entropies: (softmax - onehot) * w / m / T; block 0 (own prototypes) is cross2, block 1 cross
-        scale = torch.stack([g_cross2, g_cross]).to(scores.dtype) * (ctx.w / ctx.m / t)
-        grad = log_prob.exp().view(v, n, 2, c, p).mul_(scale.view(1, 1, 2, 1, 1)).view(v, n, 2 * c, p)
-        grad.scatter_add_(2, ce_idx, (-scale.flip(0)).view(1, 1, 2, 1).expand(v, n, 2, p))
-        # intra: w * weight * (softmax - e_0) / T over the gathered [y, semi-hard] logits, scattered back
-        a = weight * (g_intra.to(scores.dtype) * ctx.w / t)                         # (V, N, 1, P)
-        q = intra_log_prob.exp().mul_(a)
-        q[:, :, :1] -= a
-        grad[:, :, :c].scatter_add_(2, intra_idx, q)
-        # through S = P x / |x|: dx = P^T g - x (sum_k g_k S_k) / |x| with g = dS / |x|; the norm's own term is
-        # dropped where F.normalize's clamp_min(1e-12) was active
-        norm = raw.clamp_min(1e-12)
-        grad.div_(norm)
-        coef = (grad * scores).sum(2, keepdim=True).div_(norm).mul_(raw >= 1e-12)   # (V, N, 1, P)
+        # g = dL/dS / |x| for S = T * logits (the |x| of dx below folded in). Cross entropies: (softmax - onehot) *
+        # w / m / T; block 0 (own prototypes) is cross2, block 1 cross
+        norm = raw.clamp_min(1e-12)                                                 # (V, N, 1, P)
+        scale = (torch.stack([g_cross2, g_cross]).to(logits.dtype) * (ctx.w / ctx.m / t)).view(1, 1, 2, 1)
+        grad = (prob.view(v, n, 2, c, p) * (scale / norm).unsqueeze(3)).view(v, n, 2 * c, p)
+        grad.scatter_add_(2, ce_idx, -scale.flip(2) / norm)
+        # intra: a * ((onehot_y e_y + mask e) / denom - onehot_y), a = w * weight / T
+        a = weight * (g_intra.to(logits.dtype) * ctx.w / t) / norm
+        a_denom = a / denom
+        grad[:, :, :c].addcmul_(masked, a_denom)
+        grad.scatter_add_(2, y_idx, a_denom.mul_(prob_y).sub_(a))
+        # through S = P x / |x|: dx = P^T g - x (sum_k g_k S_k) / |x|; the norm's own term is dropped where
+        # F.normalize's clamp_min(1e-12) was active
+        coef = (grad * logits).sum(2, keepdim=True).mul_((raw >= 1e-12) * t).div_(norm)   # (V, N, 1, P)
         grads = [torch.bmm(prototypes[i].t().expand(n, -1, -1), grad[i]).addcmul_(xs[i], coef[i], value=-1)
                  for i in range(v)]
         return (None, None, None, None, None, *grads)
