@@ -2,8 +2,8 @@
 precision, recall and the published FP/FN shares, with the numbers of SEAM's ``evaluation.py`` / PPC's ``eval.py``.
 
 ``--curve`` sweeps the background threshold (default 0.00..0.59 by 0.01, as published) in one pass over the
-files, prints the best threshold, and writes the curve as CSV and PNG. Results are appended to ``--logfile``
-in the published format.
+files, prints the best threshold, and writes the curve as CSV and PNG next to ``--predict_dir`` (or into
+``--out_dir``). Results are appended to ``--logfile`` in the published format.
 
     python scripts/eval.py --list voc12/train.txt --predict_dir out_cam --gt_dir VOC2012/SegmentationClass \\
         --type npy --curve --comment "ppc train cams"
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
                    help="processes reading files (default: CPU count, at most 8)")
     p.add_argument("--out_dir", default=None, type=str,
-                   help="folder for the curve CSV/PNG (default: the folder of --logfile, else of --predict_dir)")
+                   help="folder for the curve CSV/PNG (default: the folder holding --predict_dir)")
     p.add_argument("--curve_csv", default=None, type=str,
                    help="curve CSV path (default <out_dir>/<predict_dir name>_curve.csv)")
     p.add_argument("--curve_png", default=None, type=str,
@@ -87,9 +87,8 @@ def output_paths(args) -> Dict[str, Optional[str]]:
     out = {"logfile": args.logfile or None, "csv": None, "png": None}
     if args.curve:
         out_dir = args.out_dir
-        if out_dir is None:
-            out_dir = (os.path.dirname(os.path.abspath(args.logfile)) if args.logfile
-                       else os.path.dirname(os.path.abspath(args.predict_dir.rstrip("/\\") or ".")))
+        if out_dir is None:  # next to the predictions they describe (not the current folder)
+            out_dir = os.path.dirname(os.path.abspath(args.predict_dir.rstrip("/\\") or "."))
         stem = os.path.basename(os.path.abspath(args.predict_dir)) or "predict"
         out["csv"] = args.curve_csv or os.path.join(out_dir, f"{stem}_curve.csv")
         out["png"] = args.curve_png or os.path.join(out_dir, f"{stem}_curve.png")

@@ -130,14 +130,15 @@ def test_curve_equals_single_runs_and_writes_csv_png(data, capsys):
     best = max(res["curve"], key=lambda c: c["miou"])
     assert res["best_threshold"] == best["t"] and res["miou"] == best["miou"]
     assert "best background threshold" in capsys.readouterr().out
-    # defaults: next to the logfile, named after the prediction folder
-    assert res["curve_csv"] == str(data["out"] / "cams_curve.csv")
+    # defaults: next to the prediction folder, named after it
+    assert res["curve_csv"] == os.path.join(os.path.dirname(data["pd"]), "cams_curve.csv")
     with open(res["curve_csv"]) as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["threshold", "mIoU", "FP", "FN"] and len(rows) == 1 + len(ts)
     with open(res["curve_png"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    assert not [f for f in listing(data["out"]) if f.startswith(".")]  # no temp files left
+    assert not [f for f in listing(os.path.dirname(data["pd"])) if f.startswith(".")]  # no temp files left
+    assert listing(data["out"]) == ["evallog.txt"]                   # the logfile's folder gets the log alone
     log = open(data["log"]).read()
     assert "\tunit test\n" in log and "mIoU:[" in log and "best_t:" in log
 
