@@ -184,24 +184,24 @@ def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: tor
         pix_bits = max(1, (m - 1).bit_length())
         if max(1, (num_classes - 1).bit_length()) + 32 + pix_bits > 63:
             raise ValueError(f"{m} pixels x {num_classes} classes do not fit the int64 sort keys")
-        counts = torch.bincount((target + torch.arange(v, device=dev).unsqueeze(1) * num_classes).view(-1),
-                                minlength=v * num_classes).view(v, 1, num_classes)
+        # per view and class: L, the window [lo, lo + L//2) of sorted positions each ranking takes, the weight
+        counts = torch.zeros(v, 1, num_classes, dtype=torch.long, device=dev).scatter_add_(
+            2, target.unsqueeze(1), torch.ones_like(target).unsqueeze(1))           # (V, 1, C)
         half = counts // 2
-        k0 = torch.floor(counts.double() * hard_ratio).long()
-        starts = torch.cumsum(counts, 2) - counts
-        lo = starts + torch.cat([torch.zeros_like(half), k0 - half], 1)            # (V, 2, C): rows keys, similarity
-        hi = starts + torch.cat([half, k0], 1)
-        coef = (counts >= 2).float() / (2 * half).clamp_min(1).float()
-        coef = coef / (counts > 0).sum(2, keepdim=True).clamp_min(1).float()
+        starts = counts.cumsum(2).sub_(counts)
+        k0 = counts.double().mul_(hard_ratio).long()                               # int(L * 0.6), as published
+        lo = torch.cat([starts, starts + k0 - half], 1)                            # (V, 2, C): keys, similarity rows
+        coef = (half > 0) / (2 * half * (counts > 0).sum(2, keepdim=True)).clamp_min_(1)
 
         score = _order_keys(torch.stack([keys, similarity], 1)).long().add_(2 ** 31)   # [0, 2**32)
         code = (target.unsqueeze(1) << (32 + pix_bits)) | (score << pix_bits) | torch.arange(m, device=dev)
         code = torch.sort(code, dim=-1).values                                     # unique: no stable sort needed
-        order = code & ((1 << pix_bits) - 1)
         ys = code >> (32 + pix_bits)                                               # class at each sorted position
-        pos = torch.arange(m, device=dev)
-        sel = ((pos >= lo.gather(2, ys)) & (pos < hi.gather(2, ys))).float() * coef.expand(v, 2, -1).gather(2, ys)
-        return torch.zeros(v, m, device=dev).scatter_add_(1, order.view(v, 2 * m), sel.view(v, 2 * m))
+        rank = torch.arange(m, device=dev) - lo.gather(2, ys)                      # position in the window
+        sel = (rank >= 0) & (rank < half.expand(v, 2, -1).gather(2, ys))
+        weight = sel * coef.expand(v, 2, -1).gather(2, ys)
+        return torch.zeros(v, m, device=dev).scatter_add_(1, (code & ((1 << pix_bits) - 1)).view(v, 2 * m),
+                                                          weight.view(v, 2 * m))
 
 
 def intra_view_nce(f: torch.Tensor, prototypes: torch.Tensor, target: torch.Tensor, keys: torch.Tensor,
