@@ -191,7 +191,7 @@ def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: tor
         starts = counts.cumsum(2).sub_(counts)
         k0 = counts.double().mul_(hard_ratio).long()                               # int(L * 0.6), as published
         lo = torch.cat([starts, starts + k0 - half], 1)                            # (V, 2, C): keys, similarity rows
-        coef = (half > 0) / (2 * half * (counts > 0).sum(2, keepdim=True)).clamp_min_(1)
+        coef = (half > 0) / (2 * half).clamp_min(1) / (counts > 0).sum(2, keepdim=True).clamp_min(1)
 
         score = _order_keys(torch.stack([keys, similarity], 1)).long().add_(2 ** 31)   # [0, 2**32)
         code = (target.unsqueeze(1) << (32 + pix_bits)) | (score << pix_bits) | torch.arange(m, device=dev)
