@@ -21,7 +21,7 @@ Randomness (the random half in hard pixel sampling) comes from one key per pixel
 is a uniform random subset as with the published ``random.sample``. The published per-pixel random negative
 lists are computed but never used, so they are not reproduced.
 
-Speed (the loss is ~100 small tensor ops, so op count, passes over memory and layout decide on a CPU): both views
+Speed (the loss is ~150 small tensor ops, so op count, passes over memory and layout decide on a CPU): both views
 go through one batched pass, with one ``(2, N, 2C, h*w)`` tensor holding every pixel-prototype logit the three
 terms need; the embeddings are never transposed to ``(N*h*w, D)`` (logits are ``P x / (|x| T)`` on their
 ``(N, D, h*w)`` layout, with the class dim not innermost so softmaxes over it vectorise over pixels); the
