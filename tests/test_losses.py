@@ -285,6 +285,14 @@ def test_first_argmax_and_normalize_cam_match_published_ops():
     assert torch.equal(normalize_cam(cam), ref)
 
 
+def test_sorted_rows_equal_torch_sort():
+    from wseg.losses.ppc import sorted_rows
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.randint(-2 ** 62, 2 ** 62, (2, 2, 2049), generator=g), torch.randint(0, 5, (3, 100), generator=g),
+              torch.randn(4, 333, generator=g), torch.randn(5, generator=g).half()):
+        assert torch.equal(sorted_rows(x), torch.sort(x, dim=-1).values)
+
+
 def test_hard_pixel_weights_match_a_class_loop():
     from wseg.losses.ppc import hard_pixel_weights
     g = torch.Generator().manual_seed(0)
