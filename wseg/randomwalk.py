@@ -258,19 +258,30 @@ def downsample_cams(cams: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
     return F.avg_pool2d(x, stride, stride)[0]
 
 
-def upsample_argmax(cam_rw: torch.Tensor, size: Tuple[int, int], stride: int = STRIDE,
-                    keys: Optional[Sequence[int]] = None) -> np.ndarray:
-    """Published output step: bilinear upsampling of ``(C, h, w)`` to the padded size ``(h * 8, w * 8)``, argmax
-    over channels, crop to ``size = (H, W)``. ``keys`` maps channels to dataset class indices (default identity).
-    Returns a uint8 ``(H, W)`` label map."""
+def upsample_scores(cam_rw: torch.Tensor, size: Tuple[int, int], stride: int = STRIDE) -> torch.Tensor:
+    """Published output resampling: bilinear upsampling of ``(C, h, w)`` to the padded size ``(h * 8, w * 8)``,
+    then crop to ``size = (H, W)``. Returns float ``(C, H, W)``."""
     cam_rw = torch.as_tensor(cam_rw)
     h, w = cam_rw.shape[-2:]
     up = F.interpolate(cam_rw.unsqueeze(0).float(), size=(h * stride, w * stride), mode="bilinear",
                        align_corners=False)[0]
-    pred = up.argmax(0)[: int(size[0]), : int(size[1])].cpu().numpy()
+    return up[:, : int(size[0]), : int(size[1])]
+
+
+def argmax_labels(scores: torch.Tensor, keys: Optional[Sequence[int]] = None) -> np.ndarray:
+    """uint8 ``(H, W)`` argmax over the channels of ``(C, H, W)`` scores; ``keys`` maps channels to dataset class
+    indices (default identity)."""
+    pred = torch.as_tensor(scores).argmax(0).cpu().numpy()
     if keys is not None:
         pred = np.asarray(keys, dtype=np.int64)[pred]
     return pred.astype(np.uint8)
+
+
+def upsample_argmax(cam_rw: torch.Tensor, size: Tuple[int, int], stride: int = STRIDE,
+                    keys: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Published output step: :func:`upsample_scores` then :func:`argmax_labels`. Returns a uint8 ``(H, W)``
+    label map."""
+    return argmax_labels(upsample_scores(cam_rw, size, stride), keys)
 
 
 @torch.no_grad()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_box, hwc_to_chw, normalize
+from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_box, hwc_to_chw, normalize, scaled_size
 from wseg.errors import WsegError
 
 IGNORE = 255
@@ -31,11 +31,6 @@ def random_hsv(img: np.ndarray, dh: int, ds: int, dv: int) -> np.ndarray:
     hsv[..., 0] = (hsv[..., 0] + dh) % 180
     hsv[..., 1:] = np.clip(hsv[..., 1:] + np.array([ds, dv], np.int32), 0, 255)
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
-
-
-def scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
-    """``(h, w)`` times ``scale``, rounded (OpenCV's ``fx``/``fy`` sizing), at least 1 pixel."""
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
 def _resize_by(x: np.ndarray, scale: float, interpolation: int) -> np.ndarray:

@@ -41,10 +41,15 @@ def resize_long(img: Image.Image, target_long: int) -> Image.Image:
     return img.resize(size, resample=Image.BICUBIC)
 
 
+def scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
+    """``(h, w)`` times ``scale``, rounded (PIL's multi-scale and OpenCV's ``fx``/``fy`` sizing), at least 1 pixel."""
+    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+
+
 def rescale(img: Image.Image, scale: float, resample=Image.BICUBIC) -> Image.Image:
-    """Scale both sides by ``scale`` (rounded), as the published multi-scale inference does."""
+    """Scale both sides by ``scale`` (:func:`scaled_size`), as the published multi-scale inference does."""
     w, h = img.size
-    return img.resize((max(1, int(round(w * scale))), max(1, int(round(h * scale)))), resample=resample)
+    return img.resize(scaled_size(h, w, scale)[::-1], resample=resample)
 
 
 class RandomResizeLong:

@@ -39,14 +39,13 @@ from wseg import io
 from wseg.affinity import DEFAULT_RADIUS
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import open_rgb
-from wseg.data.seg_transforms import scaled_size
-from wseg.data.transforms import hwc_to_chw, normalize, rescale
+from wseg.data.transforms import hwc_to_chw, normalize, rescale, scaled_size
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, autocast, resolve_device, setup_logging
 from wseg.errors import WsegError
 from wseg.parallel import start_method
-from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, STRIDE, build_transition, downsample_cams, random_walk,
-                             with_background)
+from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, STRIDE, argmax_labels, build_transition, downsample_cams,
+                             random_walk, upsample_scores, with_background)
 from wseg.stages.aff_prepare import require_cams
 
 DEFAULT_LOGT = 6        # PPC / SEAM aff_infer.py; PSA infer_aff.py uses 8
@@ -151,13 +150,6 @@ def walk_image(model: torch.nn.Module, x: torch.Tensor, scores: torch.Tensor, ra
     return crop_scores(random_walk(pad_scores(small, radius), trans, logt), radius, (h, w))
 
 
-def upsample_scores(rw: torch.Tensor, size) -> torch.Tensor:
-    """Published output resampling: bilinear to the padded size ``(h * 8, w * 8)``, then crop to ``size``."""
-    h, w = rw.shape[-2:]
-    up = F.interpolate(rw[None].float(), size=(h * STRIDE, w * STRIDE), mode="bilinear", align_corners=False)[0]
-    return up[:, : int(size[0]), : int(size[1])]
-
-
 def run(args: argparse.Namespace) -> dict:
     from wseg.models.affinity_net import build_affinity_net_from_weights
 
@@ -207,7 +199,7 @@ def run(args: argparse.Namespace) -> dict:
             scores = with_background(torch.from_numpy(stack), bg_score=bg_score,
                                      bg_alpha=None if bg_score is not None else args.alpha)
             keys = np.concatenate([[0], fg_keys + 1]).astype(np.int64)
-            scaled = scaled_size(h, w, args.scale)  # the size rescale() gives
+            scaled = scaled_size(h, w, args.scale)  # the image size _Images gave AffinityNet
             if scaled != (h, w):
                 scores = F.interpolate(scores[None], size=scaled, mode="bilinear", align_corners=False)[0]
             rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt,
@@ -216,8 +208,7 @@ def run(args: argparse.Namespace) -> dict:
             if scaled != (h, w):
                 up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False)[0]
             if rw_dir:
-                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"),
-                                 keys[up.argmax(0).cpu().numpy()].astype(np.uint8))
+                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), argmax_labels(up, keys))
             if args.out_rw_npy or pool is not None:
                 up = up.cpu().numpy().astype(np.float32)
                 if args.out_rw_npy:

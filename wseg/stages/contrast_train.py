@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import ClsDataset
-from wseg.data.transforms import cam_train_transform, seeded
+from wseg.data.transforms import PUBLISHED_JITTER, cam_train_transform, seeded
 from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
 from wseg.errors import WsegError
 from wseg.stages.common import begin_training
@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop_size", type=int, default=448)
     p.add_argument("--resize_long", type=int, nargs=2, default=[448, 768], metavar=("MIN", "MAX"),
                    help="random long-side resize range before the crop (published 448 768)")
-    p.add_argument("--color_jitter", type=float, nargs=4, default=[0.3, 0.3, 0.3, 0.1],
+    p.add_argument("--color_jitter", type=float, nargs=4, default=list(PUBLISHED_JITTER),
                    metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
                    help="colour jitter (published 0.3 0.3 0.3 0.1; 0 0 0 0 turns it off: on the synthetic data, "
                         "where classes differ by head hue, a hue jitter of 0.1 blurs the class cue)")
