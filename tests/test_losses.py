@@ -76,7 +76,11 @@ def ref_view(fea, cam, label, thr):
         scores = F.softmax(cam * label, dim=1)
         pseudo = scores.argmax(dim=1, keepdim=True).reshape(-1)
         fea = fea.detach().permute(0, 2, 3, 1).reshape(-1, c_fea)
-        top_values, top_indices = torch.topk(cam.transpose(0, 1).reshape(c, -1), k=h * w // 8, dim=-1)
+        # published: torch.topk on CUDA, which takes tied values in index order (the constant background row);
+        # torch.topk on CPU takes others, so the reference takes the first k of a stable descending sort
+        rows = cam.transpose(0, 1).reshape(c, -1)
+        top_indices = torch.sort(rows, dim=-1, descending=True, stable=True).indices[:, :h * w // 8]
+        top_values = rows.gather(1, top_indices)
         protos = torch.zeros(c, c_fea)
         for i in range(c):
             protos[i] = torch.sum(top_values[i].unsqueeze(-1) * fea[top_indices[i]], dim=0) / torch.sum(top_values[i])
@@ -291,6 +295,24 @@ def test_sorted_rows_equal_torch_sort():
     for x in (torch.randint(-2 ** 62, 2 ** 62, (2, 2, 2049), generator=g), torch.randint(0, 5, (3, 100), generator=g),
               torch.randn(4, 333, generator=g), torch.randn(5, generator=g).half()):
         assert torch.equal(sorted_rows(x), torch.sort(x, dim=-1).values)
+
+
+def test_top_k_rows_take_ties_in_index_order():
+    from wseg.losses.ppc import top_k_rows
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 2049, generator=g)
+    x[1] = 0.2                                                   # PPC's constant background row
+    x[2, ::3] = x[2, 0].abs()                                    # ties straddling the cut, >= 0
+    x[3] = -x[3].abs()
+    x[4, ::2] = -0.5                                             # ties straddling the cut, < 0
+    x[5] = -1.0
+    for k in (1, 32, 700, 2049):
+        vals, idx = top_k_rows(x, k)
+        ref = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(idx.sort(-1).values, ref.sort(-1).values), k
+        assert torch.equal(vals, x.gather(1, idx))
+    assert torch.equal(top_k_rows(x.half(), 32)[1].sort(-1).values,
+                       torch.sort(x.half(), dim=-1, descending=True, stable=True).indices[:, :32].sort(-1).values)
 
 
 def test_hard_pixel_weights_match_a_class_loop():

@@ -7,7 +7,9 @@ Per view ``v`` with pixel embeddings ``f_v`` (``fc_proj`` output, L2-normalised 
   ``(x - min - 1e-5) / (max - min + 1e-5)``), the background channel set to ``bg_threshold`` (0.2), then
   ``argmax softmax(cam * label)``;
 - prototype estimation: for every class, the ``h*w // 8`` pixels of the whole batch with the highest normalised
-  CAM; prototype = CAM-weighted mean of their (detached) embeddings, L2-normalised;
+  CAM (ties to the lower pixel index, as ``torch.topk`` on CUDA, the published device, takes them: this decides
+  the background prototype, whose CAM is the constant ``bg_threshold``); prototype = CAM-weighted mean of their
+  (detached) embeddings, L2-normalised;
 - cross-view contrast, temperature 0.1: cross-prototype ``CE(f1 P2^T / T, y1) + CE(f2 P1^T / T, y2)`` and
   cross-pseudo-label ``CE(f1 P1^T / T, y2) + CE(f2 P2^T / T, y1)``;
 - intra-view contrast ``CE(f_v P_v^T / T, y_v)`` with semi-hard prototype mining (negatives = the prototypes
@@ -27,7 +29,8 @@ terms need; the embeddings are never transposed to ``(N*h*w, D)`` (logits are ``
 ``(N, D, h*w)`` layout, with the class dim not innermost so softmaxes over it vectorise over pixels); the
 gradient is written out (:class:`_PPCTerms`); semi-hard mining is a mask from rounds of ``amax`` over values
 tagged with their index (:func:`semi_hard_mask`) instead of a per-pixel ``topk``; the class-wise rankings of
-hard pixel sampling are one sort of integer keys; and no ``argmax``/``amin`` over a non-last dim or
+hard pixel sampling are one sort of integer keys; the prototypes' top-k is a NumPy introselect on CPU
+(:func:`top_k_rows`); and no ``argmax`` over a non-last dim or
 data-dependent ``where``/``masked_fill`` (slow on CPU) is used.
 Equivalence: the same values as the published code up to float rounding, and the same sampled pixels for the
 same random keys. Semi-hard mining uses the ranked *values*; where scores of distinct prototypes tie exactly (e.g.
@@ -92,21 +95,52 @@ def first_argmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     return top.bitwise_and_(low).neg_().add_(low)
 
 
-def pseudo_labels(norm_cam: torch.Tensor, label_bg: torch.Tensor) -> torch.Tensor:
-    """``argmax softmax(norm_cam * label)`` over channels, flattened over (N, *spatial): ``(N*h*w,)`` int64."""
-    return first_argmax(F.softmax(norm_cam * label_bg, dim=1), 1).reshape(-1)
+def pseudo_labels(norm_cam: torch.Tensor, label_bg: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """``argmax softmax(norm_cam * label)`` over the channel dim ``dim``, flattened over the others (e.g.
+    ``(N*h*w,)`` for ``(N, C, h, w)``), int64; ``label_bg`` broadcasts (``(N, C, 1, 1)``)."""
+    return first_argmax(F.softmax(norm_cam * label_bg, dim=dim), dim).reshape(-1)
+
+
+def top_k_rows(x: torch.Tensor, k: int):
+    """The ``k`` largest entries of each row of a 2-D float tensor, ties to the lower index (the first ``k`` of a
+    stable descending sort): ``(values, indices)``, ``(R, k)``, in no particular order, no gradient. This is the
+    set ``torch.topk`` picks on CUDA (its kernel fills ties at the k-th value in index order), e.g. for PPC's
+    constant background row; on CPU ``torch.topk`` picks other tied entries.
+
+    On CPU: NumPy's introselect (``np.partition``, about 3x faster than ``torch.topk`` on PPC's prototype rows)
+    over the values as float64 tagged with ``M - 1 - index`` in the low mantissa bits (:func:`_tagged`): distinct,
+    and ties ranked by index where the values are >= 0; rows whose k-th value is negative (ties there would rank
+    the other way) are redone by the sort. Elsewhere: the stable sort.
+    """
+    m = x.shape[-1]
+    x = x.detach()
+    if (x.device.type != "cpu" or x.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k >= m
+            or m > 1 << 28):                                   # the tags must stay below half a float32 ulp
+        idx = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :k]
+        return x.gather(1, idx), idx
+    low = (1 << max(1, (m - 1).bit_length())) - 1
+    key = _tagged(x, 1, low - torch.arange(m))
+    top = torch.from_numpy(np.partition(key.numpy(), m - k, axis=-1)[:, m - k:])   # column 0: the k-th largest
+    idx = top.view(torch.int64).bitwise_and(low).neg_().add_(low)
+    vals = top.to(x.dtype)                                                     # the tag is below half an ulp
+    redo = np.flatnonzero(top[:, 0].view(torch.int64).numpy() < 0)             # k-th value < 0 (or -0.0)
+    if redo.size:
+        redo = torch.from_numpy(redo)
+        idx[redo] = torch.sort(x[redo], dim=-1, descending=True, stable=True).indices[:, :k]
+        vals[redo] = x[redo].gather(1, idx[redo])
+    return vals, idx
 
 
 def _prototypes(feats: Sequence[torch.Tensor], norm_cam: torch.Tensor, k: int) -> torch.Tensor:
     """Prototypes ``(V, C, D)`` of ``V`` views: ``feats`` ``V x (N, D, P)``, ``norm_cam`` ``(V, N, C, P)``.
 
-    One top-k over the published per-view ``(C, N*P)`` rows (rows are independent, so ties resolve as published);
+    One top-k over the published per-view ``(C, N*P)`` rows (:func:`top_k_rows`: ties to the lower index);
     the CAM-weighted sums are ``x W`` with ``W`` ``(N, P, C)`` the scattered top-k values, a batched matmul on the
     ``(N, D, P)`` layout (gathering strided ``D``-vectors or transposing to ``(N*P, D)`` is slower on CPU).
     """
     v, n, c, p = norm_cam.shape
     rows = norm_cam.transpose(1, 2).reshape(v * c, n * p)
-    vals, idx = torch.topk(rows, k=k, dim=-1)
+    vals, idx = top_k_rows(rows, k)
     vals, idx = vals.view(v, c, k), idx.view(v, c, k)
     weights = rows.new_zeros(v, n * p, c).scatter_(1, idx.transpose(1, 2), vals.transpose(1, 2)).view(v, n, p, c)
     proto = torch.stack([torch.matmul(x.detach().float(), wv).sum(0) for wv, x in zip(weights, feats)])  # (V, D, C)
@@ -162,7 +196,7 @@ def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: 
         vals = _tagged(logits, dim, _dim_arange(logits, dim))
         for _ in range(skip):                                                      # rounds, not pixels
             vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
-        # the smallest as the largest of -x (amin over a non-last dim is not vectorised on CPU); removed -> -inf
+        # the smallest as the largest of -x, with the entries removed above (-inf, negated +inf) kept at -inf
         vals.neg_().nan_to_num_(posinf=-torch.inf)
         for _ in range(c - top):
             vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
@@ -329,15 +363,16 @@ def ppc_contrast(f_proj1: torch.Tensor, cam_rv1_down: torch.Tensor, f_proj2: tor
 
     cams = torch.cat([cam_rv1_down.detach(), cam_rv2_down.detach()]).float().view(2 * n, c, hw)
     norm = normalize_cam(cams, bg_threshold)                                       # (2N, C, hw)
-    y = pseudo_labels(norm, lab.repeat(2, 1, 1)).view(2, n, hw)                    # y[0] = y1, y[1] = y2
+    y = pseudo_labels(norm.view(2, n, c, hw), lab, dim=2).view(2, n, hw)           # y[0] = y1, y[1] = y2
     feats = [f.float().reshape(n, d, hw) for f in (f_proj1, f_proj2)]
     with torch.no_grad():
         protos = _prototypes(feats, norm.view(2, n, c, hw), max(1, hw // 8))       # (2, C, D)
         both = torch.cat([protos, protos.flip(0)], 1)                              # view v: [P_v; P_other]
     if random_keys is None:
         gdev = generator.device if generator is not None else dev
-        random_keys = [torch.rand(m, generator=generator, device=gdev) for _ in range(2)]
-    keys = torch.stack([k.to(dev).reshape(-1) for k in random_keys])
+        keys = torch.rand(2, m, generator=generator, device=gdev).to(dev)     # (on CPU: = two draws of m)
+    else:
+        keys = torch.stack([k.to(dev).reshape(-1) for k in random_keys])
 
     cross, cross2, intra = _PPCTerms.apply(both, y, keys, temperature, loss_weight, *feats)
     return {"loss_nce": cross + cross2 + intra, "loss_cross_nce": cross, "loss_cross_nce2": cross2,
