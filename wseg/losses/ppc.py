@@ -114,8 +114,8 @@ def top_k_rows(x: torch.Tensor, k: int):
     """
     m = x.shape[-1]
     x = x.detach()
-    if (x.device.type != "cpu" or x.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k >= m
-            or m > 1 << 28):                                   # the tags must stay below half a float32 ulp
+    if (x.device.type != "cpu" or x.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+            or not 0 < k < m or m > 1 << 28):                  # the tags must stay below half a float32 ulp
         idx = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :k]
         return x.gather(1, idx), idx
     low = (1 << max(1, (m - 1).bit_length())) - 1
