@@ -19,14 +19,18 @@ CPU = [
     ("random walk: sparse vs dense matrix power, 512x384 image (64x48 nodes)",
      ["bench_randomwalk.py", "--logt", "6", "8"]),
     ("aff_prepare images/s, 1 vs 2 workers", ["bench_aff_prepare.py"]),
-    ("PPC loss vectorised vs published loop; training step",
-     ["bench_ppc_loss.py", "--threads", "1", "--backbone", "resnet38_tiny", "--batch", "8", "--crop", "448"]),
+    ("PPC loss vectorised vs published loop (five fresh processes); training step",
+     ["bench_ppc_loss.py", "--threads", "1", "--processes", "5", "--backbone", "resnet38_tiny", "--batch", "8",
+      "--crop", "448"]),
     ("CAM inference images/s per scale set", ["bench_cam_infer.py", "--backbone", "resnet38_tiny"]),
     ("DeepLab training iterations/s and test images/s", ["bench_segmentation.py", "--device", "cpu"]),
 ]
 GPU = [
-    ("PPC training step, full ResNet-38, batch 8, crop 448 (fp32 and AMP)",
+    ("PPC loss on GPU; training step, full ResNet-38, batch 8, crop 448, fp32",
      ["bench_ppc_loss.py", "--device", "cuda", "--backbone", "resnet38", "--batch", "8", "--crop", "448"]),
+    ("PPC training step, full ResNet-38, batch 8, crop 448, AMP",
+     ["bench_ppc_loss.py", "--device", "cuda", "--backbone", "resnet38", "--batch", "8", "--crop", "448", "--amp",
+      "--skip_loss"]),
     ("CAM inference, full ResNet-38", ["bench_cam_infer.py", "--backbone", "resnet38", "--device", "cuda"]),
     ("DeepLab on GPU, fp32 vs AMP", ["bench_segmentation.py", "--device", "cuda"]),
 ]
