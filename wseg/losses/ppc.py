@@ -81,6 +81,16 @@ def _tagged(x: torch.Tensor, dim: int, tags: torch.Tensor) -> torch.Tensor:
     return x.double().view(torch.int64).bitwise_or_(tags).view(torch.float64)
 
 
+def _tag_mask(n: int) -> int:
+    """All-ones low bits wide enough for the tags ``0 .. n - 1`` (:func:`_tagged`)."""
+    return (1 << max(1, (n - 1).bit_length())) - 1
+
+
+def _reversed_tag(tagged: torch.Tensor, low: int) -> torch.Tensor:
+    """The index ``j`` stored as the tag ``low - j`` in the low bits of float64 ``tagged`` values."""
+    return tagged.view(torch.int64).bitwise_and(low).neg_().add_(low)
+
+
 def _dim_arange(x: torch.Tensor, dim: int) -> torch.Tensor:
     shape = [1] * x.dim()
     shape[dim] = x.shape[dim]
@@ -90,9 +100,8 @@ def _dim_arange(x: torch.Tensor, dim: int) -> torch.Tensor:
 def first_argmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """``x.argmax(dim)`` (the first maximum) for ``x >= 0`` (a softmax): tagged with ``low - j``, the first of
     equal maxima carries the largest tag."""
-    low = (1 << max(1, (x.shape[dim] - 1).bit_length())) - 1
-    top = _tagged(x, dim, low - _dim_arange(x, dim)).amax(dim).view(torch.int64)
-    return top.bitwise_and_(low).neg_().add_(low)
+    low = _tag_mask(x.shape[dim])
+    return _reversed_tag(_tagged(x, dim, low - _dim_arange(x, dim)).amax(dim), low)
 
 
 def pseudo_labels(norm_cam: torch.Tensor, label_bg: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -118,10 +127,10 @@ def top_k_rows(x: torch.Tensor, k: int):
             or not 0 < k < m or m > 1 << 28):                  # the tags must stay below half a float32 ulp
         idx = torch.sort(x, dim=-1, descending=True, stable=True).indices[:, :k]
         return x.gather(1, idx), idx
-    low = (1 << max(1, (m - 1).bit_length())) - 1
+    low = _tag_mask(m)
     key = _tagged(x, 1, low - torch.arange(m))
     top = torch.from_numpy(np.partition(key.numpy(), m - k, axis=-1)[:, m - k:])   # column 0: the k-th largest
-    idx = top.view(torch.int64).bitwise_and(low).neg_().add_(low)
+    idx = _reversed_tag(top, low)
     vals = top.to(x.dtype)                                                     # the tag is below half an ulp
     redo = np.flatnonzero(top[:, 0].view(torch.int64).numpy() < 0)             # k-th value < 0 (or -0.0)
     if redo.size:
@@ -147,30 +156,6 @@ def _prototypes(feats: Sequence[torch.Tensor], norm_cam: torch.Tensor, k: int) -
     return F.normalize(proto.transpose(1, 2) / vals.sum(-1, keepdim=True), dim=-1)
 
 
-def estimate_prototypes(feat: torch.Tensor, norm_cam: torch.Tensor, top_k: Optional[int] = None) -> torch.Tensor:
-    """Class prototypes ``(C, D)``: CAM-weighted mean of the top-``k`` CAM pixels of the batch, L2-normalised.
-
-    ``feat``: ``(N, D, h, w)`` embeddings (detached); ``norm_cam``: ``(N, C, h, w)`` from :func:`normalize_cam`;
-    ``top_k`` defaults to the published ``h * w // 8``.
-    """
-    n, c = norm_cam.shape[:2]
-    hw = norm_cam[0, 0].numel()
-    k = max(1, hw // 8) if top_k is None else int(top_k)
-    with torch.no_grad():
-        return _prototypes([feat.reshape(n, feat.shape[1], hw)], norm_cam.reshape(1, n, c, hw), k)[0]
-
-
-def flatten_pixels(f: torch.Tensor) -> torch.Tensor:
-    """``(N, D, h, w)`` -> ``(N*h*w, D)`` L2-normalised pixel embeddings."""
-    return F.normalize(f.float().permute(0, 2, 3, 1).reshape(-1, f.shape[1]), dim=-1)
-
-
-def prototype_nce(f: torch.Tensor, prototypes: torch.Tensor, target: torch.Tensor,
-                  temperature: float = TEMPERATURE) -> torch.Tensor:
-    """Pixel-to-prototype InfoNCE over all prototypes: ``mean -log(exp(f.p_y/T) / sum_j exp(f.p_j/T))``."""
-    return F.cross_entropy(f @ prototypes.t() / temperature, target)
-
-
 def _order_keys(score: torch.Tensor) -> torch.Tensor:
     """Order-preserving int32 of float32 values (``-0.0`` counted as ``+0.0``), integer ops only."""
     bits = (score.float() + 0.0).view(torch.int32)
@@ -192,7 +177,7 @@ def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: 
         c = logits.shape[dim]
         top = min(neg_top, c)
         skip = min(neg_skip, top)
-        low = (1 << max(1, (c - 1).bit_length())) - 1
+        low = _tag_mask(c)
         vals = _tagged(logits, dim, _dim_arange(logits, dim))
         for _ in range(skip):                                                      # rounds, not pixels
             vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
