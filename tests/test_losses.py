@@ -258,6 +258,7 @@ def test_semi_hard_mask_picks_the_published_topk_ranks_even_with_ties():
     distinct = torch.randn(3, 21, 7, generator=g)
     ref = torch.zeros_like(distinct).scatter_(1, torch.topk(distinct, 13, dim=1).indices[:, 3:], 1.0)
     assert torch.equal(semi_hard_mask(distinct, 1).float(), ref)
+    assert torch.equal(semi_hard_mask(distinct, 1, dtype=torch.float32), ref)          # the 0/1 form the loss uses
     tied = torch.randint(-3, 3, (50, 21), generator=g).float() * 0.5
     tied[0] = 0.0
     tied[1, :5] = -0.0
@@ -287,6 +288,8 @@ def test_first_argmax_and_normalize_cam_match_published_ops():
     ref = (ref - mn - 1e-5) / (mx - mn + 1e-5)
     ref[:, 0] = 0.2
     assert torch.equal(normalize_cam(cam), ref)
+    class_major = cam.flatten(2).transpose(0, 1).unsqueeze(0)                         # (1, C, N, h*w), as in training
+    assert torch.equal(normalize_cam(class_major, map_dims=3), ref.flatten(2).transpose(0, 1).unsqueeze(0))
 
 
 def test_sorted_rows_equal_torch_sort():

@@ -54,16 +54,18 @@ LOSS_WEIGHT = 0.1
 BG_THRESHOLD = 0.2
 
 
-def normalize_cam(cam_down: torch.Tensor, bg_threshold: float = BG_THRESHOLD, eps: float = 1e-5) -> torch.Tensor:
+def normalize_cam(cam_down: torch.Tensor, bg_threshold: float = BG_THRESHOLD, eps: float = 1e-5,
+                  map_dims: int = 2) -> torch.Tensor:
     """PPC's min-max CAM normalisation with the background channel replaced by ``bg_threshold`` (no gradient).
 
-    ``cam_down``: ``(N, C, *spatial)``; min and max are taken per map. Values below ``min + eps`` are zeroed by
-    multiplying with ``min(sign(cam - (min + eps)) + 1, 1)`` (``a - b < 0`` exactly when ``a < b``): the published
-    ``cam[cam < min + eps] = 0``, without a boolean ``masked_fill``, which is slow on CPU.
+    ``cam_down``: ``(N, C, *spatial)``, or any layout whose first ``map_dims`` dims index the maps, with the class
+    at dim 1 (e.g. class-major ``(V, C, N, h*w)`` with ``map_dims=3``); min and max are taken per map. Values below
+    ``min + eps`` are zeroed by multiplying with ``min(sign(cam - (min + eps)) + 1, 1)`` (``a - b < 0`` exactly when
+    ``a < b``): the published ``cam[cam < min + eps] = 0``, without a boolean ``masked_fill``, which is slow on CPU.
     """
     cam = F.relu(cam_down.detach().float())
-    flat = cam.flatten(2)
-    shape = flat.shape[:2] + (1,) * (cam.dim() - 2)
+    flat = cam.flatten(map_dims)
+    shape = flat.shape[:map_dims] + (1,) * (cam.dim() - map_dims)
     mx, mn = flat.amax(-1).view(shape), flat.amin(-1).view(shape)
     norm = torch.sub(cam, mn + eps).sign_().add_(1).clamp_max_(1).mul_(cam)      # cam with the low values zeroed
     norm = norm.sub_(mn).sub_(eps).div_(mx - mn + eps)
@@ -118,8 +120,10 @@ def top_k_rows(x: torch.Tensor, k: int):
 
     On CPU: NumPy's introselect (``np.partition``, about 3x faster than ``torch.topk`` on PPC's prototype rows)
     over the values as float64 tagged with ``M - 1 - index`` in the low mantissa bits (:func:`_tagged`): distinct,
-    and ties ranked by index where the values are >= 0; rows whose k-th value is negative (ties there would rank
-    the other way) are redone by the sort. Elsewhere: the stable sort.
+    and ties ranked by index where the values are >= 0. It partitions their bits as int64, which order as the
+    values do where these are >= 0 (and 30% faster than float64 compares); rows whose k-th value is negative
+    (negative values order the other way as int64, and so would ties) are redone by the sort. Elsewhere: the stable
+    sort.
     """
     m = x.shape[-1]
     x = x.detach()
@@ -129,7 +133,8 @@ def top_k_rows(x: torch.Tensor, k: int):
         return x.gather(1, idx), idx
     low = _tag_mask(m)
     key = _tagged(x, 1, low - torch.arange(m))
-    top = torch.from_numpy(np.partition(key.numpy(), m - k, axis=-1)[:, m - k:])   # column 0: the k-th largest
+    top = np.partition(key.view(torch.int64).numpy(), m - k, axis=-1)[:, m - k:]      # column 0: the k-th largest
+    top = torch.from_numpy(top).view(key.dtype)
     idx = _reversed_tag(top, low)
     vals = top.to(x.dtype)                                                     # the tag is below half an ulp
     redo = np.flatnonzero(top[:, 0].view(torch.int64).numpy() < 0)             # k-th value < 0 (or -0.0)
@@ -141,14 +146,14 @@ def top_k_rows(x: torch.Tensor, k: int):
 
 
 def _prototypes(feats: Sequence[torch.Tensor], norm_cam: torch.Tensor, k: int) -> torch.Tensor:
-    """Prototypes ``(V, C, D)`` of ``V`` views: ``feats`` ``V x (N, D, P)``, ``norm_cam`` ``(V, N, C, P)``.
+    """Prototypes ``(V, C, D)`` of ``V`` views: ``feats`` ``V x (N, D, P)``, ``norm_cam`` ``(V, C, N, P)``.
 
     One top-k over the published per-view ``(C, N*P)`` rows (:func:`top_k_rows`: ties to the lower index);
     the CAM-weighted sums are ``x W`` with ``W`` ``(N, P, C)`` the scattered top-k values, a batched matmul on the
     ``(N, D, P)`` layout (gathering strided ``D``-vectors or transposing to ``(N*P, D)`` is slower on CPU).
     """
-    v, n, c, p = norm_cam.shape
-    rows = norm_cam.transpose(1, 2).reshape(v * c, n * p)
+    v, c, n, p = norm_cam.shape
+    rows = norm_cam.reshape(v * c, n * p)
     vals, idx = top_k_rows(rows, k)
     vals, idx = vals.view(v, c, k), idx.view(v, c, k)
     weights = rows.new_zeros(v, n * p, c).scatter_(1, idx.transpose(1, 2), vals.transpose(1, 2)).view(v, n, p, c)
@@ -162,9 +167,11 @@ def _order_keys(score: torch.Tensor) -> torch.Tensor:
     return ((bits >> 31) & 0x7FFFFFFF).bitwise_xor_(bits)
 
 
-def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: int = 3) -> torch.Tensor:
-    """Semi-hard prototype mining as a boolean mask along ``dim``: true for the entries ranked ``neg_skip`` ..
-    ``neg_top - 1`` by value (published: ``topk(scores, 13)[:, 3:]``). ``logits``: float32 (or lower), finite.
+def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: int = 3,
+                   dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Semi-hard prototype mining as a mask along ``dim`` (bool, or 0/1 of ``dtype``): true for the entries ranked
+    ``neg_skip`` .. ``neg_top - 1`` by value (published: ``topk(scores, 13)[:, 3:]``). ``logits``: float32 (or
+    lower), finite.
 
     Only the *set* of negatives matters (the loss is a log-softmax over them), so instead of ranking 13 entries it
     removes the ``neg_skip`` largest and the ``C - neg_top`` smallest, by rounds of ``amax`` (11 for 21 classes,
@@ -185,7 +192,7 @@ def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: 
         vals.neg_().nan_to_num_(posinf=-torch.inf)
         for _ in range(c - top):
             vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
-        return vals.gt(-torch.inf)
+        return torch.gt(vals, -torch.inf, out=torch.empty(vals.shape, dtype=dtype, device=vals.device))
 
 
 def sorted_rows(x: torch.Tensor) -> torch.Tensor:
@@ -292,7 +299,7 @@ class _PPCTerms(torch.autograd.Function):
 
         similarity = logits.gather(2, y_idx).mul_(temperature).add_(1).div_(2)     # (cos(f, p_y) + 1) / 2
         weight = hard_pixel_weights(y.view(v, m), similarity.view(v, m), keys, c).view(v, n, 1, p)
-        masked = prob[:, :, :c] * semi_hard_mask(logits[:, :, :c], 2)              # e_k of the negatives
+        masked = semi_hard_mask(logits[:, :, :c], 2, dtype=prob.dtype).mul_(prob[:, :, :c])   # e_k of negatives
         prob_y = prob.gather(2, y_idx)
         denom = masked.sum(2, keepdim=True).add_(prob_y)
         intra = (weight * (log_prob_y - denom.log())).sum() * -w
@@ -344,14 +351,15 @@ def ppc_contrast(f_proj1: torch.Tensor, cam_rv1_down: torch.Tensor, f_proj2: tor
     d, hw = f_proj2.shape[1], f_proj2[0, 0].numel()
     m = n * hw
     dev = f_proj2.device
-    lab = with_background(label).to(dev).view(n, c, 1)
+    lab = with_background(label).to(dev).view(n, c).t().reshape(1, c, n, 1)
 
-    cams = torch.cat([cam_rv1_down.detach(), cam_rv2_down.detach()]).float().view(2 * n, c, hw)
-    norm = normalize_cam(cams, bg_threshold)                                       # (2N, C, hw)
-    y = pseudo_labels(norm.view(2, n, c, hw), lab, dim=2).view(2, n, hw)           # y[0] = y1, y[1] = y2
+    # class-major (V, C, N, hw): the prototypes' per-class rows are views, the softmax runs over dim 1
+    cams = torch.stack([cam.detach().reshape(n, c, hw).transpose(0, 1) for cam in (cam_rv1_down, cam_rv2_down)])
+    norm = normalize_cam(cams.float(), bg_threshold, map_dims=3)
+    y = pseudo_labels(norm, lab).view(2, n, hw)                                    # y[0] = y1, y[1] = y2
     feats = [f.float().reshape(n, d, hw) for f in (f_proj1, f_proj2)]
     with torch.no_grad():
-        protos = _prototypes(feats, norm.view(2, n, c, hw), max(1, hw // 8))       # (2, C, D)
+        protos = _prototypes(feats, norm, max(1, hw // 8))                         # (2, C, D)
         both = torch.cat([protos, protos.flip(0)], 1)                              # view v: [P_v; P_other]
     if random_keys is None:
         gdev = generator.device if generator is not None else dev
