@@ -192,7 +192,9 @@ def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: 
         vals.neg_().nan_to_num_(posinf=-torch.inf)
         for _ in range(c - top):
             vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
-        return torch.gt(vals, -torch.inf, out=torch.empty(vals.shape, dtype=dtype, device=vals.device))
+        if vals.device.type == "cpu":               # compared straight into a float output: one pass, no bool tensor
+            return torch.gt(vals, -torch.inf, out=torch.empty(vals.shape, dtype=dtype))
+        return vals.gt(-torch.inf).to(dtype)
 
 
 def sorted_rows(x: torch.Tensor) -> torch.Tensor:
