@@ -99,7 +99,7 @@ def test_published_configs():
     assert v2_101.pseudo_mask_dir == v1_101.pseudo_mask_dir == "crf_5_8_png"  # inherited through 'base'
     demo = CONFIG.load_config(DEMO)
     assert (demo.model, demo.backbone, demo.frozen_layers, demo.amp) == ("deeplabv1", "resnet_tiny", [], False)
-    r38 = CONFIG.load_config(os.path.join(CONFIGS, "demo_resnet38.py"))  # inherits the published v1/ResNet-38
+    r38 = CONFIG.load_config(os.path.join(CONFIGS, "demo_resnet38.py"))  # the v1 recipe, via demo_tiny
     assert (r38.model, r38.backbone, r38.freeze_backbone_bn, r38.lr, r38.momentum) == \
         ("deeplabv1", "resnet38_small", False, 0.001, 0.9)
     assert r38.test_flip and r38.crf and r38.crf_bi_xy_std == v1_38.crf_bi_xy_std

@@ -2,37 +2,24 @@
 
 The published set-up (deeplabv1_resnet38.py: LargeFOV head, lr groups x1/x2/x10/x20, poly, lr 0.001, SGD momentum
 0.9, MS+flip test with CRF) on the 1/8-width ResNet-38 (resnet38_small), with small crops, 1,000 iterations and
-live backbone BatchNorm. There are no ImageNet weights here, so the backbone starts from the demo's trained CAM
-network (the same backbone; its CAM heads are ignored): the role the ImageNet checkpoint plays in the published
+live backbone BatchNorm. The demo settings (splits, crops, batch, CPU, test scales) come from demo_tiny.py: its
+published base, deeplabv1_resnet101.py, is the same v1 recipe as deeplabv1_resnet38.py except for the backbone
+keys, which are all set here. There are no ImageNet weights here, so the backbone starts from the demo's trained
+CAM network (the same backbone; its CAM heads are ignored): the role the ImageNet checkpoint plays in the published
 recipe. The pipeline passes the CAM weights and the pseudo masks, e.g.
     python segmentation/train.py --config segmentation/configs/demo_resnet38.py --voc12_root runs/demo/data \\
         --set pseudo_mask_dir=runs/demo/pseudo backbone_weights=runs/demo/models/cam.pth out_dir=runs/demo/seg
 """
-base = "deeplabv1_resnet38.py"
+base = "demo_tiny.py"
 exp_name = "demo_resnet38"
-
-train_list = "train"
-val_list = "val"
-test_list = "val"
-pseudo_mask_dir = None             # none: train on the ground truth; the pipeline passes its pseudo masks
-num_workers = 0
 
 backbone = "resnet38_small"
 frozen_layers = []
 freeze_backbone_bn = False         # the CAM backbone was trained with live BatchNorm; let it adapt here too
 head_dim = 128
-bn_momentum = 0.1                  # few iterations: let the head BN statistics follow the data
 backbone_weights = None            # the pipeline passes its CAM network (models/cam.pth)
 
-crop_size = 96
 lr = 0.001
-batch_size = 8
 max_iters = 1000
 ckpt_every = 250
 val_every = 250
-log_every = 50
-device = "cpu"
-amp = False
-
-test_scales = [0.75, 1.0, 1.25]
-crf_workers = 0
