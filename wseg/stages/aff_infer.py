@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.logt < 0 or args.beta <= 0 or args.crf_iters < 1:
         raise WsegError(f"--logt {args.logt} / --beta {args.beta:g} / --crf_iters {args.crf_iters}: need logt >= 0, "
                         "beta > 0 and at least one CRF iteration")
+    if args.scale <= 0:
+        raise WsegError(f"--scale {args.scale:g}: must be positive (1 = published)")
     crf = bool(args.crf or args.out_crf)
     crf_dir = args.out_crf or (args.out_rw if crf else None)
     rw_dir = args.out_rw if not (crf and not args.out_crf) else None
@@ -180,8 +182,6 @@ def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     model, meta = build_affinity_net_from_weights(args.weights, args.backbone, radius=args.radius)
     model.to(device).eval()
-    if args.scale <= 0:
-        raise WsegError(f"--scale {args.scale:g}: must be positive (1 = published)")
     loader = DataLoader(_Images(voc, todo, args.scale), batch_size=None, shuffle=False, num_workers=args.num_workers)
     pool: Optional[ProcessPoolExecutor] = None
     if crf:
