@@ -18,9 +18,11 @@
 Prints Markdown table rows.
 """
 import argparse
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 
@@ -255,9 +257,6 @@ def print_loss(args, device, runs):
 def loss_in_fresh_processes(args):
     """``--processes N``: the loss benchmark in N fresh processes, one after another (the published loop's best time
     varies from process to process by more than within one), each printing its measurements as one JSON line."""
-    import json
-    import subprocess
-
     cmd = [sys.executable, os.path.abspath(__file__), "--skip_step", "--processes", "1", "--json", "--device",
            args.device, "--threads", str(args.threads), "--batch", str(args.batch), "--crop", str(args.crop),
            "--view", str(args.view), "--classes", str(args.classes), "--repeats", str(args.repeats)]
@@ -335,7 +334,6 @@ def run(args):
         print("note: the published loop needs >= 14 classes (top-13 semi-hard mining); skipping the loss benchmark")
         args.skip_loss = True
     if args.json:
-        import json
         print(json.dumps(bench_loss(args, device)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")

@@ -28,6 +28,8 @@ REDUCED = ["deeplabv1/resnet38_tiny", "deeplabv2/resnet_tiny"]
 FULL = ["deeplabv1/resnet38", "deeplabv1/resnet101", "deeplabv2/resnet101"]
 TINY_HEAD = 64  # head width of the reduced variants (the demo config's)
 NUM_CLASSES = 21
+#: dense-CRF parameters of the published DeepLab configs (segmentation/configs/deeplabv*.py)
+CRF_PARAMS = {"iters": 10, "pos_w": 3, "pos_xy_std": 1, "bi_w": 4, "bi_xy_std": 67, "bi_rgb_std": 3}
 
 
 def _sync(device: torch.device) -> None:
@@ -98,11 +100,10 @@ def bench_crf(size: int, repeats: int = 1) -> float:
     img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     probs = rng.random((NUM_CLASSES, size, size), dtype=np.float32)
     probs /= probs.sum(0, keepdims=True)
-    params = {"iters": 10, "pos_w": 3, "pos_xy_std": 1, "bi_w": 4, "bi_xy_std": 67, "bi_rgb_std": 3}
-    crf_refine(img, probs, params)
+    crf_refine(img, probs, CRF_PARAMS)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        crf_refine(img, probs, params)
+        crf_refine(img, probs, CRF_PARAMS)
     return (time.perf_counter() - t0) / repeats * 1000
 
 
@@ -168,7 +169,9 @@ def table(rows, args, crf: Dict[int, float], device) -> str:
         lines.append(f"| {r['network']} | {r['backbone']} | {r['precision']} | {r['size']} | {r['batch']} | "
                      f"{_f(r['train_it_s'])} | {_f(r['train_img_s'])} | {_f(r['test_img_s'])} |")
     if crf:
-        kernels = "DeepLab v2 kernels of the published configs (pos 3/1, bilateral 4/67/3)"
+        c = CRF_PARAMS
+        kernels = (f"DeepLab v2 kernels of the published configs (pos {c['pos_w']}/{c['pos_xy_std']}, bilateral "
+                   f"{c['bi_w']}/{c['bi_xy_std']}/{c['bi_rgb_std']})")
         lines += ["", "| dense CRF, 21 classes, 10 iterations, CPU | size | ms/image |", "|---|---:|---:|"]
         lines += [f"| {kernels} | {s} | {ms:.0f} |" for s, ms in crf.items()]
     return "\n".join(lines)
