@@ -54,20 +54,29 @@ LOSS_WEIGHT = 0.1
 BG_THRESHOLD = 0.2
 
 
+def compare_mask(compare, a: torch.Tensor, b, dtype: torch.dtype) -> torch.Tensor:
+    """``compare(a, b)`` (e.g. ``torch.ge``; ``b`` broadcasts to ``a``'s shape) as a 0/1 tensor of ``dtype``. On CPU
+    the comparison writes straight into the ``dtype`` output: one pass, no bool tensor and no bool-to-float
+    promotion in a later product (together about 3x slower on CPU); elsewhere a bool comparison, then cast."""
+    if a.device.type == "cpu":
+        return compare(a, b, out=torch.empty(a.shape, dtype=dtype))
+    return compare(a, b).to(dtype)
+
+
 def normalize_cam(cam_down: torch.Tensor, bg_threshold: float = BG_THRESHOLD, eps: float = 1e-5,
                   map_dims: int = 2) -> torch.Tensor:
     """PPC's min-max CAM normalisation with the background channel replaced by ``bg_threshold`` (no gradient).
 
     ``cam_down``: ``(N, C, *spatial)``, or any layout whose first ``map_dims`` dims index the maps, with the class
     at dim 1 (e.g. class-major ``(V, C, N, h*w)`` with ``map_dims=3``); min and max are taken per map. Values below
-    ``min + eps`` are zeroed by multiplying with ``min(sign(cam - (min + eps)) + 1, 1)`` (``a - b < 0`` exactly when
-    ``a < b``): the published ``cam[cam < min + eps] = 0``, without a boolean ``masked_fill``, which is slow on CPU.
+    ``min + eps`` are zeroed by multiplying with the 0/1 mask ``cam >= min + eps`` (:func:`compare_mask`): the
+    published ``cam[cam < min + eps] = 0``, without a boolean ``masked_fill``, which is slow on CPU.
     """
     cam = F.relu(cam_down.detach().float())
     flat = cam.flatten(map_dims)
     shape = flat.shape[:map_dims] + (1,) * (cam.dim() - map_dims)
     mx, mn = flat.amax(-1).view(shape), flat.amin(-1).view(shape)
-    norm = torch.sub(cam, mn + eps).sign_().add_(1).clamp_max_(1).mul_(cam)      # cam with the low values zeroed
+    norm = compare_mask(torch.ge, cam, mn + eps, cam.dtype).mul_(cam)               # cam with the low values zeroed
     norm = norm.sub_(mn).sub_(eps).div_(mx - mn + eps)
     norm[:, 0] = bg_threshold
     return norm
@@ -100,16 +109,20 @@ def _dim_arange(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def first_argmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """``x.argmax(dim)`` (the first maximum) for ``x >= 0`` (a softmax): tagged with ``low - j``, the first of
-    equal maxima carries the largest tag."""
+    """``x.argmax(dim)`` (the first maximum) where the maxima are ``>= +0.0`` (e.g. a softmax): tagged with
+    ``low - j``, the first of equal maxima carries the largest tag."""
     low = _tag_mask(x.shape[dim])
     return _reversed_tag(_tagged(x, dim, low - _dim_arange(x, dim)).amax(dim), low)
 
 
 def pseudo_labels(norm_cam: torch.Tensor, label_bg: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """``argmax softmax(norm_cam * label)`` over the channel dim ``dim``, flattened over the others (e.g.
-    ``(N*h*w,)`` for ``(N, C, h, w)``), int64; ``label_bg`` broadcasts (``(N, C, 1, 1)``)."""
-    return first_argmax(F.softmax(norm_cam * label_bg, dim=dim), dim).reshape(-1)
+    """The published ``argmax softmax(norm_cam * label)`` over the channel dim ``dim``, flattened over the others
+    (e.g. ``(N*h*w,)`` for ``(N, C, h, w)``), int64; ``label_bg`` broadcasts (``(N, C, 1, 1)``), its background
+    entry 1. The softmax is strictly increasing, so this is the first argmax of ``norm_cam * label`` itself (the
+    background's ``bg_threshold > 0`` makes the maximum positive, as :func:`first_argmax` needs), without the
+    exponentials; only inputs within float rounding of each other, which the softmax may round to one value, can
+    rank differently."""
+    return first_argmax(norm_cam * label_bg, dim).reshape(-1)
 
 
 def top_k_rows(x: torch.Tensor, k: int):
@@ -186,15 +199,16 @@ def semi_hard_mask(logits: torch.Tensor, dim: int, neg_top: int = 13, neg_skip: 
         skip = min(neg_skip, top)
         low = _tag_mask(c)
         vals = _tagged(logits, dim, _dim_arange(logits, dim))
+        shape = list(vals.shape)
+        shape[dim] = 1
+        removed = vals.new_full((1,), -torch.inf).expand(shape)      # a source tensor: faster than a scalar scatter
         for _ in range(skip):                                                      # rounds, not pixels
-            vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
+            vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), removed)
         # the smallest as the largest of -x, with the entries removed above (-inf, negated +inf) kept at -inf
         vals.neg_().nan_to_num_(posinf=-torch.inf)
         for _ in range(c - top):
-            vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), -torch.inf)
-        if vals.device.type == "cpu":               # compared straight into a float output: one pass, no bool tensor
-            return torch.gt(vals, -torch.inf, out=torch.empty(vals.shape, dtype=dtype))
-        return vals.gt(-torch.inf).to(dtype)
+            vals.scatter_(dim, vals.amax(dim, keepdim=True).view(torch.int64).bitwise_and_(low), removed)
+        return compare_mask(torch.gt, vals, -torch.inf, dtype)
 
 
 def sorted_rows(x: torch.Tensor) -> torch.Tensor:
@@ -214,7 +228,9 @@ def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: tor
     ranked ``floor(hard_ratio L) - L//2 .. floor(hard_ratio L) - 1`` by ascending ``similarity``, each weighted
     ``1 / (2 (L//2))`` (a pixel picked twice counts twice) and divided by the number of classes present in the
     view. Ranks within a class are positions in one sort of unique ``(class, value, pixel)`` integer keys (ties by
-    pixel index, as a stable sort).
+    pixel index, as a stable sort); the weight at each sorted position is a running sum of ``+coef`` where a class's
+    window opens and ``-coef`` where it closes (exact: windows of different classes never share an edge unless one
+    is empty, with weight 0).
     """
     with torch.no_grad():
         v, m = target.shape
@@ -230,16 +246,15 @@ def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: tor
         k0 = counts.double().mul_(hard_ratio).long()                               # int(L * 0.6), as published
         lo = torch.cat([starts, starts + k0 - half], 1)                            # (V, 2, C): keys, similarity rows
         coef = (half > 0) / (2 * half).clamp_min(1) / (counts > 0).sum(2, keepdim=True).clamp_min(1)
+        steps = torch.zeros(v, 2, m + 1, device=dev).scatter_add_(
+            2, torch.cat([lo, lo + half], 2), torch.cat([coef, -coef], 2).expand(v, 2, -1))
+        weight = steps.cumsum_(2)[..., :m]                                         # (V, 2, M) by sorted position
 
         score = _order_keys(torch.stack([keys, similarity], 1)).long().add_(2 ** 31)   # [0, 2**32)
         code = (target.unsqueeze(1) << (32 + pix_bits)) | (score << pix_bits) | torch.arange(m, device=dev)
         code = sorted_rows(code)                                                   # unique: no stable sort needed
-        ys = code >> (32 + pix_bits)                                               # class at each sorted position
-        rank = torch.arange(m, device=dev) - lo.gather(2, ys)                      # position in the window
-        sel = (rank >= 0) & (rank < half.expand(v, 2, -1).gather(2, ys))
-        weight = sel * coef.expand(v, 2, -1).gather(2, ys)
-        return torch.zeros(v, m, device=dev).scatter_add_(1, (code & ((1 << pix_bits) - 1)).view(v, 2 * m),
-                                                          weight.view(v, 2 * m))
+        pixel = code.bitwise_and_((1 << pix_bits) - 1)
+        return torch.zeros(v, 2, m, device=dev).scatter_add_(2, pixel, weight).sum(1)
 
 
 def intra_view_nce(f: torch.Tensor, prototypes: torch.Tensor, target: torch.Tensor, keys: torch.Tensor,
