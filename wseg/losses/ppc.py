@@ -146,7 +146,9 @@ def top_k_rows(x: torch.Tensor, k: int):
         return x.gather(1, idx), idx
     low = _tag_mask(m)
     key = _tagged(x, 1, low - torch.arange(m))
-    top = np.partition(key.view(torch.int64).numpy(), m - k, axis=-1)[:, m - k:]      # column 0: the k-th largest
+    bits = key.view(torch.int64).numpy()
+    bits.partition(m - k, axis=-1)                                             # in place: ``key`` is ours
+    top = bits[:, m - k:]                                                      # column 0: the k-th largest
     top = torch.from_numpy(top).view(key.dtype)
     idx = _reversed_tag(top, low)
     vals = top.to(x.dtype)                                                     # the tag is below half an ulp
