@@ -231,8 +231,9 @@ def hard_pixel_weights(target: torch.Tensor, similarity: torch.Tensor, keys: tor
     ``1 / (2 (L//2))`` (a pixel picked twice counts twice) and divided by the number of classes present in the
     view. Ranks within a class are positions in one sort of unique ``(class, value, pixel)`` integer keys (ties by
     pixel index, as a stable sort); the weight at each sorted position is a running sum of ``+coef`` where a class's
-    window opens and ``-coef`` where it closes (exact: windows of different classes never share an edge unless one
-    is empty, with weight 0).
+    window opens and ``-coef`` where it closes. Windows of different classes never share an edge unless one is
+    empty (weight 0), so a sequential sum (CPU) gives each weight exactly; a parallel scan (GPU) may round one by
+    an ulp.
     """
     with torch.no_grad():
         v, m = target.shape
