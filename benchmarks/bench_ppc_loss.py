@@ -261,8 +261,8 @@ def print_loss(args, device, runs):
     ratios = sorted(r[0][i][2] / r[0][i][1] for r in runs)
     low, median = ratios[0], statistics.median(ratios)
     print(f"\nissue #3 target, loss alone fwd+bwd >= 20x: {'reached' if low >= 20 else 'not reached'} in every run "
-          f"(lowest {low:.2f}x, median {median:.2f}x; each side's best over {args.repeats} blocks of >= {args.block_s} s "
-          f"per process)")
+          f"(lowest {low:.2f}x, median {median:.2f}x; each side's best over {args.repeats} blocks of >= "
+          f"{args.block_s} s per process)")
 
 
 def loss_in_fresh_processes(args):

@@ -23,15 +23,15 @@ Randomness (the random half in hard pixel sampling) comes from one key per pixel
 is a uniform random subset as with the published ``random.sample``. The published per-pixel random negative
 lists are computed but never used, so they are not reproduced.
 
-Speed (the loss is ~150 small tensor ops, so op count, passes over memory and layout decide on a CPU): both views
-go through one batched pass, with one ``(2, N, 2C, h*w)`` tensor holding every pixel-prototype logit the three
-terms need; the embeddings are never transposed to ``(N*h*w, D)`` (logits are ``P x / (|x| T)`` on their
-``(N, D, h*w)`` layout, with the class dim not innermost so softmaxes over it vectorise over pixels); the
-gradient is written out (:class:`_PPCTerms`); semi-hard mining is a mask from rounds of ``amax`` over values
-tagged with their index (:func:`semi_hard_mask`) instead of a per-pixel ``topk``; the class-wise rankings of
-hard pixel sampling are one sort of integer keys; the prototypes' top-k is a NumPy introselect on CPU
-(:func:`top_k_rows`); and no ``argmax`` over a non-last dim or
-data-dependent ``where``/``masked_fill`` (slow on CPU) is used.
+Speed (forward and backward are ~250 small tensor ops, so op count, passes over memory and layout decide on a CPU):
+both views go through one batched pass, with one ``(2, N, 2C, h*w)`` tensor holding every pixel-prototype logit the
+three terms need; the embeddings are never transposed to ``(N*h*w, D)`` (logits are ``P x / (|x| T)`` on their
+``(N, D, h*w)`` layout, with the class dim not innermost so softmaxes over it vectorise over pixels); the gradient is
+written out (:class:`_PPCTerms`); semi-hard mining is a mask from rounds of ``amax`` over values tagged with their
+index (:func:`semi_hard_mask`) instead of a per-pixel ``topk``; the class-wise rankings of hard pixel sampling are
+one sort of integer keys; the prototypes' top-k is a NumPy introselect on CPU (:func:`top_k_rows`); the pseudo
+labels skip the softmax (monotone) before their argmax; and no ``argmax`` over a non-last dim or data-dependent
+``where``/``masked_fill`` (slow on CPU) is used.
 Equivalence: the same values as the published code up to float rounding, and the same sampled pixels for the
 same random keys. Semi-hard mining uses the ranked *values*; where scores of distinct prototypes tie exactly (e.g.
 an all-zero embedding) the gradient may go to another of the tied prototypes than ``torch.topk``'s (unspecified)
