@@ -145,6 +145,34 @@ def test_bad_inputs_are_one_line_errors(toy_root, tmp_path):
     assert not os.path.exists(tmp_path / "o") or os.listdir(tmp_path / "o") == []
 
 
+@pytest.mark.parametrize("extra, named", [(["--scales", "1", "-0.5"], "--scales 1 -0.5"),
+                                          (["--crf_alpha", "-1"], "--crf_alpha -1"),
+                                          (["--crf_iters", "0"], "--crf_iters 0")])
+def test_bad_inference_flags_fail_before_anything_is_written(toy_root, tmp_path, extra, named):
+    from wseg.errors import WsegError
+
+    infer = load_script("contrast_infer")
+    argv = ["--weights", str(tmp_path / "none.pth"), "--voc12_root", toy_root, "--infer_list",
+            os.path.join(toy_root, "ImageSets/Segmentation/train.txt"), "--out_crf", str(tmp_path / "o"), *extra]
+    with pytest.raises(WsegError, match=named):
+        infer.run(infer.build_parser().parse_args(argv))
+    assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--batch_size", "0"], "--batch_size 0"), (["--lr", "-1"], "--lr -1"),
+    (["--resize_long", "64", "48"], "--resize_long 64 48"), (["--view2_size", "4"], "--view2_size 4"),
+    (["--bg_threshold", "2"], "--bg_threshold 2"), (["--color_jitter", "0", "0", "0", "0.7"], "--color_jitter"),
+    (["--num_workers", "-1"], "--num_workers -1")])
+def test_bad_training_flags_fail_before_anything_is_written(toy_root, tmp_path, extra, named):
+    from wseg.errors import WsegError
+
+    prefix = str(tmp_path / "run" / "x")
+    with pytest.raises(WsegError, match=named):
+        run_train(train_args(toy_root, prefix, extra=extra))
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_warmup_jitter_and_dropout_flags(toy_root, tmp_path):
     """``--cls_warmup_epochs 1``: the first epoch optimises classification alone, the second every SEAM+PPC term;
     ``--color_jitter 0 0 0 0 --dropout False --backbone resnet38_small`` reach the network and its metadata."""

@@ -40,7 +40,7 @@ from wseg.data.transforms import ColorJitter, apply_crop, crop_box, hwc_to_chw, 
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
 from wseg.errors import WsegError
-from wseg.stages.common import begin_training
+from wseg.stages.common import begin_training, check_schedule_flags
 from wseg.models.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
 
 STRIDE = 8
@@ -194,10 +194,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.crop_size < min_crop or args.crop_size % STRIDE:
         raise WsegError(f"--crop_size {args.crop_size}: must be a multiple of {STRIDE} and at least {min_crop} "
                         f"for --radius {args.radius} (published 448)")
-    if args.resize_long and not 0 < args.resize_long[0] <= args.resize_long[1]:
-        raise WsegError(f"--resize_long {args.resize_long[0]} {args.resize_long[1]}: need 0 < MIN <= MAX")
-    if args.batch_size < 1 or args.max_epoches < 1:
-        raise WsegError("--batch_size and --max_epoches must be at least 1")
+    check_schedule_flags(args)
 
 
 def _check_resume(path: str, state_args: dict, args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from typing import List, Tuple
 from wseg.data.transforms import seeded
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, Dist, setup_logging
+from wseg.errors import WsegError
 
 
 def begin_training(args: argparse.Namespace, stage: str) -> Tuple[Dist, VOCRoot, List[str]]:
@@ -20,3 +21,19 @@ def begin_training(args: argparse.Namespace, stage: str) -> Tuple[Dist, VOCRoot,
     seeded(args.seed + dist.rank)
     voc = VOCRoot(args.voc12_root, args.classes)
     return dist, voc, voc.ids(args.train_list)
+
+
+def check_schedule_flags(args: argparse.Namespace) -> None:
+    """One-line errors for the training flags every stage shares (before anything is written), instead of a
+    traceback from the data loader, the optimiser or ``random.randint`` later."""
+    if args.batch_size < 1 or args.max_epoches < 1:
+        raise WsegError(f"--batch_size {args.batch_size} / --max_epoches {args.max_epoches}: both must be at least 1")
+    if not args.lr > 0 or not args.wt_dec >= 0:
+        raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g}: need lr > 0 and wt_dec >= 0")
+    if getattr(args, "momentum", None) is not None and not args.momentum >= 0:
+        raise WsegError(f"--momentum {args.momentum:g}: must be >= 0")
+    if args.num_workers < 0:
+        raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in the main process)")
+    resize = getattr(args, "resize_long", None)
+    if resize and not 0 < resize[0] <= resize[1]:
+        raise WsegError(f"--resize_long {resize[0]} {resize[1]}: need 0 < MIN <= MAX")

@@ -58,7 +58,22 @@ def _crf_job(image_path: str, cams, out_path: str, bg: float, iters: int, num_cl
     io.save_mask_png(out_path, crf_label_refine(img, labels, num_classes, iters=iters, **PPC_INFER_KERNELS))
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    from wseg.errors import WsegError
+
+    if not all(0 < s < float("inf") for s in args.scales):
+        raise WsegError(f"--scales {' '.join(f'{s:g}' for s in args.scales)}: each must be positive "
+                        "(published 0.5 1.0 1.5 2.0)")
+    if not (0 <= args.crf_alpha <= 1 and 0 <= args.out_cam_pred_alpha <= 1):
+        raise WsegError(f"--crf_alpha {args.crf_alpha:g} / --out_cam_pred_alpha {args.out_cam_pred_alpha:g}: "
+                        "background scores must lie in [0, 1], the range of the normalised CAMs (published 0.26)")
+    if args.crf_iters < 1 or args.num_workers < 0 or args.vis_num < 0:
+        raise WsegError(f"--crf_iters {args.crf_iters} / --num_workers {args.num_workers} / --vis_num {args.vis_num}: "
+                        "need at least 1 mean-field iteration (published 10) and no negative counts")
+
+
 def run(args: argparse.Namespace) -> dict:
+    _check_args(args)
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     outs = [(args.out_cam, ".npy"), (args.out_cam_pred, ".png"), (args.out_crf, ".png")]

@@ -27,7 +27,7 @@ from wseg.data.datasets import ClsDataset
 from wseg.data.transforms import PUBLISHED_JITTER, cam_train_transform, seeded
 from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
 from wseg.errors import WsegError
-from wseg.stages.common import begin_training
+from wseg.stages.common import begin_training, check_schedule_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,7 +78,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log_every", type=int, default=10, help="steps between scalar-log lines")
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    check_schedule_flags(args)
+    if args.crop_size < 8 or args.view2_size < 8:
+        raise WsegError(f"--crop_size {args.crop_size} / --view2_size {args.view2_size}: both must be at least 8 "
+                        "(one feature pixel at output stride 8; published 448 and 128)")
+    if not 0 <= args.bg_threshold <= 1:
+        raise WsegError(f"--bg_threshold {args.bg_threshold:g}: must lie in [0, 1], the range of the normalised CAMs "
+                        "it competes with (published 0.2)")
+    if args.cls_warmup_epochs < 0:
+        raise WsegError(f"--cls_warmup_epochs {args.cls_warmup_epochs}: must be >= 0")
+    brightness, contrast, saturation, hue = args.color_jitter
+    if min(args.color_jitter) < 0 or hue > 0.5:
+        raise WsegError(f"--color_jitter {brightness:g} {contrast:g} {saturation:g} {hue:g}: need values >= 0 and "
+                        "hue <= 0.5 (published 0.3 0.3 0.3 0.1)")
+
+
 def run(args: argparse.Namespace) -> dict:
+    _check_args(args)
     from wseg.losses import cam_losses
     from wseg.models.build import build_cam_net_for_training
     from wseg.models.checkpoint import load_checkpoint, save_checkpoint
