@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", default=0.59, type=float, help="last curve threshold (default 0.59)")
     p.add_argument("--step", default=0.01, type=float, help="curve step (default 0.01: 60 thresholds)")
     p.add_argument("--classes", default=None, type=str,
-                   help="voc12 (default), coco14, or a classes.txt path (one name per line, background first)")
+                   help="voc12, coco14, or a classes.txt path (one name per line, background first); default: "
+                        "the classes.txt of --gt_dir's dataset root when there is one, else voc12")
     p.add_argument("--num_classes", default=None, type=int,
                    help="number of classes incl. background (instead of --classes; names are generic)")
     p.add_argument("--num_workers", default=min(8, os.cpu_count() or 1), type=int,
@@ -177,7 +178,11 @@ def run(args) -> dict:
     png), ``"best_threshold"``/``"curve"`` with --curve, ``"curve_csv"``/``"curve_png"`` paths, ``"num_images"``."""
     from wseg.data.voc import read_list
 
-    names = resolve_class_names(args.classes, args.num_classes)
+    classes = args.classes
+    root_classes = os.path.join(os.path.dirname(os.path.abspath(args.gt_dir)), "classes.txt")
+    if classes is None and args.num_classes is None and os.path.isfile(root_classes):
+        classes = root_classes                  # the dataset root's own classes (e.g. a synthetic or custom set)
+    names = resolve_class_names(classes, args.num_classes)
     num_classes = len(names)
     if args.num_workers < 0:
         raise WsegError(f"--num_workers {args.num_workers}: needs 0 (in-process) or more")

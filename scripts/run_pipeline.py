@@ -41,12 +41,19 @@ def run(args):
             cfg = json.load(f)
     except json.JSONDecodeError as exc:
         raise WsegError(f"{args.config}: not valid JSON ({exc})")
+    if not (isinstance(cfg, dict) and all(isinstance(cfg.get(k, {}), dict) for k in ("dataset", "stages"))):
+        raise WsegError(f"{args.config}: expected a JSON object with \"dataset\" and \"stages\" objects; see "
+                        "scripts/pipelines/demo.json")
     apply_overrides(cfg, args.overrides)
     if args.baseline_seam is not None:
         cfg["baseline_seam"] = bool(args.baseline_seam)
     if args.voc12_root:
         cfg["dataset"] = {"voc12_root": args.voc12_root}
     runner = Runner(args.work_dir, wsss_stages(cfg, args.work_dir))
+    names = [st.name for st in runner.stages]
+    unknown = [n for n in (args.only or []) if n not in names]
+    if unknown:
+        raise WsegError(f"--only {' '.join(unknown)}: no such stage; the stages are {', '.join(names)}")
     if args.list:
         for s in runner.stages:
             print(f"{s.name:14s} python {s.script} {' '.join(s.argv)}")

@@ -81,10 +81,11 @@ def run(args) -> dict:
     from wseg.data.voc import VOCRoot
     from wseg.engine import LOG, resolve_device, setup_logging
     from wseg.errors import WsegError
-    from wseg.segmentation import (build_model, crf_params, load_segmentation_weights, predict_split,
-                                   record_prediction_settings, server_layout_dir)
+    from wseg.segmentation import (build_model, check_worker_config, crf_params, load_segmentation_weights,
+                                   predict_split, record_prediction_settings, server_layout_dir)
 
     cfg = config_module().config_from_args(args)
+    check_worker_config(cfg)
     if not cfg.voc12_root:
         raise WsegError("voc12_root: not set; pass --voc12_root <VOC-format root holding JPEGImages/>")
     out_dir = cfg.output_dir()
@@ -110,6 +111,11 @@ def run(args) -> dict:
         plain_dir = (pred_dir[:-4] if pred_dir.endswith("_crf") else pred_dir + "_nocrf") if crf else None
     else:  # the evaluation server takes one result: the final (CRF) predictions
         pred_dir, plain_dir = cfg.pred_dir or server_layout_dir(out_dir), None
+    gt_dir = cfg.gt_dir or (voc.gt_dir() if labelled else None)
+    for d in (pred_dir, plain_dir):
+        if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
+            raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
+                            "predictions and score 100%. Set pred_dir to another folder")
     settings = {"ckpt": os.path.abspath(ckpt), "ckpt_bytes": os.path.getsize(ckpt),
                 "ckpt_mtime": round(os.path.getmtime(ckpt), 3), "scales": list(cfg.test_scales),
                 "flip": bool(cfg.test_flip)}

@@ -103,7 +103,7 @@ def test_prepare_writes_compact_label_pngs(toy, prepared):
     assert lab.shape == (8, 12) and set(np.unique(lab)) <= present | {255}
 
 
-def test_train_and_infer_end_to_end(toy, trained, tmp_path):
+def test_train_and_infer_end_to_end(toy, trained, tmp_path, capsys):
     session, res = trained
     assert os.path.isfile(session + ".pth") and os.path.isfile(session + "_last.pth")
     assert np.isfinite(res["last_loss"]) and res["steps"] == 6
@@ -134,12 +134,18 @@ def test_train_and_infer_end_to_end(toy, trained, tmp_path):
             assert (ref[sure] == rw[sure]).all()
     rc, r = call(aff_infer, argv)                                       # skip if done
     assert rc == 0 and r["inferred"] == 0
+    pngs = lambda d: [n for n in os.listdir(d) if n.endswith(".png")]  # noqa: E731
     rc, r = call(aff_infer, argv[:10] + ["--out_rw", out["pub"], "--published_pairs", "--alpha", "16",
                                          "--device", "cpu"])
-    assert rc == 0 and len(os.listdir(out["pub"])) == 4
+    assert rc == 0 and len(pngs(out["pub"])) == 4
     # published spelling: --crf without --out_crf writes the CRF pseudo masks into --out_rw
     rc, r = call(aff_infer, argv[:10] + ["--out_rw", str(tmp_path / "pseudo"), "--crf", "--device", "cpu"])
-    assert rc == 0 and r["out_crf"] == str(tmp_path / "pseudo") and len(os.listdir(r["out_crf"])) == 4
+    assert rc == 0 and r["out_crf"] == str(tmp_path / "pseudo") and len(pngs(r["out_crf"])) == 4
+    # other walk settings into a finished folder: refused, not silently skipped as done
+    rc, _ = call(aff_infer, argv[:10] + ["--out_rw", out["pub"], "--published_pairs", "--alpha", "8",
+                                         "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "other settings" in err and "alpha 16.0 -> 8.0" in err
 
 
 def test_infer_scale_walks_a_larger_map_at_the_image_size(toy, trained, tmp_path, monkeypatch):

@@ -255,6 +255,12 @@ def test_test_script(trained, toy_root, tmp_path):
     assert again["predicted"] == 0 and again["miou"] == pytest.approx(r["miou"])   # finished images skipped
     with pytest.raises(WsegError, match="other settings"):
         TEST.run(TEST.build_parser().parse_args(argv + ["test_scales=1.0"]))
+    # settings pydensecrf would crash on, a negative worker count, the GT folder as pred_dir: one-line errors
+    for bad, named in (("crf_pos_xy_std=0", "pos_xy_std=0"), ("crf_bi_rgb_std=nan", "bi_rgb_std=nan"),
+                       ("crf_iters=0", "0 mean-field"), ("num_workers=-1", "num_workers -1"),
+                       (f"pred_dir={os.path.join(toy_root, 'SegmentationClass')}", "ground-truth folder")):
+        with pytest.raises(WsegError, match=named):
+            TEST.run(TEST.build_parser().parse_args(argv + [bad]))
     # without CRF: the arg-max of the MS+flip average, already written (and evaluated) by the CRF run
     r2 = TEST.run(TEST.build_parser().parse_args(argv + ["crf=False"]))
     assert r2["pred_dir"] == r["pred_dir_nocrf"] and r2["predicted"] == 0 and r2["miou"] == pytest.approx(r["miou"])

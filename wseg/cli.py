@@ -25,13 +25,20 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, help: str, default
 
 def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], object],
          argv: Optional[Sequence[str]] = None) -> int:
-    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError` becomes
-    ``error: <message>`` on stderr and exit status 2."""
+    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError`, or a file-system error on a
+    named path (an output folder that is a file, a permission, a full disk), becomes ``error: <message>`` on stderr
+    and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
     except WsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:                    # not about a path the user named: a bug, keep the traceback
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}; check the flag that names this path (an output folder "
+              "must not be an existing file, nor lie under one)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)

@@ -56,9 +56,29 @@ PSA_KERNELS = dict(pos_w=3, pos_xy_std=3, bi_w=10, bi_xy_std=80, bi_rgb_std=13)
 PPC_INFER_KERNELS = dict(pos_w=3, pos_xy_std=3, bi_w=10, bi_xy_std=50, bi_rgb_std=5)
 
 
+#: More mean-field iterations than anyone runs (published 10; 1 after the random walk); pydensecrf takes a C int.
+MAX_CRF_ITERS = 10000
+
+
+def check_crf_params(t: int, scale_factor: float = 1, **kernels: float) -> None:
+    """One-line error for CRF settings pydensecrf would crash on (a zero or NaN standard deviation kills the process)
+    or overflow with: ``1 <= t <= MAX_CRF_ITERS`` iterations, finite kernel weights ``>= 0`` and finite standard
+    deviations and ``scale_factor`` ``> 0``. Stages call it before starting CRF workers."""
+    if not 1 <= t <= MAX_CRF_ITERS:
+        raise WsegError(f"CRF: {t} mean-field iterations; need 1 to {MAX_CRF_ITERS} (published 10)")
+    bad = {k: v for k, v in kernels.items()
+           if not (0 <= float(v) < np.inf if k.endswith("_w") else 0 < float(v) < np.inf)}
+    if bad or not 0 < float(scale_factor) < np.inf:
+        bad.update({} if 0 < float(scale_factor) < np.inf else {"scale_factor": scale_factor})
+        raise WsegError(f"CRF: {', '.join(f'{k}={v}' for k, v in bad.items())}: kernel weights must be finite and "
+                        ">= 0, standard deviations and scales finite and > 0")
+
+
 def _run_crf(img: np.ndarray, unary: np.ndarray, n_labels: int, t: int, scale_factor: float,
              pos_w: float = 3, pos_xy_std: float = 3, bi_w: float = 10, bi_xy_std: float = 80,
              bi_rgb_std: float = 13, yx_features: bool = False) -> np.ndarray:
+    check_crf_params(t, scale_factor, pos_w=pos_w, pos_xy_std=pos_xy_std, bi_w=bi_w, bi_xy_std=bi_xy_std,
+                     bi_rgb_std=bi_rgb_std)
     dcrf = _densecrf()
     h, w = img.shape[:2]
     d = dcrf.DenseCRF2D(w, h, n_labels)

@@ -24,7 +24,10 @@ def resolve_device(name: Optional[str] = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is a one-line error."""
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise WsegError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise WsegError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
     return dev

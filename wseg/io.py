@@ -7,6 +7,7 @@ Artifact contracts (readable by the published SEAM/PSA/PPC scripts):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -49,6 +50,34 @@ def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
+
+
+def record_folder_settings(folder: str, settings: Dict, marker: str, flag: str,
+                           suffixes: Tuple[str, ...] = (".png", ".npy")) -> None:
+    """Record ``settings`` (JSON) in ``folder/marker``, or refuse a folder holding outputs (files ending in
+    ``suffixes``) made with other settings, or with unknown ones (outputs but no record). Stages skip finished items
+    by file name, so without this a re-run with other flags into the same folder would silently keep stale outputs.
+    A record without outputs (a run that stopped before its first one) is simply replaced."""
+    path = os.path.join(folder, marker)
+    outputs = os.path.isdir(folder) and any(n.endswith(suffixes) for n in os.listdir(folder))
+    old = None
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = "unreadable"
+        if old == settings:
+            return
+    if outputs and old is None:
+        raise WsegError(f"{folder}: holds outputs of unknown settings (no {marker}); delete them or pass another "
+                        f"{flag}")
+    if outputs:
+        diff = ([f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
+                 if old.get(k) != settings.get(k)] if isinstance(old, dict) else [f"unreadable {marker}"])
+        raise WsegError(f"{folder}: holds outputs made with other settings ({'; '.join(diff)}); delete the folder "
+                        f"or pass another {flag}")
+    atomic_write_text(path, json.dumps(settings, sort_keys=True) + "\n")
 
 
 def is_done(path: str) -> bool:

@@ -223,6 +223,9 @@ def check_files(ids: Sequence[str], predict_dir: str, gt_dir: str, input_type: s
     """Raise a one-line :class:`WsegError` when a prediction or ground-truth file of ``ids`` is missing."""
     if len(ids) == 0:
         raise WsegError("the image list is empty; pass a --list with at least one image id")
+    if os.path.isdir(predict_dir) and os.path.isdir(gt_dir) and os.path.samefile(predict_dir, gt_dir):
+        raise WsegError(f"{predict_dir}: the prediction folder is the ground-truth folder ({gt_dir}); every mask "
+                        "would score 100% against itself. Point --predict_dir at the predictions")
     ext = ".npy" if input_type == "npy" else ".png"
     for folder, e, what, fix in ((predict_dir, ext, "prediction", "run the stage that writes them or fix --list"),
                                  (gt_dir, ".png", "ground-truth mask", "check --gt_dir and --list")):

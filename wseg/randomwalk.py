@@ -155,6 +155,10 @@ def _check_cams(cams: torch.Tensor, height: int, width: int) -> None:
                         "feature resolution; downsample them with wseg.randomwalk.downsample_cams")
 
 
+#: Largest ``logt`` accepted (2^12 = 4096 walk steps; published 6 or 8): more only burns time on a converged walk.
+MAX_LOGT = 12
+
+
 @torch.no_grad()
 def random_walk(cams: torch.Tensor, transition: SparseTransition, logt: int = DEFAULT_LOGT,
                 num_threads: Optional[int] = None) -> torch.Tensor:
@@ -164,8 +168,9 @@ def random_walk(cams: torch.Tensor, transition: SparseTransition, logt: int = DE
     matrix. Runs on ``transition.device``; the result is returned on the input's device and dtype. On CPU,
     ``num_threads`` intra-op threads are used for the walk (default: 1 for VOC-sized images, see ``_cpu_threads``).
     """
-    if int(logt) < 0:
-        raise WsegError(f"logt {logt}: the number of random-walk steps is 2^logt, logt must be >= 0")
+    if not 0 <= int(logt) <= MAX_LOGT:
+        raise WsegError(f"logt {logt}: the number of random-walk steps is 2^logt, logt must lie in [0, {MAX_LOGT}] "
+                        "(published 6 or 8)")
     cams = torch.as_tensor(cams)
     _check_cams(cams, transition.height, transition.width)
     c = cams.shape[0]

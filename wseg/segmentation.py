@@ -274,10 +274,18 @@ def ms_flip_probs(model, inputs, out_size, flip=True, device=None, amp=False) ->
 
 
 def crf_params(cfg: Mapping[str, Any]) -> Dict[str, float]:
-    """The configured CRF: ``iters`` and the two kernels' weights/stds."""
-    return {"iters": int(cfg["crf_iters"]), "pos_w": float(cfg["crf_pos_w"]),
-            "pos_xy_std": float(cfg["crf_pos_xy_std"]), "bi_w": float(cfg["crf_bi_w"]),
-            "bi_xy_std": float(cfg["crf_bi_xy_std"]), "bi_rgb_std": float(cfg["crf_bi_rgb_std"])}
+    """The configured CRF: ``iters`` and the two kernels' weights/stds, checked (:func:`wseg.crf.check_crf_params`)
+    before any prediction is made."""
+    params = {"iters": int(cfg["crf_iters"]), "pos_w": float(cfg["crf_pos_w"]),
+              "pos_xy_std": float(cfg["crf_pos_xy_std"]), "bi_w": float(cfg["crf_bi_w"]),
+              "bi_xy_std": float(cfg["crf_bi_xy_std"]), "bi_rgb_std": float(cfg["crf_bi_rgb_std"])}
+    from wseg.crf import check_crf_params
+
+    try:
+        check_crf_params(params["iters"], **{k: v for k, v in params.items() if k != "iters"})
+    except WsegError as exc:
+        raise WsegError(f"config crf_*: {exc}") from None
+    return params
 
 
 def crf_refine(img: np.ndarray, probs: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
@@ -393,6 +401,15 @@ RESUME_KEYS = ("model", "backbone", "deep_base", "head_dim", "max_iters", "batch
                "train_list", "pseudo_mask_dir", "crop_size")
 
 
+def check_worker_config(cfg: Mapping[str, Any]) -> None:
+    """Config values training and testing share: worker counts and the seed."""
+    for key in ("num_workers", "crf_workers"):
+        if key in cfg and int(cfg[key]) < 0:
+            raise WsegError(f"{key} {cfg[key]}: must be >= 0 (0 = in the main process)")
+    if "seed" in cfg and not 0 <= int(cfg["seed"]) < 2 ** 32:
+        raise WsegError(f"seed {cfg['seed']}: must lie in [0, 2**32)")
+
+
 def check_train_config(cfg: Mapping[str, Any]) -> None:
     """One-line errors for values that would only fail later."""
     for key in ("max_iters", "batch_size", "ckpt_every", "log_every"):
@@ -402,8 +419,13 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
         raise WsegError(f"val_every {cfg['val_every']}: must be 0 (off) or positive")
     if cfg.get("stop_iter") is not None and not 0 < int(cfg["stop_iter"]) <= int(cfg["max_iters"]):
         raise WsegError(f"stop_iter {cfg['stop_iter']}: must lie in [1, max_iters={cfg['max_iters']}]")
-    if float(cfg["lr"]) <= 0:
+    if not float(cfg["lr"]) > 0:
         raise WsegError(f"lr {cfg['lr']}: must be positive")
+    for key, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("power", 0, 10)):
+        if not low <= float(cfg[key]) < high:
+            raise WsegError(f"{key} {cfg[key]}: must lie in [{low}, {high}) (published momentum 0.9, weight_decay "
+                            "5e-4, power 0.9)")
+    check_worker_config(cfg)
     if not cfg.get("voc12_root"):
         raise WsegError("voc12_root: not set; pass --voc12_root <VOC-format root holding JPEGImages/>")
 

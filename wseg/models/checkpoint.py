@@ -47,7 +47,7 @@ def _torch_load(path: str) -> Any:
         raise WsegError(f"{path}: not a plain torch state dict (it pickles objects other than tensors and "
                         "containers, which wseg refuses to unpickle); save weights with "
                         "torch.save(model.state_dict(), path)")
-    except (RuntimeError, EOFError, ValueError, AttributeError, TypeError, OSError) as exc:
+    except (RuntimeError, EOFError, ValueError, AttributeError, TypeError, OSError, IndexError, KeyError) as exc:
         raise WsegError(f"{path}: cannot read torch weights ({exc.__class__.__name__}: "
                         f"{str(exc).strip()[:120]}); the file is corrupt or not a torch .pth")
 

@@ -42,14 +42,16 @@ from wseg.data.datasets import open_rgb
 from wseg.data.transforms import hwc_to_chw, normalize, rescale, scaled_size
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, autocast, resolve_device, setup_logging
+from wseg.crf import MAX_CRF_ITERS
 from wseg.errors import WsegError
 from wseg.parallel import start_method
-from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, STRIDE, argmax_labels, build_transition, downsample_cams,
-                             random_walk, upsample_scores, with_background)
+from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, MAX_LOGT, STRIDE, argmax_labels, build_transition,
+                             downsample_cams, random_walk, upsample_scores, with_background)
 from wseg.stages.aff_prepare import require_cams
 
 DEFAULT_LOGT = 6        # PPC / SEAM aff_infer.py; PSA infer_aff.py uses 8
 CRF_ITERS_RW = 1        # SEAM / PPC aff_infer.py: crf_inference(img, cam_rw, t=1)
+SETTINGS_FILE = ".aff_infer.json"   # each output folder records the walk settings (io.record_folder_settings)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -157,21 +159,38 @@ def run(args: argparse.Namespace) -> dict:
         raise WsegError("--bg_score and --alpha both given: the background is either a constant (PPC 0.27) or "
                         "(1 - max CAM)^alpha (PSA 16); pass one")
     bg_score = DEFAULT_BG_SCORE if args.bg_score is None and args.alpha is None else args.bg_score
-    if args.logt < 0 or args.beta <= 0 or args.crf_iters < 1:
-        raise WsegError(f"--logt {args.logt} / --beta {args.beta:g} / --crf_iters {args.crf_iters}: need logt >= 0, "
-                        "beta > 0 and at least one CRF iteration")
-    if args.scale <= 0:
-        raise WsegError(f"--scale {args.scale:g}: must be positive (1 = published)")
+    if not (0 <= args.logt <= MAX_LOGT and 0 < args.beta <= 100 and 1 <= args.crf_iters <= MAX_CRF_ITERS):
+        raise WsegError(f"--logt {args.logt} / --beta {args.beta:g} / --crf_iters {args.crf_iters}: need 0 <= logt <= "
+                        f"{MAX_LOGT}, 0 < beta <= 100 and 1 to {MAX_CRF_ITERS} CRF iterations (published 6 or 8, 8, 1)")
+    if not 0 < args.scale <= 4:
+        raise WsegError(f"--scale {args.scale:g}: must lie in (0, 4] (1 = published)")
+    if bg_score is not None and not 0 <= bg_score <= 1:
+        raise WsegError(f"--bg_score {bg_score:g}: must lie in [0, 1], the range of the normalised CAMs (PPC 0.27)")
+    if args.alpha is not None and not 0 < args.alpha < 1000:
+        raise WsegError(f"--alpha {args.alpha:g}: must lie in (0, 1000) (PSA 16, SEAM 6)")
+    if args.num_workers < 0:
+        raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in this process)")
     crf = bool(args.crf or args.out_crf)
     crf_dir = args.out_crf or (args.out_rw if crf else None)
     rw_dir = args.out_rw if not (crf and not args.out_crf) else None
     outs = [(rw_dir, ".png"), (args.out_rw_npy, ".npy"), (crf_dir, ".png")]
     if not any(d for d, _ in outs):
         raise WsegError("nothing to write: pass --out_rw (and/or --out_rw_npy, --out_crf)")
+    named = [os.path.abspath(d) for d, _ in outs if d]
+    if len(set(named)) < len(named):
+        raise WsegError(f"--out_rw / --out_rw_npy / --out_crf name the same folder ({', '.join(named)}); the walk, "
+                        "its CAM dicts and the CRF masks need separate folders")
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     first = next(d for d, _ in outs if d)
     setup_logging(args.log or os.path.join(os.path.dirname(os.path.abspath(first)), "aff_infer.log"))
+    walk = {"weights": os.path.abspath(args.weights), "cam_dir": os.path.abspath(args.cam_dir), "beta": args.beta,
+            "logt": args.logt, "radius": args.radius, "published_pairs": bool(args.published_pairs),
+            "bg_score": bg_score, "alpha": args.alpha, "scale": args.scale, "classes": list(voc.spec.class_names)}
+    for folder, flag, extra in ((rw_dir, "--out_rw", {}), (args.out_rw_npy, "--out_rw_npy", {}),
+                                (crf_dir, "--out_crf", {"crf_iters": args.crf_iters})):
+        if folder:
+            io.record_folder_settings(folder, {**walk, **extra}, SETTINGS_FILE, flag)
     todo = io.pending_ids(ids, outs)
     LOG.info("aff_infer: %d images, %d already done; beta %g logt %d radius %d bg %s%s", len(ids),
              len(ids) - len(todo), args.beta, args.logt, args.radius,

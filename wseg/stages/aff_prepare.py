@@ -19,7 +19,6 @@ the same folder is refused (stale labels would mix). Finished images are skipped
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from wseg import io
 from wseg.cam import background_power, cam_to_label
-from wseg.crf import CRF_ITERS, LABEL_GT_PROB, LOW_ALPHA, crf_label_refine, crf_with_alpha
+from wseg.crf import CRF_ITERS, LABEL_GT_PROB, LOW_ALPHA, MAX_CRF_ITERS, crf_label_refine, crf_with_alpha
 from wseg.parallel import map_pool
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, setup_logging
@@ -72,25 +71,6 @@ def resolve_dirs(args: argparse.Namespace) -> Tuple[str, str]:
     return os.path.join(args.out_crf, LA_SUBDIR), os.path.join(args.out_crf, HA_SUBDIR)
 
 
-def _check_settings(folder: str, settings: Dict) -> None:
-    """Record ``settings`` in ``folder``; refuse a folder holding labels made with other settings."""
-    path = os.path.join(folder, SETTINGS_FILE)
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                old = json.load(f)
-        except (OSError, ValueError):
-            old = None
-        if old != settings:
-            raise WsegError(f"{folder}: holds labels made with other settings ({old} vs {settings}); "
-                            "delete the folder or write to another --out_crf")
-        return
-    if os.path.isdir(folder) and any(n.endswith(".png") for n in os.listdir(folder)):
-        raise WsegError(f"{folder}: holds label PNGs of unknown settings (no {SETTINGS_FILE}); delete them or "
-                        "write to another folder")
-    io.atomic_write_text(path, json.dumps(settings, sort_keys=True) + "\n")
-
-
 def crf_labels(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, mode: str, num_classes: int,
                iters: int = CRF_ITERS, gt_prob: float = LABEL_GT_PROB) -> np.ndarray:
     """The uint8 ``(H, W)`` dCRF label map of one image for background power ``alpha`` (dataset class indices)."""
@@ -129,19 +109,24 @@ def require_cams(cam_dir: str, ids: List[str], stage: str) -> None:
 def run(args: argparse.Namespace) -> dict:
     la_dir, ha_dir = resolve_dirs(args)
     low, high = (float(a) for a in args.alphas)
-    if not 0 < low < high:
-        raise WsegError(f"--alphas {low:g} {high:g}: need 0 < LOW < HIGH (published 4 and 24/32)")
-    if args.crf_iters < 1:
-        raise WsegError(f"--crf_iters {args.crf_iters}: need at least 1 mean-field iteration (published 10)")
+    if not 0 < low < high < 1000:
+        raise WsegError(f"--alphas {low:g} {high:g}: need 0 < LOW < HIGH < 1000 (published 4 and 24/32)")
+    if not 1 <= args.crf_iters <= MAX_CRF_ITERS:
+        raise WsegError(f"--crf_iters {args.crf_iters}: need 1 to {MAX_CRF_ITERS} mean-field iterations (published 10)")
+    if args.crf_mode == "labels" and not 0 < args.gt_prob < 1:
+        raise WsegError(f"--gt_prob {args.gt_prob:g}: must lie in (0, 1) (published 0.7)")
+    if args.num_workers < 0:
+        raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = CRFs in this process)")
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     root = args.out_crf or os.path.dirname(os.path.abspath(la_dir))
     setup_logging(args.log or os.path.join(root, "aff_prepare.log"))
-    common = {"crf_mode": args.crf_mode, "crf_iters": int(args.crf_iters), "classes": list(voc.spec.class_names)}
+    common = {"crf_mode": args.crf_mode, "crf_iters": int(args.crf_iters), "classes": list(voc.spec.class_names),
+              "cam_dir": os.path.abspath(args.cam_dir)}
     if args.crf_mode == "labels":
         common["gt_prob"] = float(args.gt_prob)
-    _check_settings(la_dir, {**common, "alpha": low})
-    _check_settings(ha_dir, {**common, "alpha": high})
+    io.record_folder_settings(la_dir, {**common, "alpha": low}, SETTINGS_FILE, "--out_crf")
+    io.record_folder_settings(ha_dir, {**common, "alpha": high}, SETTINGS_FILE, "--out_crf")
     todo = io.pending_ids(ids, [(la_dir, ".png"), (ha_dir, ".png")])
     LOG.info("aff_prepare: %d images, %d already done; alphas %g/%g, crf %s -> %s, %s", len(ids),
              len(ids) - len(todo), low, high, args.crf_mode, la_dir, ha_dir)

@@ -34,6 +34,8 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
         raise WsegError(f"--momentum {args.momentum:g}: must be >= 0")
     if args.num_workers < 0:
         raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in the main process)")
+    if not 0 <= args.seed < 2 ** 32:
+        raise WsegError(f"--seed {args.seed}: must lie in [0, 2**32)")
     resize = getattr(args, "resize_long", None)
     if resize and not 0 < resize[0] <= resize[1]:
         raise WsegError(f"--resize_long {resize[0]} {resize[1]}: need 0 < MIN <= MAX")

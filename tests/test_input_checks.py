@@ -1,0 +1,99 @@
+"""One-line errors for inputs that used to end in a traceback deep inside a library or in a crash."""
+import os
+
+import numpy as np
+import pytest
+
+from wseg.errors import WsegError
+
+
+def test_crf_settings_that_would_crash_pydensecrf_are_refused():
+    from wseg.crf import MAX_CRF_ITERS, check_crf_params, crf_inference
+
+    check_crf_params(10, pos_w=3, pos_xy_std=3, bi_w=0, bi_xy_std=80, bi_rgb_std=13)   # a zero weight is fine
+    for t, kernels, named in ((0, {}, "0 mean-field"), (MAX_CRF_ITERS + 1, {}, "mean-field"),
+                              (10, {"pos_xy_std": 0.0}, "pos_xy_std=0.0"), (10, {"bi_rgb_std": float("nan")}, "nan"),
+                              (10, {"bi_w": -1.0}, "bi_w=-1.0"), (10, {"bi_xy_std": float("inf")}, "inf")):
+        with pytest.raises(WsegError, match=named):
+            check_crf_params(t, **kernels)
+    img = np.zeros((8, 8, 3), np.uint8)
+    probs = np.full((2, 8, 8), 0.5, np.float32)
+    with pytest.raises(WsegError, match="pos_xy_std=0"):     # before pydensecrf, which segfaults on it
+        crf_inference(img, probs, pos_xy_std=0)
+
+
+def test_cli_turns_path_errors_into_one_line(tmp_path, capsys):
+    from wseg.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+
+    def run(args):
+        os.makedirs(os.path.join(str(afile), "out"))          # an output folder under a file
+
+    import argparse
+    assert main(lambda: argparse.ArgumentParser(), run, []) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and str(afile) in err[0]
+
+    def bug(args):
+        raise OSError("no path: a bug keeps its traceback")
+
+    with pytest.raises(OSError):
+        main(lambda: argparse.ArgumentParser(), bug, [])
+
+
+def test_garbage_weights_and_device_names(tmp_path):
+    from wseg.engine import resolve_device
+    from wseg.models.checkpoint import read_state_dict
+
+    text = tmp_path / "notes.pth"
+    text.write_text("these are not weights\n")
+    with pytest.raises(WsegError, match="notes.pth"):
+        read_state_dict(str(text))
+    with pytest.raises(WsegError, match="--device gpu0: not a device"):
+        resolve_device("gpu0")
+
+
+def test_eval_refuses_the_ground_truth_folder_as_predictions(tmp_path):
+    from wseg.metrics import check_files
+
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    (gt / "a.png").write_bytes(b"x")
+    with pytest.raises(WsegError, match="is the ground-truth folder"):
+        check_files(["a"], str(gt), str(gt), "png")
+
+
+def test_folder_settings_refuse_stale_outputs_only(tmp_path):
+    from wseg.io import record_folder_settings
+
+    d = str(tmp_path / "out")
+    record_folder_settings(d, {"beta": 8}, ".s.json", "--out_rw")              # new folder: recorded
+    record_folder_settings(d, {"beta": 4}, ".s.json", "--out_rw")              # no outputs yet: replaced
+    open(os.path.join(d, "x.png"), "wb").close()
+    record_folder_settings(d, {"beta": 4}, ".s.json", "--out_rw")              # same settings: fine
+    with pytest.raises(WsegError, match="beta 4 -> 8.*--out_rw"):
+        record_folder_settings(d, {"beta": 8}, ".s.json", "--out_rw")
+    os.remove(os.path.join(d, ".s.json"))
+    with pytest.raises(WsegError, match="unknown settings"):
+        record_folder_settings(d, {"beta": 8}, ".s.json", "--out_rw")
+
+
+def test_eval_defaults_to_the_dataset_roots_classes(toy_root, tmp_path):
+    """Without --classes, eval.py takes the classes.txt of --gt_dir's root (4 classes here), not VOC's 21: the
+    toy masks copied as predictions score 100%, not 4/21."""
+    import shutil
+
+    from wseg.pipeline import load_script
+
+    gt = os.path.join(toy_root, "SegmentationClass")
+    pred = str(tmp_path / "pred")
+    shutil.copytree(gt, pred)
+    ev = load_script("scripts/eval.py")
+    argv = ["--list", os.path.join(toy_root, "ImageSets/Segmentation/val.txt"), "--predict_dir", pred, "--gt_dir", gt,
+            "--type", "png", "--num_workers", "0", "--logfile", str(tmp_path / "e.txt"), "--progress", "False"]
+    res = ev.run(ev.build_parser().parse_args(argv))
+    assert res["miou"] == pytest.approx(100.0) and len(res["iou"]) == 4
+    res = ev.run(ev.build_parser().parse_args(argv + ["--classes", "voc12"]))
+    assert res["miou"] == pytest.approx(100.0 * 4 / 21)
