@@ -8,6 +8,7 @@ import sys
 
 from wseg.cli import main
 from wseg.data import synthetic
+from wseg.errors import WsegError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.preview and not args.preview.lower().endswith((".png", ".jpg", ".jpeg")):
+        raise WsegError(f"--preview {args.preview}: name a .png or .jpg picture file")
+    if args.preview_n < 1 or args.workers < 0:
+        raise WsegError(f"--preview_n {args.preview_n} / --workers {args.workers}: need at least 1 preview image and "
+                        "no negative worker count")
     summary = synthetic.make_toy_voc(args.out, num_train=args.num_train, num_val=args.num_val,
                                      num_classes=args.num_classes, image_size=args.size, seed=args.seed,
                                      workers=args.workers, difficulty=args.difficulty, max_objects=args.max_objects,

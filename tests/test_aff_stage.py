@@ -253,6 +253,13 @@ def test_bad_inputs_give_one_line_errors(toy, prepared, trained, tmp_path, capsy
     assert rc == 2 and "aff_prepare" in err()
     rc, _ = call(aff_train, train_argv(toy, prepared, str(tmp_path / "s"), "--crop_size", "100"))
     assert rc == 2 and "--crop_size 100" in err()
+    la, ha = os.path.join(prepared, "crf_la"), os.path.join(prepared, "crf_ha")
+    argv = train_argv(toy, prepared, str(tmp_path / "s"))
+    for pair, named in (((la, la), "same folder"), ((ha, la), "swapped")):
+        bad = list(argv)
+        bad[bad.index("--la_crf_dir") + 1], bad[bad.index("--ha_crf_dir") + 1] = pair
+        rc, _ = call(aff_train, bad)
+        assert rc == 2 and named in err()
     # inference: checkpoint not fitting the backbone, a CAM checkpoint, two backgrounds, missing CAMs
     session, _ = trained
     base = ["--voc12_root", toy["root"], "--infer_list", toy["val"], "--cam_dir", toy["cams"],

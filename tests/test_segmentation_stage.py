@@ -235,6 +235,13 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
     with pytest.raises(WsegError, match="image-pooling BatchNorm of deeplabv2 needs at least 2"):
         _train(_train_args(toy_root, pseudo, str(tmp_path / "o5"), "model=deeplabv2", "backbone=resnet_tiny",
                            "frozen_layers=[]", "batch_size=1", "head_dim=8"))
+    # values that failed deep inside torch/numpy, or trained silently on nonsense
+    for bad, named in (("crop_size=0", "crop_size 0"), ("crop_size=4", "crop_size 4"), ("head_dim=-4", "head_dim"),
+                       ("aspp_rates=[-6,12,18,24]", "aspp_rates"), ("mean=[0.5,0.5]", "mean"), ("std=[0,0,0]", "std"),
+                       ("momentum=-1", "momentum -1"), ("power=nan", "power nan"), ("seed=-1", "seed -1"),
+                       ("num_workers=-1", "num_workers -1")):
+        with pytest.raises(WsegError, match=named):
+            _train(_train_args(toy_root, pseudo, str(tmp_path / "o6"), bad))
 
 
 # ------------------------------------------------------------------ test.py

@@ -410,6 +410,14 @@ def check_worker_config(cfg: Mapping[str, Any]) -> None:
         raise WsegError(f"seed {cfg['seed']}: must lie in [0, 2**32)")
 
 
+def check_normalisation_config(cfg: Mapping[str, Any]) -> None:
+    """``mean``/``std``: three finite values each (RGB, 0..1), the stds positive."""
+    mean, std = [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
+    if len(mean) != 3 or len(std) != 3 or not all(np.isfinite(mean)) or not all(0 < v < np.inf for v in std):
+        raise WsegError(f"mean {cfg['mean']} / std {cfg['std']}: need three finite RGB values each, the stds > 0 "
+                        "(ImageNet: 0.485 0.456 0.406 / 0.229 0.224 0.225)")
+
+
 def check_train_config(cfg: Mapping[str, Any]) -> None:
     """One-line errors for values that would only fail later."""
     for key in ("max_iters", "batch_size", "ckpt_every", "log_every"):
@@ -426,6 +434,20 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
             raise WsegError(f"{key} {cfg[key]}: must lie in [{low}, {high}) (published momentum 0.9, weight_decay "
                             "5e-4, power 0.9)")
     check_worker_config(cfg)
+    crop = int(cfg["crop_size"])
+    if crop == 0 and int(cfg["batch_size"]) > 1:
+        raise WsegError(f"crop_size 0 (no crop) with batch_size {cfg['batch_size']}: images of different sizes cannot "
+                        "be batched; set a crop_size (published 448) or batch_size 1")
+    if 0 < crop < 8:
+        raise WsegError(f"crop_size {crop}: must be 0 (no crop) or at least 8, the network's output stride")
+    if cfg.get("head_dim") is not None and int(cfg["head_dim"]) < 1:
+        raise WsegError(f"head_dim {cfg['head_dim']}: must be at least 1 (default 512 for v1, 256 for v2)")
+    if min(int(r) for r in cfg["aspp_rates"]) < 1:
+        raise WsegError(f"aspp_rates {list(cfg['aspp_rates'])}: dilation rates must be at least 1 (published 6 12 18 "
+                        "24)")
+    if not 0 <= float(cfg["bn_momentum"]) <= 1:
+        raise WsegError(f"bn_momentum {cfg['bn_momentum']}: must lie in [0, 1] (published 3e-4)")
+    check_normalisation_config(cfg)
     if not cfg.get("voc12_root"):
         raise WsegError("voc12_root: not set; pass --voc12_root <VOC-format root holding JPEGImages/>")
 

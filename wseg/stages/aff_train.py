@@ -22,6 +22,7 @@ Outputs: ``<session_name>.pth`` (final weights, a plain state dict as published)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 from typing import Dict, Optional, Sequence, Tuple
@@ -40,6 +41,7 @@ from wseg.data.transforms import ColorJitter, apply_crop, crop_box, hwc_to_chw, 
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
 from wseg.errors import WsegError
+from wseg.stages.aff_prepare import SETTINGS_FILE as PREPARE_SETTINGS
 from wseg.stages.common import begin_training, check_schedule_flags
 from wseg.models.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
 
@@ -97,6 +99,15 @@ def feature_label_map(la: np.ndarray, ha: np.ndarray, stride: int = STRIDE) -> n
     return confident_labels(la_p, ha_p, keys)
 
 
+def _prepared_alpha(folder: str):
+    """The background power ``aff_prepare`` recorded for a label folder, or None (no or unreadable record)."""
+    try:
+        with open(os.path.join(folder, PREPARE_SETTINGS)) as f:
+            return float(json.load(f)["alpha"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class AffinityTrainDataset(Dataset):
     """``(image (3, S, S), bg_pos (K, M), fg_pos (K, M), neg (K, M))`` for a random crop of side ``S``."""
 
@@ -113,6 +124,14 @@ class AffinityTrainDataset(Dataset):
     def _check_files(self) -> None:
         for folder in (self.la_dir, self.ha_dir):
             io.require_dir(folder, "affinity label", f"run {PREPARE_STAGE} for this list first")
+        if os.path.samefile(self.la_dir, self.ha_dir):
+            raise WsegError(f"--la_crf_dir and --ha_crf_dir are the same folder ({self.la_dir}); pass "
+                            f"{PREPARE_STAGE}'s low- and high-alpha folders")
+        alphas = [_prepared_alpha(folder) for folder in (self.la_dir, self.ha_dir)]
+        if None not in alphas and not alphas[0] < alphas[1]:
+            raise WsegError(f"--la_crf_dir {self.la_dir} holds alpha {alphas[0]:g} labels and --ha_crf_dir "
+                            f"{self.ha_dir} alpha {alphas[1]:g}: the low-alpha folder must have the lower alpha "
+                            "(swapped?)")
             missing = [i for i in self.ids if not os.path.isfile(os.path.join(folder, i + ".png"))]
             if missing:
                 raise WsegError(f"{os.path.join(folder, missing[0] + '.png')}: affinity label not found "
