@@ -97,3 +97,34 @@ def test_eval_defaults_to_the_dataset_roots_classes(toy_root, tmp_path):
     assert res["miou"] == pytest.approx(100.0) and len(res["iou"]) == 4
     res = ev.run(ev.build_parser().parse_args(argv + ["--classes", "voc12"]))
     assert res["miou"] == pytest.approx(100.0 * 4 / 21)
+
+
+def test_voc_root_checks_classes_lists_and_cams(toy_root, tmp_path):
+    from wseg import io
+    from wseg.data.voc import VOCRoot
+
+    with pytest.raises(WsegError, match="--classes voc12: 21 classes, but .*classes.txt lists 4 others"):
+        VOCRoot(toy_root, "voc12")
+    assert VOCRoot(toy_root).spec.num_classes == 4
+    missing = str(tmp_path / "nolist.txt")
+    with pytest.raises(WsegError, match=f"{missing}: list file not found"):    # named as given, no extra .txt
+        VOCRoot(toy_root).ids(missing)
+    path = str(tmp_path / "cam.npy")
+    io.save_cam_dict(path, {0: np.array([[0.5, np.nan]], np.float32)})
+    with pytest.raises(WsegError, match="NaN or inf"):
+        io.load_cam_dict(path)
+
+
+@pytest.mark.parametrize("extra, named", [(["--momentum", "5"], "--momentum 5"), (["--lr", "inf"], "--lr inf"),
+                                          (["--seed", "-1"], "--seed -1")])
+def test_training_schedule_flags(toy_root, tmp_path, extra, named):
+    from wseg.pipeline import load_script
+
+    mod = load_script("scripts/contrast_train.py")
+    argv = ["--voc12_root", toy_root, "--train_list", os.path.join(toy_root, "ImageSets/Segmentation/train.txt"),
+            "--backbone", "resnet38_tiny", "--session_name"]
+    with pytest.raises(WsegError, match=named):
+        mod.run(mod.build_parser().parse_args(argv + [str(tmp_path / "s" / "x"), *extra]))
+    with pytest.raises(WsegError, match="--session_name"):                  # a folder, no file name prefix
+        mod.run(mod.build_parser().parse_args(argv + [str(tmp_path) + os.sep]))
+    assert not os.path.exists(tmp_path / "s")

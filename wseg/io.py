@@ -189,9 +189,9 @@ def save_cam_dict(path: str, cams: Dict[int, np.ndarray]) -> None:
 
 def load_cam_dict(path: str, num_fg: Optional[int] = None,
                   shape: Optional[Tuple[int, int]] = None) -> Dict[int, np.ndarray]:
-    """Load and validate a CAM dict written by wseg or by the published scripts.
-
-    ``num_fg`` (number of foreground classes) bounds the keys; ``shape`` (H, W) checks every map's size.
+    """Load and validate a CAM dict written by wseg or by the published scripts: 2-D maps of one size, finite
+    values, class-index keys (``num_fg``, the number of foreground classes, bounds them); ``shape`` (H, W) checks
+    every map's size.
     """
     require_file(path, "CAM file", "run the CAM inference stage for this id (or check --cam_dir / --predict_dir)")
     try:
@@ -217,6 +217,9 @@ def load_cam_dict(path: str, num_fg: Optional[int] = None,
             ref_shape = arr.shape
         if arr.shape != ref_shape:
             raise WsegError(f"{path}: CAMs of one image differ in size ({ref_shape} vs {arr.shape})")
+        if not np.isfinite(arr).all():
+            raise WsegError(f"{path}: CAM for class {k} holds NaN or inf values; re-run CAM inference (check the "
+                            "model weights)")
         if k < 0 or (num_fg is not None and k >= num_fg):
             raise WsegError(f"{path}: CAM key {k} outside [0, {num_fg}) (keys are class indices without "
                             f"background); check --classes")

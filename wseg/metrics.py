@@ -202,8 +202,10 @@ def histogram_to_confusions(hist: np.ndarray) -> np.ndarray:
 def curve_thresholds(start: float = 0.0, end: float = 0.59, step: float = 0.01) -> np.ndarray:
     """Background thresholds ``start, start + step, ... <= end`` (float64), equal to the published ``i / 100.0``
     for the default 0.00..0.59 (60 values): each value is rounded to 10 decimals, the nearest double."""
-    if not (step > 0 and math.isfinite(step) and math.isfinite(start) and math.isfinite(end)):
-        raise WsegError(f"--step {step}: the curve needs a positive step and finite --start/--end")
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise WsegError(f"--start {start} / --end {end}: the curve needs finite bounds (published 0 and 0.59)")
+    if not (step > 0 and math.isfinite(step)):
+        raise WsegError(f"--step {step}: the curve needs a positive, finite step (published 0.01)")
     if end < start:
         raise WsegError(f"--start {start} > --end {end}: the curve needs start <= end")
     n = int(math.floor((end - start) / step + 1e-9)) + 1
@@ -276,9 +278,7 @@ def evaluate_file(image_id: str, predict_dir: str, gt_dir: str, num_classes: int
             raise WsegError(f"{pred_path}: CAM size {tuple(shape)} differs from the ground truth {gt.shape} "
                             f"({gt_path}); the CAMs belong to other images or another resolution: re-run CAM "
                             "inference")
-    fg_max, fg_label = cam_fg_argmax(cams, num_classes, gt.shape)
-    if np.isnan(fg_max).any():
-        raise WsegError(f"{pred_path}: CAM holds NaN values; re-run CAM inference (check the model weights)")
+    fg_max, fg_label = cam_fg_argmax(cams, num_classes, gt.shape)     # finite: load_cam_dict checks the maps
     return threshold_histogram(fg_max, fg_label, gt, thresholds, num_classes, ignore_index)
 
 
@@ -314,7 +314,7 @@ def evaluate_list(ids: Sequence[str], predict_dir: str, gt_dir: str, num_classes
             raise WsegError("--type npy needs a background threshold (--t) or --curve")
         t32 = np.asarray(thresholds, np.float64).astype(np.float32)
         if not np.isfinite(t32).all():
-            raise WsegError(f"--t {list(thresholds)}: thresholds must be finite numbers")
+            raise WsegError(f"--t {' '.join(f'{float(t):g}' for t in thresholds)}: thresholds must be finite numbers")
         order, inverse = np.unique(t32, return_inverse=True)  # sorted float32, as the published tensor holds t
     rest = (predict_dir, gt_dir, int(num_classes), input_type, order, ignore_index)
     num_workers = max(1, min(int(num_workers), len(ids)))

@@ -67,6 +67,11 @@ class VOCRoot:
                     f"{root} is not a VOC-format root: it needs JPEGImages/ (e.g. VOCdevkit/VOC2012)")
         self.root = root
         self.spec = spec if isinstance(spec, DatasetSpec) else get_spec(spec, root=root)
+        own = os.path.join(root, "classes.txt")
+        if spec is not None and os.path.isfile(own) and get_spec(own).class_names != self.spec.class_names:
+            raise WsegError(f"--classes {spec if isinstance(spec, str) else self.spec.name}: {self.spec.num_classes} "
+                            f"classes, but {own} lists {get_spec(own).num_classes} others; omit --classes to use the "
+                            "root's own")
 
     def image_path(self, image_id: str) -> str:
         return os.path.join(self.root, "JPEGImages", image_id + ".jpg")
@@ -98,6 +103,9 @@ class VOCRoot:
         """Ids of a split given as a list path or a split name (``train``, ``val``, ``train_aug``)."""
         if os.path.isfile(list_path_or_split):
             return read_list(list_path_or_split)
+        if os.sep in list_path_or_split or list_path_or_split.endswith(".txt"):    # a path, not a split name
+            raise WsegError(f"{list_path_or_split}: list file not found; pass an existing list or a split name "
+                            f"(train, val, ... under {os.path.join(self.root, SPLIT_DIR)})")
         return read_list(self.split_path(list_path_or_split))
 
     def cls_labels(self, ids: Sequence[str], path: Optional[str] = None) -> Dict[str, np.ndarray]:

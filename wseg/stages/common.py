@@ -28,10 +28,13 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
     traceback from the data loader, the optimiser or ``random.randint`` later."""
     if args.batch_size < 1 or args.max_epoches < 1:
         raise WsegError(f"--batch_size {args.batch_size} / --max_epoches {args.max_epoches}: both must be at least 1")
-    if not args.lr > 0 or not args.wt_dec >= 0:
-        raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g}: need lr > 0 and wt_dec >= 0")
-    if getattr(args, "momentum", None) is not None and not args.momentum >= 0:
-        raise WsegError(f"--momentum {args.momentum:g}: must be >= 0")
+    if not (0 < args.lr < float("inf") and 0 <= args.wt_dec < 1):
+        raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g}: need a finite lr > 0 and 0 <= wt_dec < 1 "
+                        "(published 0.01 and 5e-4)")
+    if getattr(args, "momentum", None) is not None and not 0 <= args.momentum < 1:
+        raise WsegError(f"--momentum {args.momentum:g}: must lie in [0, 1) (default: the published quirk, 5e-4)")
+    if not os.path.basename(args.session_name):
+        raise WsegError(f"--session_name {args.session_name!r}: needs a file name prefix (e.g. runs/resnet38_contrast)")
     if args.num_workers < 0:
         raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in the main process)")
     if not 0 <= args.seed < 2 ** 32:
