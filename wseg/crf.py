@@ -66,10 +66,9 @@ def check_crf_params(t: int, scale_factor: float = 1, **kernels: float) -> None:
     deviations and ``scale_factor`` ``> 0``. Stages call it before starting CRF workers."""
     if not 1 <= t <= MAX_CRF_ITERS:
         raise WsegError(f"CRF: {t} mean-field iterations; need 1 to {MAX_CRF_ITERS} (published 10)")
-    bad = {k: v for k, v in kernels.items()
+    bad = {k: v for k, v in {**kernels, "scale_factor": scale_factor}.items()
            if not (0 <= float(v) < np.inf if k.endswith("_w") else 0 < float(v) < np.inf)}
-    if bad or not 0 < float(scale_factor) < np.inf:
-        bad.update({} if 0 < float(scale_factor) < np.inf else {"scale_factor": scale_factor})
+    if bad:
         raise WsegError(f"CRF: {', '.join(f'{k}={v}' for k, v in bad.items())}: kernel weights must be finite and "
                         ">= 0, standard deviations and scales finite and > 0")
 

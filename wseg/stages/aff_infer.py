@@ -38,11 +38,11 @@ from tqdm import tqdm
 from wseg import io
 from wseg.affinity import DEFAULT_RADIUS
 from wseg.cli import add_bool_flag
+from wseg.crf import MAX_CRF_ITERS
 from wseg.data.datasets import open_rgb
 from wseg.data.transforms import hwc_to_chw, normalize, rescale, scaled_size
 from wseg.data.voc import VOCRoot
 from wseg.engine import LOG, autocast, resolve_device, setup_logging
-from wseg.crf import MAX_CRF_ITERS
 from wseg.errors import WsegError
 from wseg.parallel import start_method
 from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, MAX_LOGT, STRIDE, argmax_labels, build_transition,
