@@ -128,3 +128,17 @@ def test_training_schedule_flags(toy_root, tmp_path, extra, named):
     with pytest.raises(WsegError, match="--session_name"):                  # a folder, no file name prefix
         mod.run(mod.build_parser().parse_args(argv + [str(tmp_path) + os.sep]))
     assert not os.path.exists(tmp_path / "s")
+
+
+def test_pipeline_overrides_reach_deeplab_and_unknown_sections_fail():
+    from wseg.pipeline import apply_overrides, wsss_stages
+
+    cfg = apply_overrides({"dataset": {"voc12_root": "/data/voc"}, "stages": {}},
+                          ["segmentation:--max_iters=3", "aff_infer:--logt=4"])
+    stages = {s.name: s for s in wsss_stages(cfg, "/tmp/w")}
+    assert "max_iters=3" in stages["seg_train"].argv and stages["aff_infer"].argv[-2:] == ["--logt", "4"]
+    assert os.path.isfile(stages["seg_train"].argv[1])           # the default config, found from any folder
+    with pytest.raises(WsegError, match="no section 'aff_infr'"):
+        apply_overrides(cfg, ["aff_infr:--logt=4"])
+    with pytest.raises(WsegError, match="unknown stages entries segmentation.max_iters"):
+        wsss_stages({"dataset": {}, "stages": {"segmentation": {"max_iters": 3}}}, "/tmp/w")

@@ -133,6 +133,12 @@ def flags(options: Optional[Dict]) -> List[str]:
     return out
 
 
+#: The ``cfg["stages"]`` sections :func:`wsss_stages` reads (``eval`` flags go to every evaluation).
+STAGE_SECTIONS = ("contrast_train", "contrast_infer", "aff_prepare", "aff_train", "aff_infer", "eval", "segmentation")
+#: What the ``segmentation`` section holds (its ``set`` maps DeepLab config keys to values).
+SEGMENTATION_KEYS = ("config", "set", "test_flags", "backbone_from_cam")
+
+
 def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
     """Apply ``SECTION:FLAG=VALUE`` overrides to ``cfg["stages"]`` in place (``make_toy_voc`` reaches the dataset).
 
@@ -145,6 +151,13 @@ def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
             raise WsegError(f"--set {item!r}: expected SECTION:--flag=VALUE, e.g. contrast_train:--max_epoches=2")
         if section == "make_toy_voc":
             target = cfg.setdefault("dataset", {}).setdefault("make_toy_voc", {})
+        elif section == "segmentation":     # DeepLab takes config keys: segmentation:--max_iters=3 -> max_iters=3
+            seg = cfg.setdefault("stages", {}).setdefault("segmentation", {}).setdefault("set", {})
+            seg[flag[2:]] = value.strip()
+            continue
+        elif section not in STAGE_SECTIONS:
+            raise WsegError(f"--set {item!r}: no section {section!r}; use one of make_toy_voc, "
+                            f"{', '.join(STAGE_SECTIONS)}")
         else:
             target = cfg.setdefault("stages", {}).setdefault(section, {})
         parts = value.split()
@@ -178,6 +191,11 @@ def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
     W = lambda *p: os.path.join(work_dir, *p)  # noqa: E731
     ds = cfg.get("dataset", {})
     st = cfg.get("stages", {})
+    unknown = sorted(set(st) - set(STAGE_SECTIONS)) + [
+        f"segmentation.{k}" for k in sorted(set(st.get("segmentation", {})) - set(SEGMENTATION_KEYS))]
+    if unknown:
+        raise WsegError(f"pipeline config: unknown stages entries {', '.join(unknown)}; the stages are "
+                        f"{', '.join(STAGE_SECTIONS)}, and segmentation holds {', '.join(SEGMENTATION_KEYS)}")
     stages: List[Stage] = []
     if "make_toy_voc" in ds:
         root = W("data")
@@ -229,7 +247,10 @@ def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
     stages.append(ev("eval_rw", W("rw"), "png"))
     stages.append(ev("eval_pseudo", W("pseudo"), "png"))
     seg = st.get("segmentation", {})
-    seg_common = ["--config", seg.get("config", "segmentation/configs/deeplabv1_resnet38.py"), "--voc12_root", root,
+    seg_config = seg.get("config", "segmentation/configs/deeplabv1_resnet38.py")
+    if not os.path.isabs(seg_config) and not os.path.isfile(seg_config):
+        seg_config = os.path.join(REPO, seg_config)     # the repo's configs, from any working folder
+    seg_common = ["--config", seg_config, "--voc12_root", root,
                   "--set", f"pseudo_mask_dir={W('pseudo')}", f"out_dir={W('seg')}"] + [
         f"{k}={v}" for k, v in seg.get("set", {}).items()]
     if seg.get("backbone_from_cam"):  # no ImageNet weights (synthetic demo): start from the trained CAM backbone

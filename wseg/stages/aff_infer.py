@@ -162,6 +162,9 @@ def run(args: argparse.Namespace) -> dict:
     if not (0 <= args.logt <= MAX_LOGT and 0 < args.beta <= 100 and 1 <= args.crf_iters <= MAX_CRF_ITERS):
         raise WsegError(f"--logt {args.logt} / --beta {args.beta:g} / --crf_iters {args.crf_iters}: need 0 <= logt <= "
                         f"{MAX_LOGT}, 0 < beta <= 100 and 1 to {MAX_CRF_ITERS} CRF iterations (published 6 or 8, 8, 1)")
+    if args.radius < 2:
+        raise WsegError(f"--radius {args.radius}: must be at least 2, the radius AffinityNet was trained with "
+                        "(published 5)")
     if not 0 < args.scale <= 4:
         raise WsegError(f"--scale {args.scale:g}: must lie in (0, 4] (1 = published)")
     if bg_score is not None and not 0 <= bg_score <= 1:
