@@ -142,3 +142,16 @@ def test_pipeline_overrides_reach_deeplab_and_unknown_sections_fail():
         apply_overrides(cfg, ["aff_infr:--logt=4"])
     with pytest.raises(WsegError, match="unknown stages entries segmentation.max_iters"):
         wsss_stages({"dataset": {}, "stages": {"segmentation": {"max_iters": 3}}}, "/tmp/w")
+
+
+def test_toy_dataset_and_cam_overflow_guards(tmp_path):
+    import warnings
+
+    from wseg.cam import background_power
+    from wseg.data.synthetic import make_toy_voc
+
+    with pytest.raises(WsegError, match="--ignore_width 1000: need 0..3 pixels for 64x48"):
+        make_toy_voc(str(tmp_path / "t"), num_train=1, num_val=0, image_size="64x48", ignore_width=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # a min-max CAM far below 0: inf background, no warning
+        assert np.isinf(background_power({0: np.full((2, 2), -41, np.float32)}, 24)).all()

@@ -265,6 +265,7 @@ def test_test_script(trained, toy_root, tmp_path):
     # settings pydensecrf would crash on, a negative worker count, the GT folder as pred_dir: one-line errors
     for bad, named in (("crf_pos_xy_std=0", "pos_xy_std=0"), ("crf_bi_rgb_std=nan", "bi_rgb_std=nan"),
                        ("crf_iters=0", "0 mean-field"), ("num_workers=-1", "num_workers -1"),
+                       ("test_scales=nan", "test_scales"), ("test_scales=1000", "test_scales"),
                        (f"pred_dir={os.path.join(toy_root, 'SegmentationClass')}", "ground-truth folder")):
         with pytest.raises(WsegError, match=named):
             TEST.run(TEST.build_parser().parse_args(argv + [bad]))

@@ -76,12 +76,16 @@ def scores_with_background(cams: Dict[int, np.ndarray], bg: float | np.ndarray,
 
 
 def background_power(cams: Dict[int, np.ndarray], alpha: float, shape: Tuple[int, int] | None = None) -> np.ndarray:
-    """PSA's background score ``(1 - max_k cam_k)^alpha`` (low alpha: more background; high: less)."""
+    """PSA's background score ``(1 - max_k cam_k)^alpha`` (low alpha: more background; high: less). Min-max
+    normalised CAMs go below 0 where they were zeroed (down to about -40 for nearly constant maps), so the power can
+    overflow float32 to inf, as in the published float32 code: the background then wins, as it would anyway, and the
+    CRF clips scores to 1; the overflow is not worth a warning."""
     if cams:
         fg_max = np.max(np.stack(list(cams.values())), 0)
     else:
         fg_max = np.zeros(shape, np.float32)
-    return np.power(np.clip(1.0 - fg_max, 0.0, None), alpha).astype(np.float32)
+    with np.errstate(over="ignore"):
+        return np.power(np.clip(1.0 - fg_max, 0.0, None), alpha).astype(np.float32)
 
 
 def cam_to_label(cams: Dict[int, np.ndarray], bg: float | np.ndarray, shape: Tuple[int, int] | None = None

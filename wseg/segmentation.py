@@ -410,6 +410,14 @@ def check_worker_config(cfg: Mapping[str, Any]) -> None:
         raise WsegError(f"seed {cfg['seed']}: must lie in [0, 2**32)")
 
 
+def check_scales_config(cfg: Mapping[str, Any], key: str) -> None:
+    """``test_scales`` / ``val_scales``: at least one finite factor in ``(0, 4]``."""
+    scales = [float(v) for v in cfg[key]]
+    if not scales or not all(0 < v <= 4 for v in scales):
+        raise WsegError(f"{key} {list(cfg[key])}: need one or more scale factors in (0, 4] (published test "
+                        "0.5 0.75 1 1.25 1.5 1.75)")
+
+
 def check_normalisation_config(cfg: Mapping[str, Any]) -> None:
     """``mean``/``std``: three finite values each (RGB, 0..1), the stds positive."""
     mean, std = [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
@@ -448,6 +456,8 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     if not 0 <= float(cfg["bn_momentum"]) <= 1:
         raise WsegError(f"bn_momentum {cfg['bn_momentum']}: must lie in [0, 1] (published 3e-4)")
     check_normalisation_config(cfg)
+    if int(cfg["val_every"]) > 0:
+        check_scales_config(cfg, "val_scales")
     if not cfg.get("voc12_root"):
         raise WsegError("voc12_root: not set; pass --voc12_root <VOC-format root holding JPEGImages/>")
 

@@ -161,8 +161,10 @@ class ToyConfig:
         if not 0.02 <= self.min_scale <= self.max_scale <= 1.0:
             raise WsegError(f"object scale range ({self.min_scale}, {self.max_scale}) must satisfy "
                             "0.02 <= min <= max <= 1")
-        if self.ignore_width < 0:
-            raise WsegError(f"ignore_width={self.ignore_width}: must be >= 0 pixels")
+        widest = max(2, min(self.width, self.height) // 16)   # wider bands swallow the small objects whole
+        if not 0 <= self.ignore_width <= widest:
+            raise WsegError(f"--ignore_width {self.ignore_width}: need 0..{widest} pixels for "
+                            f"{self.width}x{self.height} images (default 2)")
         if not 0 <= self.distractors[0] <= self.distractors[1] <= 32:
             raise WsegError(f"distractors={tuple(self.distractors)}: need 0 <= min <= max <= 32")
         return self
