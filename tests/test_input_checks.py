@@ -155,3 +155,17 @@ def test_toy_dataset_and_cam_overflow_guards(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")                      # a min-max CAM far below 0: inf background, no warning
         assert np.isinf(background_power({0: np.full((2, 2), -41, np.float32)}, 24)).all()
+
+
+def test_pipeline_list_writes_nothing_and_names_stages_in_errors(tmp_path, capsys):
+    from wseg.pipeline import REPO, load_script
+
+    rp = load_script("scripts/run_pipeline.py")
+    demo = os.path.join(REPO, "scripts/pipelines/demo.json")
+    work = str(tmp_path / "w")
+    rp.run(rp.build_parser().parse_args(["--config", demo, "--work_dir", work, "--list"]))
+    assert "seg_test" in capsys.readouterr().out and not os.path.exists(work)
+    with pytest.raises(SystemExit):
+        rp.run(rp.build_parser().parse_args(["--config", demo, "--work_dir", work, "--only", "data",
+                                             "--set", "make_toy_voc:--nosuch=1"]))
+    assert "(stage data;" in capsys.readouterr().err

@@ -52,8 +52,7 @@ class Runner:
     def __init__(self, work_dir: str, stages: Sequence[Stage]):
         self.work_dir = work_dir
         self.stages = list(stages)
-        self.mark_dir = os.path.join(work_dir, "stages")
-        os.makedirs(self.mark_dir, exist_ok=True)
+        self.mark_dir = os.path.join(work_dir, "stages")     # created by the first mark (io.atomic_path)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError("duplicate stage names")
@@ -91,9 +90,14 @@ class Runner:
             cmd = "python " + stage.script + " " + " ".join(shlex.quote(a) for a in stage.argv)
             echo(f"[run ] {stage.name}: {cmd}")
             mod = load_script(stage.script)
-            args = mod.build_parser().parse_args(stage.argv)
+            parser = mod.build_parser()
+            parser.prog = f"{stage.script} (stage {stage.name}; its flags come from the config and --set)"
+            args = parser.parse_args(stage.argv)
             t0 = time.time()
-            result = mod.run(args)
+            try:
+                result = mod.run(args)
+            except WsegError as exc:
+                raise WsegError(f"stage {stage.name}: {exc}") from None
             seconds = time.time() - t0
             record = {"seconds": round(seconds, 2), "command": cmd,
                       "result": _jsonable(result) if isinstance(result, dict) else None}
