@@ -169,3 +169,13 @@ def test_pipeline_list_writes_nothing_and_names_stages_in_errors(tmp_path, capsy
         rp.run(rp.build_parser().parse_args(["--config", demo, "--work_dir", work, "--only", "data",
                                              "--set", "make_toy_voc:--nosuch=1"]))
     assert "(stage data;" in capsys.readouterr().err
+
+
+def test_deeplab_key_given_twice_with_different_values():
+    from wseg.pipeline import REPO, load_script
+
+    cfgmod = load_script("segmentation/config.py")
+    demo = os.path.join(REPO, "segmentation/configs/demo_tiny.py")
+    assert cfgmod.load_config(demo, [("max_iters", ["4"])], ["max_iters=4"])["max_iters"] == 4     # agreeing: fine
+    with pytest.raises(WsegError, match="max_iters: given as --max_iters 0 and as --set max_iters=4"):
+        cfgmod.load_config(demo, [("max_iters", ["0"])], ["max_iters=4"])
