@@ -256,12 +256,11 @@ def load_config(path: Optional[str], overrides: Sequence[Tuple[str, List[str]]] 
     if path:
         cfg.update(read_config_file(path))
     set_pairs = parse_set(set_items)
-    flagged = {key: vals for key, vals in overrides}
-    both = [key for key, vals in set_pairs if key in flagged and flagged[key] != vals]
-    if both:
-        key = both[0]
-        raise WsegError(f"{key}: given as --{key} {' '.join(flagged[key])} and as --set {key}="
-                        f"{dict(set_pairs)[key][0]}; pass it once")
+    flagged = dict(overrides)
+    for key, vals in set_pairs:
+        if key in flagged and flagged[key] != vals:
+            raise WsegError(f"{key}: given as --{key} {' '.join(flagged[key])} and as --set {key}={vals[0]}; "
+                            "pass it once")
     apply_overrides(cfg, overrides)
     apply_overrides(cfg, set_pairs, "--set {key}")
     cfg["config_file"] = os.path.abspath(path) if path else None
