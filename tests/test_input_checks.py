@@ -179,3 +179,15 @@ def test_deeplab_key_given_twice_with_different_values():
     assert cfgmod.load_config(demo, [("max_iters", ["4"])], ["max_iters=4"])["max_iters"] == 4     # agreeing: fine
     with pytest.raises(WsegError, match="max_iters: given as --max_iters 0 and as --set max_iters=4"):
         cfgmod.load_config(demo, [("max_iters", ["0"])], ["max_iters=4"])
+
+
+def test_split_lists_refuse_ids_without_images(toy_root, tmp_path):
+    import shutil
+
+    from wseg.data.voc import make_split_lists
+
+    root = str(tmp_path / "root")
+    shutil.copytree(toy_root, root)
+    os.remove(os.path.join(root, "JPEGImages", "toy_000002.jpg"))
+    with pytest.raises(WsegError, match=r"toy_000002.jpg: image of split train not found \(1 of 12"):
+        make_split_lists(root)

@@ -237,5 +237,10 @@ def make_split_lists(root: str, out_dir: Optional[str] = None) -> Dict[str, List
         aug_ids = {os.path.splitext(f)[0] for f in os.listdir(aug) if f.endswith(".png")}
         splits["train_aug"] = sorted((set(splits["train"]) | aug_ids) - val)
     for name, ids in splits.items():
+        missing = [i for i in ids if not os.path.isfile(voc.image_path(i))]
+        if missing:
+            raise WsegError(f"{voc.image_path(missing[0])}: image of split {name} not found ({len(missing)} of "
+                            f"{len(ids)} missing); restore the images or drop the ids from the split list")
+    for name, ids in splits.items():
         write_list(os.path.join(out_dir, name + ".txt"), ids)
     return splits
