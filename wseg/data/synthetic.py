@@ -728,8 +728,9 @@ def make_toy_voc(root: str, num_train: int = 240, num_val: int = 60, num_classes
     from wseg.data.classes import write_classes_txt
     from wseg.data.voc import write_cls_labels
 
-    if num_train < 0 or num_val < 0 or num_train + num_val < 1:
-        raise WsegError(f"--num_train {num_train} --num_val {num_val}: need non-negative counts, at least one image")
+    if num_train < 1 or num_val < 0 or num_train + num_val > 10 ** 6:
+        raise WsegError(f"--num_train {num_train} --num_val {num_val}: need at least one train image, no negative "
+                        "count, and at most a million images")
     if difficulty not in DIFFICULTY:
         raise WsegError(f"--difficulty {difficulty!r}: choose one of {', '.join(DIFFICULTY)}")
     unknown = set(options) - set(ToyConfig.__dataclass_fields__) - {"version"}
