@@ -61,8 +61,8 @@ def _crf_job(image_path: str, cams, out_path: str, bg: float, iters: int, num_cl
 def _check_args(args: argparse.Namespace) -> None:
     from wseg.errors import WsegError
 
-    if not all(0 < s < float("inf") for s in args.scales):
-        raise WsegError(f"--scales {' '.join(f'{s:g}' for s in args.scales)}: each must be positive "
+    if not all(0 < s <= 4 for s in args.scales):
+        raise WsegError(f"--scales {' '.join(f'{s:g}' for s in args.scales)}: each must lie in (0, 4] "
                         "(published 0.5 1.0 1.5 2.0)")
     if not (0 <= args.crf_alpha <= 1 and 0 <= args.out_cam_pred_alpha <= 1):
         raise WsegError(f"--crf_alpha {args.crf_alpha:g} / --out_cam_pred_alpha {args.out_cam_pred_alpha:g}: "
