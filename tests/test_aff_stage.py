@@ -1,6 +1,7 @@
 """Affinity stage end to end on a tiny synthetic VOC: aff_prepare -> aff_train -> aff_infer, resume, DDP, errors."""
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -255,6 +256,11 @@ def test_bad_inputs_give_one_line_errors(toy, prepared, trained, tmp_path, capsy
     assert rc == 2 and "--crop_size 100" in err()
     la, ha = os.path.join(prepared, "crf_la"), os.path.join(prepared, "crf_ha")
     argv = train_argv(toy, prepared, str(tmp_path / "s"))
+    partial = str(tmp_path / "partial")                                 # a label missing for one id
+    shutil.copytree(prepared, partial)
+    os.remove(os.path.join(partial, "crf_ha", first + ".png"))
+    rc, _ = call(aff_train, train_argv(toy, partial, str(tmp_path / "s")))
+    assert rc == 2 and f"crf_ha/{first}.png: affinity label not found" in err()
     for pair, named in (((la, la), "same folder"), ((ha, la), "swapped")):
         bad = list(argv)
         bad[bad.index("--la_crf_dir") + 1], bad[bad.index("--ha_crf_dir") + 1] = pair

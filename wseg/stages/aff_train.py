@@ -132,6 +132,7 @@ class AffinityTrainDataset(Dataset):
             raise WsegError(f"--la_crf_dir {self.la_dir} holds alpha {alphas[0]:g} labels and --ha_crf_dir "
                             f"{self.ha_dir} alpha {alphas[1]:g}: the low-alpha folder must have the lower alpha "
                             "(swapped?)")
+        for folder in (self.la_dir, self.ha_dir):
             missing = [i for i in self.ids if not os.path.isfile(os.path.join(folder, i + ".png"))]
             if missing:
                 raise WsegError(f"{os.path.join(folder, missing[0] + '.png')}: affinity label not found "
