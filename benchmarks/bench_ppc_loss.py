@@ -181,9 +181,8 @@ def timed_pair(fn_a, fn_b, device, rounds, block=3, block_s=0.25):
     one untimed warm-up call and then timed calls, at least ``block`` of them and for at least ``block_s`` seconds,
     so both sides get about the same time per block. A fast function then reaches its steady state (caches, heap)
     within each block, as in a plain timing loop, instead of being timed only in its first calls after the slow
-    one ran (for PPC's loss, the best of 3 calls right after the published loop is about 6% slower than the best of
-    30). Alternating the blocks spreads drifting load on a shared machine over both alike. Returns ``(seconds of
-    fn_a, seconds of fn_b)``."""
+    one ran, which find its caches and heap in the slow one's state. Alternating the blocks spreads drifting load
+    on a shared machine over both alike. Returns ``(seconds of fn_a, seconds of fn_b)``."""
     best = [float("inf"), float("inf")]
     for _ in range(rounds):
         for i, fn in enumerate((fn_a, fn_b)):

@@ -81,16 +81,11 @@ def run(args) -> dict:
     from wseg.data.voc import VOCRoot
     from wseg.engine import LOG, resolve_device, setup_logging
     from wseg.errors import WsegError
-    from wseg.segmentation import (build_model, check_normalisation_config, check_scales_config, check_worker_config,
-                                   crf_params, load_segmentation_weights, predict_split, record_prediction_settings,
-                                   server_layout_dir)
+    from wseg.segmentation import (build_model, check_test_config, crf_params, load_segmentation_weights,
+                                   predict_split, record_prediction_settings, server_layout_dir)
 
     cfg = config_module().config_from_args(args)
-    check_worker_config(cfg)
-    check_normalisation_config(cfg)
-    check_scales_config(cfg, "test_scales")
-    if not cfg.voc12_root:
-        raise WsegError("voc12_root: not set; pass --voc12_root <VOC-format root holding JPEGImages/>")
+    check_test_config(cfg)
     out_dir = cfg.output_dir()
     os.makedirs(out_dir, exist_ok=True)
     setup_logging(os.path.join(out_dir, "test.log"))

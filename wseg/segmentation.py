@@ -458,6 +458,18 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     check_normalisation_config(cfg)
     if int(cfg["val_every"]) > 0:
         check_scales_config(cfg, "val_scales")
+    _check_root(cfg)
+
+
+def check_test_config(cfg: Mapping[str, Any]) -> None:
+    """One-line errors for test-time values that would only fail later (the CRF's: :func:`crf_params`)."""
+    check_worker_config(cfg)
+    check_normalisation_config(cfg)
+    check_scales_config(cfg, "test_scales")
+    _check_root(cfg)
+
+
+def _check_root(cfg: Mapping[str, Any]) -> None:
     if not cfg.get("voc12_root"):
         raise WsegError("voc12_root: not set; pass --voc12_root <VOC-format root holding JPEGImages/>")
 

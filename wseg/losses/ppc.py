@@ -119,7 +119,7 @@ def pseudo_labels(norm_cam: torch.Tensor, label_bg: torch.Tensor, dim: int = 1) 
     """The published ``argmax softmax(norm_cam * label)`` over the channel dim ``dim``, flattened over the others
     (e.g. ``(N*h*w,)`` for ``(N, C, h, w)``), int64; ``label_bg`` broadcasts (``(N, C, 1, 1)``), its background
     entry 1. The softmax is strictly increasing, so this is the first argmax of ``norm_cam * label`` itself (the
-    background's ``bg_threshold > 0`` makes the maximum positive, as :func:`first_argmax` needs), without the
+    background's ``bg_threshold >= 0`` keeps the maximum ``>= +0.0``, as :func:`first_argmax` needs), without the
     exponentials; only inputs within float rounding of each other, which the softmax may round to one value, can
     rank differently."""
     return first_argmax(norm_cam * label_bg, dim).reshape(-1)

@@ -59,6 +59,7 @@ def _crf_job(image_path: str, cams, out_path: str, bg: float, iters: int, num_cl
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from wseg.crf import MAX_CRF_ITERS
     from wseg.errors import WsegError
 
     if not all(0 < s <= 4 for s in args.scales):
@@ -67,9 +68,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if not (0 <= args.crf_alpha <= 1 and 0 <= args.out_cam_pred_alpha <= 1):
         raise WsegError(f"--crf_alpha {args.crf_alpha:g} / --out_cam_pred_alpha {args.out_cam_pred_alpha:g}: "
                         "background scores must lie in [0, 1], the range of the normalised CAMs (published 0.26)")
-    if args.crf_iters < 1 or args.num_workers < 0 or args.vis_num < 0:
+    if not 1 <= args.crf_iters <= MAX_CRF_ITERS or args.num_workers < 0 or args.vis_num < 0:
         raise WsegError(f"--crf_iters {args.crf_iters} / --num_workers {args.num_workers} / --vis_num {args.vis_num}: "
-                        "need at least 1 mean-field iteration (published 10) and no negative counts")
+                        f"need 1 to {MAX_CRF_ITERS} mean-field iterations (published 10) and no negative counts")
 
 
 def run(args: argparse.Namespace) -> dict:
