@@ -191,3 +191,25 @@ def test_split_lists_refuse_ids_without_images(toy_root, tmp_path):
     os.remove(os.path.join(root, "JPEGImages", "toy_000002.jpg"))
     with pytest.raises(WsegError, match=r"toy_000002.jpg: image of split train not found \(1 of 12"):
         make_split_lists(root)
+
+
+def test_cli_turns_running_out_of_memory_into_one_line(capsys):
+    import argparse
+
+    from wseg.cli import main
+
+    def fails(exc):
+        def run(args):
+            raise exc
+        return run
+
+    for exc in (MemoryError("Unable to allocate 64.0 GiB for an array with shape (4096, 4096, 1024)"),
+                RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                             "you tried to allocate 68719476736 bytes.\nmore lines"),
+                RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+                RuntimeError("Caught MemoryError in DataLoader worker process 0.\nOriginal Traceback ...")):
+        assert main(lambda: argparse.ArgumentParser(), fails(exc), []) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: out of memory (") and "--batch_size" in err[0], err
+    with pytest.raises(RuntimeError, match="shape mismatch"):                  # other runtime errors: a bug
+        main(lambda: argparse.ArgumentParser(), fails(RuntimeError("shape mismatch")), [])

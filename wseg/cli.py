@@ -25,9 +25,9 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, help: str, default
 
 def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], object],
          argv: Optional[Sequence[str]] = None) -> int:
-    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError`, or a file-system error on a
-    named path (an output folder that is a file, a permission, a full disk), becomes ``error: <message>`` on stderr
-    and exit status 2."""
+    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError`, a file-system error on a
+    named path (an output folder that is a file, a permission, a full disk), or running out of host or GPU memory
+    (:func:`out_of_memory`) becomes ``error: <message>`` on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
         run(args)
@@ -40,10 +40,28 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
         print(f"error: {exc.filename}: {exc.strerror or exc}; check the flag that names this path (an output folder "
               "must not be an existing file, nor lie under one)", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):                  # any other runtime error is a bug: keep the traceback
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"error: out of memory ({first}); lower --batch_size or the image sizes (--crop_size, --resize_long, "
+              "scales), or use a device with more memory; finished artifacts and checkpoints are kept, re-run to "
+              "resume", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says an allocation failed: Python's ``MemoryError`` (NumPy), ``torch.OutOfMemoryError``
+    (CUDA), the CPU allocator's ``RuntimeError``, or a DataLoader worker's re-raised ``MemoryError``."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("out of memory", "can't allocate memory", "Cannot allocate memory",
+                                   "Caught MemoryError"))
 
 
 def stage_parser(stage_module, description: Optional[str] = None) -> Callable[[], argparse.ArgumentParser]:
