@@ -213,3 +213,19 @@ def test_cli_turns_running_out_of_memory_into_one_line(capsys):
         assert len(err) == 1 and err[0].startswith("error: out of memory (") and "--batch_size" in err[0], err
     with pytest.raises(RuntimeError, match="shape mismatch"):                  # other runtime errors: a bug
         main(lambda: argparse.ArgumentParser(), fails(RuntimeError("shape mismatch")), [])
+
+
+def test_a_non_finite_loss_stops_before_the_optimiser_step():
+    import torch
+
+    from wseg.engine import grad_scaler, optimizer_step
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    scaler = grad_scaler(torch.device("cpu"), False)
+    optimizer_step((w * 2).sum(), opt, scaler, "step 0")
+    assert torch.allclose(w.detach(), torch.full((3,), 0.8))                    # a finite loss steps
+    bad = (w * float("nan")).sum()
+    with pytest.raises(WsegError, match=r"non-finite loss at step 7 \(loss_cls 1, loss_er nan\); lower --lr"):
+        optimizer_step(bad, opt, scaler, "step 7", {"loss_cls": torch.tensor(1.0), "loss_er": bad})
+    assert torch.allclose(w.detach(), torch.full((3,), 0.8))                    # and the weights stay finite

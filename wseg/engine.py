@@ -44,6 +44,21 @@ def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     return torch.amp.GradScaler("cuda", enabled=bool(enabled and device.type == "cuda"))
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, where: str,
+                   losses: Optional[Dict[str, torch.Tensor]] = None,
+                   hint: str = "lower --lr or disable --amp") -> None:
+    """One training step on ``loss``: gradients zeroed, backward (scaled under AMP), optimiser and scaler stepped.
+    A non-finite loss stops the run first, with a :class:`WsegError` naming ``where`` (e.g. ``step 12``), the
+    values of ``losses`` and ``hint``: the weights, and every checkpoint written so far, stay finite."""
+    if not torch.isfinite(loss):
+        parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in (losses or {}).items())
+        raise WsegError(f"non-finite loss at {where}" + (f" ({parts})" if parts else "") + f"; {hint}")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 # --------------------------------------------------------------------------------------------- DDP (torchrun)
 
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from wseg.data.datasets import ImageMaskDataset, open_rgb, unbatch_one
 from wseg.data.seg_transforms import SegTrainTransform, multiscale_inputs
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, AverageMeter, Dist, ScalarLog, autocast, grad_scaler, setup_logging
+from wseg.engine import LOG, AverageMeter, Dist, ScalarLog, autocast, grad_scaler, optimizer_step, setup_logging
 from wseg.errors import WsegError
 from wseg.io import atomic_write_text, pending_ids, save_mask_png
 from wseg.models.deeplab import DeepLab, build_deeplab, load_backbone_weights
@@ -603,12 +603,7 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
                 with autocast(device, bool(cfg["amp"])):
                     logits = net(images)
                 loss = seg_loss(logits, labels)
-                if not torch.isfinite(loss):
-                    raise WsegError(f"non-finite loss at iteration {itr}; lower lr or disable amp")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                optimizer_step(loss, optimizer, scaler, f"iteration {itr}", hint="lower lr or disable amp")
                 itr += 1
                 loss_v = float(loss.detach())
                 meter.add(loss=loss_v)

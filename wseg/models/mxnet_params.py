@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from wseg.errors import WsegError
+
+if TYPE_CHECKING:                                  # torch is imported where tensors are made
+    import torch
 
 LIST_MAGIC = 0x112
 NDARRAY_V1_MAGIC = 0xF993FAC8

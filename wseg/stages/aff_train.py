@@ -30,19 +30,19 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from wseg import io
 from wseg.affinity import DEFAULT_RADIUS, IGNORE, AffinityLabelExtractor, confident_labels, pool_scores
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import open_rgb
-from wseg.data.transforms import ColorJitter, apply_crop, crop_box, hwc_to_chw, normalize, resize_long, seeded
+from wseg.data.transforms import ColorJitter, apply_crop, crop_box, hwc_to_chw, normalize, resize_long
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
+from wseg.engine import LOG, StepLogger, autocast, grad_scaler, optimizer_step, unwrap
 from wseg.errors import WsegError
 from wseg.stages.aff_prepare import SETTINGS_FILE as PREPARE_SETTINGS
-from wseg.stages.common import begin_training, check_schedule_flags
+from wseg.stages.common import begin_epoch, begin_training, check_schedule_flags, epoch_loader
 from wseg.models.checkpoint import load_checkpoint, save_checkpoint, save_state_dict
 
 STRIDE = 8
@@ -240,16 +240,8 @@ def run(args: argparse.Namespace) -> dict:
     out_prefix = args.session_name
     dataset = AffinityTrainDataset(voc, ids, args.la_crf_dir, args.ha_crf_dir, args.crop_size, args.radius,
                                    args.resize_long, args.jitter)
+    loader, sampler, gen, steps_per_epoch = epoch_loader(dataset, args, dist)
     per_step = args.batch_size * dist.world_size
-    if len(dataset) < per_step:
-        raise WsegError(f"{args.train_list}: {len(dataset)} images, fewer than one batch of {per_step}; "
-                        "lower --batch_size or use a longer list")
-    sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if dist.enabled else None
-    gen = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.num_workers, drop_last=True, generator=gen,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    steps_per_epoch = len(dataset) // per_step
     max_step = steps_per_epoch * args.max_epoches
 
     model = build_affinity_net_for_training(args.backbone, args.weights, radius=args.radius)
@@ -270,12 +262,7 @@ def run(args: argparse.Namespace) -> dict:
                         args.log_every)
     first_loss = last_loss = None
     for epoch in range(start_epoch, args.max_epoches):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        # Every random source is re-seeded per epoch, so a run resumed at an epoch boundary equals an
-        # uninterrupted one (data order, crops, flips, jitter, dropout).
-        seeded(args.seed * 7919 + epoch * 104729 + dist.rank)
-        gen.manual_seed(args.seed + epoch)
+        begin_epoch(epoch, args, dist, sampler, gen)                  # data order, crops, flips, jitter, dropout
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.max_epoches}", disable=not dist.is_main,
                    dynamic_ncols=True, leave=False)
         for img, bg, fg, neg in bar:
@@ -289,12 +276,7 @@ def run(args: argparse.Namespace) -> dict:
                                 "must be 8 (check --backbone)")
             losses = affinity_loss(aff, bg.to(device), fg.to(device), neg.to(device))
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise WsegError(f"non-finite loss at step {optimizer.global_step}; lower --lr or disable --amp")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, f"step {optimizer.global_step}", losses)
             value = float(loss.detach())
             first_loss = value if first_loss is None else first_loss
             last_loss = value

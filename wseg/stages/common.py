@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from wseg.data.transforms import seeded
 from wseg.data.voc import VOCRoot
@@ -21,6 +24,37 @@ def begin_training(args: argparse.Namespace, stage: str) -> Tuple[Dist, VOCRoot,
     seeded(args.seed + dist.rank)
     voc = VOCRoot(args.voc12_root, args.classes)
     return dist, voc, voc.ids(args.train_list)
+
+
+def epoch_loader(dataset: Dataset, args: argparse.Namespace, dist: Dist
+                 ) -> Tuple[DataLoader, Optional[DistributedSampler], torch.Generator, int]:
+    """The training loader of the epoch-based stages: ``--batch_size`` images per process, whole batches only,
+    shuffled by a generator seeded with ``--seed`` (one process) or by a seeded :class:`DistributedSampler`
+    (torchrun). A ``--train_list`` shorter than one batch over all processes is a one-line error. Returns the
+    loader, the sampler (``None`` without DDP; call its ``set_epoch``), the generator (re-seed it per epoch) and
+    the optimiser steps per epoch."""
+    per_step = args.batch_size * dist.world_size
+    if len(dataset) < per_step:
+        raise WsegError(f"{args.train_list}: {len(dataset)} images, fewer than one batch of {per_step}; "
+                        "lower --batch_size or use a longer list")
+    sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if dist.enabled else None
+    gen = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                        num_workers=args.num_workers, drop_last=True, generator=gen,
+                        pin_memory=dist.device.type == "cuda")
+    return loader, sampler, gen, len(dataset) // per_step
+
+
+def begin_epoch(epoch: int, args: argparse.Namespace, dist: Dist, sampler: Optional[DistributedSampler],
+                gen: torch.Generator) -> int:
+    """Re-seed every random source for ``epoch`` (data order, augmentation, dropout), so that a run resumed at an
+    epoch boundary equals an uninterrupted one. Returns the epoch's seed, for a stage's own generators."""
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    epoch_seed = args.seed * 7919 + epoch * 104729 + dist.rank
+    seeded(epoch_seed)
+    gen.manual_seed(args.seed + epoch)
+    return epoch_seed
 
 
 def check_schedule_flags(args: argparse.Namespace) -> None:

@@ -19,15 +19,14 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from wseg.cli import add_bool_flag
 from wseg.data.datasets import ClsDataset
-from wseg.data.transforms import PUBLISHED_JITTER, cam_train_transform, seeded
-from wseg.engine import LOG, StepLogger, autocast, grad_scaler, unwrap
+from wseg.data.transforms import PUBLISHED_JITTER, cam_train_transform
+from wseg.engine import LOG, StepLogger, autocast, grad_scaler, optimizer_step, unwrap
 from wseg.errors import WsegError
-from wseg.stages.common import begin_training, check_schedule_flags
+from wseg.stages.common import begin_epoch, begin_training, check_schedule_flags, epoch_loader
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,16 +105,8 @@ def run(args: argparse.Namespace) -> dict:
     out_prefix = args.session_name
     dataset = ClsDataset(voc, ids, cam_train_transform(args.crop_size, tuple(args.resize_long),
                                                            jitter=args.color_jitter))
+    loader, sampler, gen, steps_per_epoch = epoch_loader(dataset, args, dist)
     per_step = args.batch_size * dist.world_size
-    if len(dataset) < per_step:
-        raise WsegError(f"{args.train_list}: {len(dataset)} images, fewer than one batch of {per_step}; "
-                        "lower --batch_size or use a longer list")
-    sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if dist.enabled else None
-    gen = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.num_workers, drop_last=True, generator=gen,
-                        pin_memory=device.type == "cuda")
-    steps_per_epoch = len(dataset) // per_step
     max_step = steps_per_epoch * args.max_epoches
 
     model = build_cam_net_for_training(args.network, args.backbone, voc.spec.num_classes, args.weights,
@@ -136,14 +127,7 @@ def run(args: argparse.Namespace) -> dict:
                         args.log_every)
     gen_loss = torch.Generator(device=device)
     for epoch in range(start_epoch, args.max_epoches):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        # Every random source is re-seeded per epoch, so a run resumed at an epoch boundary equals an
-        # uninterrupted one (data order, augmentation, dropout, PPC's pixel/prototype sampling).
-        epoch_seed = args.seed * 7919 + epoch * 104729 + dist.rank
-        seeded(epoch_seed)
-        gen.manual_seed(args.seed + epoch)
-        gen_loss.manual_seed(epoch_seed)
+        gen_loss.manual_seed(begin_epoch(epoch, args, dist, sampler, gen))      # and PPC's pixel sampling
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.max_epoches}", disable=not dist.is_main,
                    dynamic_ncols=True, leave=False)
         for _, img1, label in bar:
@@ -159,13 +143,7 @@ def run(args: argparse.Namespace) -> dict:
                                 view_size=args.view2_size, generator=gen_loss,
                                 cls_only=epoch < args.cls_warmup_epochs)
             loss = losses["loss"]
-            if not torch.isfinite(loss):
-                parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
-                raise WsegError(f"non-finite loss at step {optimizer.global_step} ({parts}); lower --lr or disable --amp")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, f"step {optimizer.global_step}", losses)
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
             logger.step(optimizer.global_step, optimizer.param_groups[0]["lr"], losses)
         if dist.is_main:
