@@ -13,7 +13,6 @@ Without ``--keep`` the data goes into a temporary folder removed afterwards; wit
 """
 import argparse
 import contextlib
-import importlib.util
 import io
 import os
 import shutil
@@ -28,13 +27,11 @@ sys.path.insert(0, REPO)
 
 from wseg.data.classes import VOC12  # noqa: E402
 from wseg.io import save_cam_dict, save_mask_png  # noqa: E402
+from wseg.pipeline import load_script  # noqa: E402
 
 
 def load_eval_script():
-    spec = importlib.util.spec_from_file_location("wseg_script_eval_bench", os.path.join(REPO, "scripts", "eval.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/eval.py")
 
 
 def _smooth(rng, shape, cells=(6, 8)):

@@ -11,26 +11,16 @@ without the CRF; an unlabelled one (VOC ``test``) is written in the evaluation s
     python segmentation/test.py --config segmentation/configs/deeplabv1_resnet38.py --voc12_root VOC2012 \\
         --ckpt runs/segmentation/deeplabv1_resnet38/deeplabv1_resnet38_voc12_itr20000_all.pth
 """
-import importlib.util
 import os
 import sys
 
 from wseg.cli import add_bool_flag, main
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _load(name: str, path: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+from wseg.pipeline import load_script
 
 
 def config_module():
-    return _load("wseg_segmentation_config", os.path.join(HERE, "config.py"))
+    """``segmentation/config.py``, imported by path (this folder is not a package)."""
+    return load_script("segmentation/config.py")
 
 
 def build_parser():
@@ -62,7 +52,7 @@ def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str,
     """The evaluation of ``scripts/eval.py`` (same code, same report and log format) on the predictions."""
     from wseg.data.voc import read_list
 
-    eval_mod = _load("wseg_script_eval", os.path.join(os.path.dirname(HERE), "scripts", "eval.py"))
+    eval_mod = load_script("scripts/eval.py")
     n = len(read_list(ids_list))
     workers = min(4, os.cpu_count() or 1, max(1, n // 64))  # a process pool only pays off for longer lists
     classes = cfg.classes or (os.path.join(voc.root, "classes.txt")

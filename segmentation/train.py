@@ -11,23 +11,15 @@ from it after a crash. Validation mIoU every ``val_every`` iterations; ``train.l
         --backbone_weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params
     torchrun --nproc_per_node 4 segmentation/train.py --config ... --set batch_size=12
 """
-import importlib.util
-import os
 import sys
 
 from wseg.cli import add_bool_flag, main
+from wseg.pipeline import load_script
 
 
 def config_module():
     """``segmentation/config.py``, imported by path (this folder is not a package)."""
-    name = "wseg_segmentation_config"
-    if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return load_script("segmentation/config.py")
 
 
 def build_parser():

@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shlex
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -35,14 +37,23 @@ class Stage:
 
 
 def load_script(rel_path: str):
-    """Import a script file (``scripts/x.py``) as a module without running its ``__main__`` block."""
+    """Import a file of the repo outside the package (``scripts/x.py``, ``segmentation/config.py``) as a module,
+    without running its ``__main__`` block; once per process, kept in ``sys.modules`` (so its functions pickle into
+    worker processes and every caller shares one module)."""
     path = os.path.join(REPO, rel_path)
-    name = "wseg_script_" + os.path.splitext(os.path.basename(rel_path))[0]
+    name = "wseg_script_" + re.sub(r"\W", "_", os.path.splitext(os.path.normpath(rel_path))[0])
+    if name in sys.modules:
+        return sys.modules[name]
+    if not os.path.isfile(path):
+        raise WsegError(f"{path}: script not found")
     spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise WsegError(f"{path}: stage script not found")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return mod
 
 
