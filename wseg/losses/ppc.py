@@ -27,8 +27,8 @@ Speed (forward and backward are ~250 small tensor ops, so op count, passes over 
 both views go through one batched pass, with one ``(2, N, 2C, h*w)`` tensor holding every pixel-prototype logit the
 three terms need; the embeddings are never transposed to ``(N*h*w, D)`` (logits are ``P x / (|x| T)`` on their
 ``(N, D, h*w)`` layout, with the class dim not innermost so softmaxes over it vectorise over pixels); the gradient is
-written out (:class:`_PPCTerms`); semi-hard mining is a mask from rounds of ``amax`` over values tagged with their
-index (:func:`semi_hard_mask`) instead of a per-pixel ``topk``; the class-wise rankings of hard pixel sampling are
+written out (:class:`_PPCTerms`); semi-hard mining is a mask from rounds of ``amax``/``amin`` over values tagged with
+their index (:func:`semi_hard_mask`) instead of a per-pixel ``topk``; the class-wise rankings of hard pixel sampling are
 one sort of integer keys; the prototypes' top-k is a NumPy introselect on CPU (:func:`top_k_rows`); the pseudo
 labels skip the softmax (monotone) before their argmax; and no ``argmax`` over a non-last dim or data-dependent
 ``where``/``masked_fill`` (slow on CPU) is used.
@@ -374,7 +374,7 @@ def ppc_contrast(f_proj1: torch.Tensor, cam_rv1_down: torch.Tensor, f_proj2: tor
     dev = f_proj2.device
     lab = with_background(label).to(dev).view(n, c).t().reshape(1, c, n, 1)
 
-    # class-major (V, C, N, hw): the prototypes' per-class rows are views, the softmax runs over dim 1
+    # class-major (V, C, N, hw): the prototypes' per-class rows are views, the pseudo-label argmax runs over dim 1
     cams = torch.stack([cam.detach().reshape(n, c, hw).transpose(0, 1) for cam in (cam_rv1_down, cam_rv2_down)])
     norm = normalize_cam(cams.float(), bg_threshold, map_dims=3)
     y = pseudo_labels(norm, lab).view(2, n, hw)                                    # y[0] = y1, y[1] = y2

@@ -18,9 +18,11 @@ from tqdm import tqdm
 from wseg import io
 from wseg.cam import cam_dict_from_maps, cam_to_label, multiscale_cam
 from wseg.cli import add_bool_flag
+from wseg.crf import MAX_CRF_ITERS
 from wseg.data.datasets import MultiScaleDataset, unbatch_one
 from wseg.data.voc import VOCRoot
 from wseg.engine import resolve_device, setup_logging, LOG
+from wseg.errors import WsegError
 from wseg.models.build import build_cam_model_from_weights
 
 
@@ -59,9 +61,6 @@ def _crf_job(image_path: str, cams, out_path: str, bg: float, iters: int, num_cl
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from wseg.crf import MAX_CRF_ITERS
-    from wseg.errors import WsegError
-
     if not all(0 < s <= 4 for s in args.scales):
         raise WsegError(f"--scales {' '.join(f'{s:g}' for s in args.scales)}: each must lie in (0, 4] "
                         "(published 0.5 1.0 1.5 2.0)")
@@ -79,7 +78,6 @@ def run(args: argparse.Namespace) -> dict:
     ids = voc.ids(args.infer_list)
     outs = [(args.out_cam, ".npy"), (args.out_cam_pred, ".png"), (args.out_crf, ".png")]
     if not any(d for d, _ in outs):
-        from wseg.errors import WsegError
         raise WsegError("nothing to write: pass at least one of --out_cam, --out_cam_pred, --out_crf")
     log_dir = next(d for d, _ in outs if d)
     setup_logging(args.log or os.path.join(os.path.dirname(os.path.abspath(log_dir)), "contrast_infer.log"))
