@@ -9,7 +9,7 @@ env:
 # separate worker processes on the 2 cores); override with OMP_NUM_THREADS=2 make demo.
 demo:
 	@source tools/env.sh && OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $$WSEG_PY scripts/run_pipeline.py \
-		--config scripts/pipelines/demo.json --work_dir runs/demo $(ARGS)
+		--config scripts/pipelines/demo.py --work_dir runs/demo $(ARGS)
 
 test:
 	@source tools/env.sh && $$WSEG_PY -m pytest -q $(ARGS)

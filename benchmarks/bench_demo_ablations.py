@@ -4,7 +4,7 @@ Each ablation copies the finished stages it does not change from ``--demo_dir`` 
 ``make demo``) into ``runs/ablate_<name>``, then runs ``scripts/run_pipeline.py --set ...`` for the stages it
 changes, and prints one Markdown row per ablation next to the demo's own numbers:
 
-- ``no_warmup``: SEAM+PPC terms from the first step (``contrast_train --cls_warmup_epochs 0``); retrains the CAM
+- ``no_warmup``: SEAM+PPC terms from the first step (``cam_train.cls_warmup_epochs=0``); retrains the CAM
   network (about 6 minutes on 2 CPU cores);
 - ``aff_x1``: AffinityNet trained and walked at the image size (no ``--resize_long``, crop 128, ``--scale 1``);
 - ``walk_published``: the walk with the published background score 0.27 and 2^6 steps (beta stays 16), then
@@ -23,13 +23,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: name -> (stages copied from the demo, overrides, stages run, (stage, metric) reported)
 ABLATIONS = {
-    "no_warmup": (["data"], ["contrast_train:--cls_warmup_epochs=0"],
+    "no_warmup": (["data"], ["cam_train.cls_warmup_epochs=0"],
                   ["cam_train", "cam_infer", "eval_cam"], [("eval_cam", "miou")]),
     "aff_x1": (["data", "cam_train", "cam_infer", "eval_cam", "eval_cam_crf", "aff_prepare"],
-               ["aff_train:--crop_size=128", "aff_train:--resize_long=null", "aff_infer:--scale=null"],
+               ["aff_train.crop_size=128", "aff_train.resize_long=null", "aff_infer.scale=null"],
                ["aff_train", "aff_infer", "eval_rw", "eval_pseudo"], [("eval_rw", "miou"), ("eval_pseudo", "miou")]),
     "walk_published": (["data", "cam_train", "cam_infer", "eval_cam", "eval_cam_crf", "aff_prepare", "aff_train"],
-                       ["aff_infer:--bg_score=null", "aff_infer:--logt=null"],
+                       ["aff_infer.bg_score=null", "aff_infer.logt=null"],
                        ["aff_infer", "eval_rw", "eval_pseudo", "seg_train", "seg_test"],
                        [("eval_rw", "miou"), ("eval_pseudo", "miou"), ("seg_test", "miou"),
                         ("seg_test", "miou_crf")]),
@@ -68,7 +68,7 @@ def seed_work_dir(demo: str, work: str, stages) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo_dir", default="runs/demo")
-    p.add_argument("--config", default="scripts/pipelines/demo.json")
+    p.add_argument("--config", default="scripts/pipelines/demo.py")
     p.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), default=None)
     args = p.parse_args()
     rows = ["| ablation | flags changed | result (mIoU %, train unless val) | the demo |", "|---|---|---|---|"]

@@ -9,7 +9,7 @@
    only; and the shared resize alone (the same ``F.interpolate`` calls in both). The two sides of a row are
    timed in alternating blocks of equal time (:func:`timed_pair`), so load drifting on a shared machine weighs on
    both alike and each side is timed in its steady state.
-2. One training step of SEAM+PPC (both views forward, ``cam_losses``, backward, optimiser step) with
+2. One training step of SEAM+PPC (both views forward, the method's ``losses``, backward, optimiser step) with
    ``--backbone/--batch/--crop/--view`` (default: the published ResNet-38, batch 8, crop 448, view 128 - slow on
    a CPU; ``--backbone resnet38_tiny --batch 2 --crop 128`` is a quick run). ``--amp`` uses fp16 on CUDA.
 
@@ -36,7 +36,7 @@ sys.path.insert(0, REPO)
 
 from wseg.cli import add_bool_flag  # noqa: E402
 from wseg.engine import autocast, grad_scaler, resolve_device  # noqa: E402
-from wseg.losses.ppc import cam_losses, ppc_contrast, ppc_losses  # noqa: E402
+from wseg.losses.ppc import ppc_contrast, ppc_losses  # noqa: E402
 
 
 def published_ppc(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, bg_threshold=0.2):
@@ -280,25 +280,29 @@ def loss_in_fresh_processes(args):
 
 
 def bench_step(args, device):
-    from wseg.models.cam_nets import build_cam_net
-    from wseg.optim import PolyOptimizer
+    from wseg.engine.optim import build_optimizer, published_groups
+    from wseg.engine.trainer import StepContext
+    from wseg.methods import build_cam_net, get_method
 
     torch.manual_seed(0)
     net = build_cam_net(args.network, args.backbone, num_classes=args.classes).to(device).train()
-    opt = PolyOptimizer(net.get_parameter_groups(), lr=0.01, weight_decay=5e-4, max_step=1000)
+    opt = build_optimizer("sgd", published_groups(net.get_parameter_groups(), 0.01, 5e-4), 0.01, 5e-4)
+    method = get_method(args.network)()
     scaler = grad_scaler(device, args.amp)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.crop, args.crop, generator=g).to(device)
     label = (torch.rand(args.batch, args.classes - 1, generator=g) < 0.15).float()
     label[:, 0] = 1
     label = label.to(device)
-    gen = torch.Generator(device=device).manual_seed(0)
+    ctx = StepContext(generator=torch.Generator(device=device).manual_seed(0),
+                      autocast=lambda: autocast(device, args.amp))
 
     def step():
         x2 = F.interpolate(x, size=(args.view, args.view), mode="bilinear", align_corners=True)
-        with autocast(device, args.amp):
+        with ctx.autocast():
             out1, out2 = net(x), net(x2)
-        loss = cam_losses(out1, out2, label, network=args.network, view_size=args.view, generator=gen)["loss"]
+        out1, out2 = ({k: v.float() for k, v in o.items()} for o in (out1, out2))
+        loss = method.losses(out1, out2, label, ctx)["loss"]
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -40,7 +40,8 @@ def _sync(device: torch.device) -> None:
 def bench_train(net, device, size: int, batch: int, iters: int, amp: bool) -> float:
     """Training iterations per second."""
     from wseg.engine import autocast, grad_scaler
-    from wseg.segmentation import make_optimizer, seg_loss, set_poly_lr
+    from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+    from wseg.losses.segmentation import seg_loss
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=g).to(device)
@@ -48,13 +49,15 @@ def bench_train(net, device, size: int, batch: int, iters: int, amp: bool) -> fl
     y[torch.rand(batch, size, size, generator=g) < 0.1] = 255
     y = y.to(device)
     net.train()
-    opt = make_optimizer(net, 0.001, 0.9, 5e-4)
+    opt = build_optimizer("sgd", published_groups(net.get_parameter_groups(), 0.001, 5e-4, split_mult=True), 0.001,
+                          5e-4, 0.9)
+    schedule = PolyLR(20001)
     scaler = grad_scaler(device, amp)
 
     def step(i: int) -> None:
-        set_poly_lr(opt, 0.001, i, 20000)
+        schedule.apply(opt, i)
         with autocast(device, amp):
-            logits = net(x)
+            logits = net(x)["out"]
         loss = seg_loss(logits, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -94,7 +97,7 @@ def bench_test(net, device, size: int, images: int, scales: Sequence[float], fli
 
 def bench_crf(size: int, repeats: int = 1) -> float:
     """Milliseconds per image of the dense CRF (21 classes, 10 iterations, DeepLab kernels)."""
-    from wseg.segmentation import crf_refine
+    from wseg.segmentation.predict import crf_refine
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)

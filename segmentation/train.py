@@ -1,10 +1,6 @@
-"""Train a DeepLab (v1 LargeFOV / v2 ASPP) on pseudo masks: the segmentation stage of weakly-supervised
-semantic segmentation, after the published usr922/wseg ``segmentation/experiment/*/train.py``.
-
-Cross-entropy over the pseudo masks (255 ignored), SGD with lr groups x1/x2/x10/x20 and the poly schedule,
-fp16 AMP on GPU, data-parallel under ``torchrun`` (NCCL on GPU, gloo on CPU). A resume checkpoint
-``<out_dir>/last.pth`` is written atomically every ``ckpt_every`` iterations; re-running the same command continues
-from it after a crash. Validation mIoU every ``val_every`` iterations; ``train.log`` and ``scalars.jsonl``.
+"""Train a segmentation network (DeepLab v1 LargeFOV / v2 ASPP, ...) on pseudo masks: the segmentation stage of
+weakly-supervised semantic segmentation, after the published usr922/wseg ``segmentation/experiment/*/train.py``
+(see wseg/segmentation/train.py). Resumable; ``torchrun`` runs it data-parallel.
 
     python segmentation/train.py --config segmentation/configs/deeplabv1_resnet38.py \\
         --voc12_root VOCdevkit/VOC2012 --pseudo_mask_dir out_rw \\
@@ -14,26 +10,20 @@ from it after a crash. Validation mIoU every ``val_every`` iterations; ``train.l
 import sys
 
 from wseg.cli import add_bool_flag, main
-from wseg.pipeline import load_script
-
-
-def config_module():
-    """``segmentation/config.py``, imported by path (this folder is not a package)."""
-    return load_script("segmentation/config.py")
+from wseg.segmentation.config import build_parser as config_parser, config_from_args
 
 
 def build_parser():
-    p = config_module().ConfigArgumentParser(description=__doc__)
+    p = config_parser(__doc__)
     add_bool_flag(p, "--progress", "show a progress bar", default=True)
     return p
 
 
 def run(args) -> dict:
     """Train as configured; returns ``{"weights", "iters", "val_miou", "best_miou", "iters_per_s", ...}``."""
-    from wseg.segmentation import train
+    from wseg.segmentation.train import train
 
-    cfg = config_module().config_from_args(args)
-    return train(cfg, progress=args.progress)
+    return train(config_from_args(args), progress=args.progress)
 
 
 if __name__ == "__main__":

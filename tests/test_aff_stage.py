@@ -100,7 +100,9 @@ def test_prepare_writes_compact_label_pngs(toy, prepared):
     rc, res = prepare(toy, prepared)                      # skip if done
     assert rc == 0 and res["processed"] == 0 and res["done"] == 12
     # the confident training labels at feature resolution
-    lab = aff_train.feature_label_map(la, ha)
+    from wseg.data.affinity_dataset import feature_label_map
+
+    lab = feature_label_map(la, ha)
     assert lab.shape == (8, 12) and set(np.unique(lab)) <= present | {255}
 
 
@@ -185,20 +187,22 @@ def test_infer_scale_walks_a_larger_map_at_the_image_size(toy, trained, tmp_path
 
 
 def test_resume_equals_uninterrupted(toy, prepared, trained, tmp_path, monkeypatch):
+    import wseg.models.checkpoint as ck
+
     session, _ = trained
-    original = aff_train.save_checkpoint
+    original = ck.save_checkpoint
 
     def crash_after_first_epoch(*a, **kw):
         original(*a, **kw)
-        if kw.get("epoch") == 0:
+        if kw.get("epoch") == 1:                 # one epoch done
             raise KeyboardInterrupt
 
     resumed = str(tmp_path / "resumed")
-    monkeypatch.setattr(aff_train, "save_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(ck, "save_checkpoint", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         aff_train.run(stage_parser(aff_train)().parse_args(train_argv(toy, prepared, resumed)))
     assert os.path.isfile(resumed + "_last.pth") and not os.path.isfile(resumed + ".pth")
-    monkeypatch.setattr(aff_train, "save_checkpoint", original)
+    monkeypatch.setattr(ck, "save_checkpoint", original)
     rc, _ = call(aff_train, train_argv(toy, prepared, resumed))
     assert rc == 0
     a, _ = read_state_dict(session + ".pth")
@@ -272,7 +276,7 @@ def test_bad_inputs_give_one_line_errors(toy, prepared, trained, tmp_path, capsy
             "--out_rw", str(tmp_path / "rw"), "--device", "cpu", "--num_workers", "0"]
     rc, _ = call(aff_infer, base + ["--weights", session + ".pth", "--backbone", "resnet_tiny"])
     assert rc == 2 and "do not fit" in err()
-    from wseg.models.cam_nets import build_cam_net
+    from wseg.methods import build_cam_net
 
     torch.save(build_cam_net("contrast", "resnet38_tiny", 4).state_dict(), tmp_path / "cam.pth")
     rc, _ = call(aff_infer, base + ["--weights", str(tmp_path / "cam.pth")])

@@ -7,12 +7,11 @@ import torch
 
 from wseg.affinity import extract_affinity_labels, num_pairs
 from wseg.errors import WsegError
-from wseg.models.affinity_net import (build_affinity_net, build_affinity_net_for_training,
-                                      build_affinity_net_from_weights, crop_scores, full_pair_affinities,
-                                      pad_scores, pair_affinities)
+from wseg.affinity import crop_scores, full_pair_affinities, pad_scores, pair_affinities
+from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+from wseg.losses.affinity import affinity_loss
+from wseg.methods.affinitynet import build_affinity_net, build_affinity_net_for_training, build_affinity_net_from_weights
 from wseg.models.checkpoint import load_state_dict_strict, save_state_dict
-from wseg.optim import PolyOptimizer
-from wseg.stages.aff_train import affinity_loss
 
 
 # --------------------------------------------------------------------------------------------- published layout
@@ -74,16 +73,16 @@ def test_published_names_and_shapes_load():
     assert ours == published
     state = {k: torch.empty(s, device="meta") for k, s in published.items()}
     assert load_state_dict_strict(net, state, "resnet38_aff.pth") == []     # no missing, no unexpected
-    assert all(getattr(net, n).bias is None for n in ("f8_3", "f8_4", "f8_5", "f9"))
+    assert all(getattr(net.head, n).bias is None for n in ("f8_3", "f8_4", "f8_5", "f9"))
 
 
 def test_reduced_width_scales_heads():
     net = build_affinity_net("resnet38_tiny")
-    assert (net.f8_3.out_channels, net.f8_4.out_channels, net.f8_5.out_channels) == (4, 8, 16)
-    assert net.f9.weight.shape == (28, 28, 1, 1) and net.embed_dim == 28
+    assert (net.head.f8_3.out_channels, net.head.f8_4.out_channels, net.head.f8_5.out_channels) == (4, 8, 16)
+    assert net.head.f9.weight.shape == (28, 28, 1, 1) and net.embed_dim == 28
     with torch.device("meta"):
         rn = build_affinity_net("resnet101")
-    assert rn.f8_5.weight.shape == (256, 2048, 1, 1) and rn.f9.weight.shape == (448, 448, 1, 1)
+    assert rn.head.f8_5.weight.shape == (256, 2048, 1, 1) and rn.head.f9.weight.shape == (448, 448, 1, 1)
 
 
 # --------------------------------------------------------------------------------------------- affinities
@@ -172,13 +171,13 @@ def test_parameter_groups_and_init():
     ids = [id(p) for g in groups for p in g]
     trainable = {id(p) for p in net.parameters() if p.requires_grad}
     assert len(ids) == len(set(ids)) and set(ids) == trainable
-    assert {id(p) for p in groups[2]} == {id(getattr(net, n).weight) for n in ("f8_3", "f8_4", "f8_5", "f9")}
-    assert not any(p.requires_grad for n in ("conv1a", "b2", "b2_1", "b2_2") for p in getattr(net, n).parameters())
+    assert {id(p) for p in groups[2]} == {id(getattr(net.head, n).weight) for n in ("f8_3", "f8_4", "f8_5", "f9")}
+    assert not any(p.requires_grad for n in ("conv1a", "b2", "b2_1", "b2_2") for p in getattr(net.backbone, n).parameters())
     assert not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    w = net.f9.weight  # xavier uniform, gain 4
+    w = net.head.f9.weight  # xavier uniform, gain 4
     bound = 4 * math.sqrt(6.0 / (w.shape[0] + w.shape[1]))
     assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound
-    big = build_affinity_net("resnet_tiny").f8_5.weight    # kaiming normal, fan_in
+    big = build_affinity_net("resnet_tiny").head.f8_5.weight    # kaiming normal, fan_in
     assert abs(big.std().item() - math.sqrt(2 / big.shape[1])) < 0.1 * math.sqrt(2 / big.shape[1])
 
 
@@ -191,9 +190,10 @@ def test_a_few_steps_lower_the_loss():
     lab[1, 6:11, 6:12] = 2
     lab[:, 0, :] = 255
     bg, fg, neg = extract_affinity_labels(lab)
-    opt = PolyOptimizer(net.get_parameter_groups(), lr=0.05, weight_decay=5e-4, max_step=20)
+    opt = build_optimizer("sgd", published_groups(net.get_parameter_groups(), 0.05, 5e-4), 0.05, 5e-4)
     losses = []
-    for _ in range(12):
+    for step in range(12):
+        PolyLR(20).apply(opt, step)
         loss = affinity_loss(net(x), bg, fg, neg)["loss"]
         opt.zero_grad()
         loss.backward()
@@ -206,18 +206,19 @@ def test_a_few_steps_lower_the_loss():
 
 
 def test_weights_loading(tmp_path):
-    from wseg.models.cam_nets import build_backbone, build_cam_net
+    from wseg.methods import build_cam_net
+    from wseg.models.backbones import build_backbone
 
     bb = build_backbone("resnet38_tiny")
     torch.save(bb.state_dict(), tmp_path / "imagenet.pth")
     net = build_affinity_net_for_training("resnet38_tiny", str(tmp_path / "imagenet.pth"))
-    assert torch.equal(net.conv1a.weight, bb.conv1a.weight)
+    assert torch.equal(net.backbone.conv1a.weight, bb.conv1a.weight)
     torch.save(build_cam_net("contrast", "resnet38_tiny", 4).state_dict(), tmp_path / "cam.pth")
     with pytest.raises(WsegError, match="CAM network checkpoint.*ImageNet"):
         build_affinity_net_for_training("resnet38_tiny", str(tmp_path / "cam.pth"))
     save_state_dict(str(tmp_path / "aff.pth"), net, meta={"network": "affinity", "backbone": "resnet38_tiny"})
     loaded, meta = build_affinity_net_from_weights(str(tmp_path / "aff.pth"))
-    assert meta["backbone"] == "resnet38_tiny" and torch.equal(loaded.f9.weight, net.f9.weight)
+    assert meta["backbone"] == "resnet38_tiny" and torch.equal(loaded.head.f9.weight, net.head.f9.weight)
     with pytest.raises(WsegError, match="do not fit"):
         build_affinity_net_from_weights(str(tmp_path / "aff.pth"), backbone="resnet_tiny")
     with pytest.raises(WsegError, match="not an AffinityNet"):

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 
 import wseg
 from wseg.errors import WsegError
-from wseg.losses.ppc import cam_losses
-from wseg.models.cam_nets import build_cam_net
+from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+from wseg.engine.trainer import StepContext
+from wseg.methods import build_cam_net, get_method
 from wseg.models.checkpoint import (load_checkpoint, load_weights, read_meta, read_state_dict, save_checkpoint,
                                     save_state_dict)
-from wseg.optim import PolyOptimizer
 
 
 def _net(name="seam", seed=0, num_classes=5):
@@ -71,7 +71,7 @@ def test_mismatch_message_lists_everything(tmp_path):
     with pytest.raises(WsegError, match="missing \\(fc_proj.weight\\)"):
         load_weights(ppc, good)
     load_weights(ppc, good, allow_missing=("fc_proj",))
-    assert torch.equal(ppc.fc8.weight, a.fc8.weight)
+    assert torch.equal(ppc.cam_head.fc8.weight, a.cam_head.fc8.weight)
 
 
 class Exploit:
@@ -104,14 +104,15 @@ def test_non_state_dict_files_are_refused(tmp_path, monkeypatch):
         load_weights(_net(), str(tmp_path / "nothere.pth"))
 
 
-def _steps(net, opt, n):
+def _steps(net, opt, first, n):
     torch.manual_seed(123)
     x = torch.randn(2, 3, 32, 32)
     label = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
-    for i in range(n):
+    for step in range(first, first + n):
+        PolyLR(6).apply(opt, step)
         x2 = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=True)
-        gen = torch.Generator().manual_seed(opt.global_step)
-        loss = cam_losses(net(x), net(x2), label, network="contrast", generator=gen)["loss"]
+        ctx = StepContext(generator=torch.Generator().manual_seed(step))
+        loss = get_method("contrast")().losses(net(x), net(x2), label, ctx)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -120,23 +121,22 @@ def _steps(net, opt, n):
 def test_resume_gives_the_same_model_and_optimizer(tmp_path):
     def make():
         net = _net("contrast", seed=0).eval()  # dropout off: deterministic steps
-        return net, PolyOptimizer(net.get_parameter_groups(), lr=0.01, weight_decay=5e-4, max_step=6,
-                                  momentum=0.9)
+        return net, build_optimizer("sgd", published_groups(net.get_parameter_groups(), 0.01, 5e-4), 0.01, 5e-4, 0.9)
     net_a, opt_a = make()
-    _steps(net_a, opt_a, 2)
+    _steps(net_a, opt_a, 0, 2)
     path = str(tmp_path / "run_last.pth")
-    save_checkpoint(path, net_a, opt_a, opt_a.global_step, {"lr": 0.01, "classes": ("a", "b")}, epoch=0)
-    _steps(net_a, opt_a, 2)
+    save_checkpoint(path, net_a, opt_a, 2, {"lr": 0.01, "classes": ("a", "b")}, epoch=0)
+    _steps(net_a, opt_a, 2, 2)
 
     net_b, opt_b = make()
     state = load_checkpoint(path, net_b, opt_b)
     assert state["step"] == 2 and state["epoch"] == 0 and state["version"] == wseg.__version__
     assert state["args"] == {"lr": 0.01, "classes": ["a", "b"]}
-    assert opt_b.global_step == 2 and opt_b.param_groups[2]["initial_lr"] == pytest.approx(0.1)
-    _steps(net_b, opt_b, 2)
+    assert opt_b.param_groups[1]["initial_lr"] == pytest.approx(0.1)
+    _steps(net_b, opt_b, 2, 2)
     assert _same(net_a, net_b)
     sa, sb = opt_a.state_dict(), opt_b.state_dict()
-    assert sa["poly"] == sb["poly"] and [g["lr"] for g in sa["param_groups"]] == [g["lr"] for g in sb["param_groups"]]
+    assert [g["lr"] for g in sa["param_groups"]] == [g["lr"] for g in sb["param_groups"]]
     for k in sa["state"]:
         assert torch.equal(sa["state"][k]["momentum_buffer"], sb["state"][k]["momentum_buffer"])
     # a plain weights file is not a resume checkpoint; the checkpoint itself works as --weights

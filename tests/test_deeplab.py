@@ -8,8 +8,21 @@ from torch import nn
 
 from wseg.errors import WsegError
 from wseg.models.checkpoint import load_state_dict_strict
-from wseg.models.deeplab import build_deeplab, load_backbone_weights
-from wseg.segmentation import load_segmentation_weights, make_optimizer, seg_loss, set_poly_lr
+from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+from wseg.losses.segmentation import seg_loss
+from wseg.models.deeplab import build_deeplab
+from wseg.segmentation import load_backbone_weights, load_segmentation_weights
+
+
+def make_optimizer(net, lr, momentum, weight_decay):
+    """The published DeepLab SGD (groups x1/x2/x10/x20 as multipliers of the poly lr)."""
+    return build_optimizer("sgd", published_groups(net.get_parameter_groups(), lr, weight_decay, split_mult=True), lr,
+                           weight_decay, momentum)
+
+
+def set_poly_lr(opt, base, itr, max_iters):
+    """The published ``adjust_lr``: poly over ``max_iters + 1``."""
+    return PolyLR(max_iters + 1).apply(opt, itr)
 
 TINY = [("deeplabv1", "resnet38_tiny", {}), ("deeplabv1", "resnet_tiny", {}), ("deeplabv2", "resnet_tiny", {}),
         ("deeplabv2", "resnet_tiny", {"deep_base": True})]
@@ -18,11 +31,11 @@ TINY = [("deeplabv1", "resnet38_tiny", {}), ("deeplabv1", "resnet_tiny", {}), ("
 @pytest.mark.parametrize("model,backbone,kw", TINY)
 def test_output_shape_and_stride(model, backbone, kw):
     net = build_deeplab(model, backbone, num_classes=5, head_dim=16, **kw).eval()
-    assert net.output_stride == 8
+    assert net.backbone.output_stride == 8
     with torch.no_grad():
         for h, w in ((64, 48), (65, 47)):
             x = torch.randn(2, 3, h, w)
-            assert net(x).shape == (2, 5, h, w)                        # logits upsampled to the input
+            assert net(x)["out"].shape == (2, 5, h, w)                 # logits upsampled to the input
             assert net.forward_logits(x).shape == (2, 5, -(-h // 8), -(-w // 8))  # stride 8 (ceil)
 
 
@@ -125,7 +138,7 @@ def test_weight_files_round_trip(tmp_path):
     dst = build_deeplab("deeplabv2", "resnet_tiny", 4, head_dim=8, deep_base=True)
     load_segmentation_weights(dst, path)
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
-    with pytest.raises(WsegError, match="deep_base=True"):
+    with pytest.raises(WsegError, match="'resnet101s' stem.*stem='torchvision'"):
         load_segmentation_weights(build_deeplab("deeplabv2", "resnet_tiny", 4, head_dim=8), path)
     # ImageNet backbone weights: torchvision layout (fc.* ignored), not into a deep-base network
     bb = str(tmp_path / "resnet_tiny.pth")
@@ -134,36 +147,37 @@ def test_weight_files_round_trip(tmp_path):
     net = build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8)
     load_backbone_weights(net, bb)
     assert torch.equal(net.backbone.conv1.weight, sd["conv1.weight"])
-    with pytest.raises(WsegError, match="deep_base"):
+    with pytest.raises(WsegError, match="'torchvision' stem.*stem='resnet101s'"):
         load_backbone_weights(build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8, deep_base=True), bb)
     # a trained CAM network (SEAM/PPC) of the same backbone: its heads are dropped
-    from wseg.models.cam_nets import build_cam_net
+    from wseg.methods import build_cam_net
 
     cam = build_cam_net("contrast", "resnet38_tiny", num_classes=4)
     cam_path = str(tmp_path / "cam.pth")
     torch.save(cam.state_dict(), cam_path)
     net = build_deeplab("deeplabv1", "resnet38_tiny", 4, head_dim=8)
     load_backbone_weights(net, cam_path)
-    assert torch.equal(net.backbone.b7.conv_branch2b2.weight, cam.b7.conv_branch2b2.weight)
+    assert torch.equal(net.backbone.b7.conv_branch2b2.weight, cam.backbone.b7.conv_branch2b2.weight)
 
 
 def test_parameter_groups_and_bn():
     v1 = build_deeplab("deeplabv1", "resnet38_tiny", 5, head_dim=16)
     g = v1.get_parameter_groups()
-    assert [id(p) for p in g[2]] == [id(v1.conv_fov.weight), id(v1.conv_fov2.weight), id(v1.cls_conv.weight)]
-    assert [id(p) for p in g[3]] == [id(v1.cls_conv.bias)] and g[1] == []
+    head = v1.decode_head
+    assert [id(p) for p in g[2]] == [id(head.conv_fov.weight), id(head.conv_fov2.weight), id(head.cls_conv.weight)]
+    assert [id(p) for p in g[3]] == [id(head.cls_conv.bias)] and g[1] == []
     convs = [m for m in v1.modules() if isinstance(m, nn.Conv2d)]
     assert len(g[0]) == len(convs) - 3 - 1                     # every backbone conv but the frozen conv1a
     assert not v1.backbone.conv1a.weight.requires_grad
     bn_params = {id(p) for m in v1.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
     assert not bn_params & {id(p) for grp in g for p in grp}   # published: BN scale/shift never optimised
     v1.train()
-    assert not v1.backbone.bn7.training and v1.bn_fov.training  # ResNet-38 BN frozen, head BN trains
-    assert v1.bn_fov.momentum == pytest.approx(0.0003)
+    assert not v1.backbone.bn7.training and head.bn_fov.training  # ResNet-38 BN frozen, head BN trains
+    assert head.bn_fov.momentum == pytest.approx(0.0003)
 
     v2 = build_deeplab("deeplabv2", "resnet_tiny", 5, head_dim=16).train()
     g = v2.get_parameter_groups()
-    aspp_convs = [m.weight for m in v2.aspp.modules() if isinstance(m, nn.Conv2d)]
+    aspp_convs = [m.weight for m in v2.decode_head.aspp.modules() if isinstance(m, nn.Conv2d)]
     assert len(g[2]) == 1 + len(aspp_convs) and len(g[3]) == 1
     assert v2.backbone.bn1.training and v2.backbone.conv1.weight.requires_grad  # published ResNet: nothing frozen
 
@@ -190,7 +204,7 @@ def test_few_iterations_lower_the_loss(model, backbone):
     for itr in range(8):
         set_poly_lr(opt, 0.01, itr, 8)
         torch.manual_seed(itr)
-        loss = seg_loss(net(x), y)
+        loss = seg_loss(net(x)["out"], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -208,7 +222,7 @@ def test_bad_arguments():
         build_deeplab("deeplabv3", "resnet_tiny", 3)
     with pytest.raises(WsegError, match="unknown"):
         build_deeplab("deeplabv1", "vgg16", 3)
-    with pytest.raises(WsegError, match="deep_base"):
+    with pytest.raises(WsegError, match="stem"):
         build_deeplab("deeplabv1", "resnet38_tiny", 3, deep_base=True)
     with pytest.raises(WsegError, match="four branches"):
         build_deeplab("deeplabv2", "resnet_tiny", 3, aspp_rates=(6, 12))

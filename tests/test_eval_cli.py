@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from wseg.cli import main
+from wseg.evaluation import resolve_class_names
 from wseg.io import save_cam_dict, save_mask_png
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,8 +168,8 @@ def test_num_classes_and_builtin_classes(data):
     b = EVAL.run(EVAL.build_parser().parse_args(
         [x for x in argv(data, "--t", "0.1") if x not in ("--classes", data["classes"])] + ["--num_classes", "4"]))
     assert a["miou"] == b["miou"] and list(b["iou"]) == ["background", "class1", "class2", "class3"]
-    assert list(EVAL.resolve_class_names("voc12", None))[20] == "tvmonitor"
-    assert len(EVAL.resolve_class_names(None, 21)) == 21
+    assert list(resolve_class_names("voc12", None))[20] == "tvmonitor"
+    assert len(resolve_class_names(None, 21)) == 21
 
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2, no files

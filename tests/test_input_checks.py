@@ -130,18 +130,23 @@ def test_training_schedule_flags(toy_root, tmp_path, extra, named):
     assert not os.path.exists(tmp_path / "s")
 
 
-def test_pipeline_overrides_reach_deeplab_and_unknown_sections_fail():
-    from wseg.pipeline import apply_overrides, wsss_stages
+def test_pipeline_overrides_reach_every_stage_and_unknown_names_fail():
+    from wseg.pipeline import load_pipeline, stages_from_config
 
-    cfg = apply_overrides({"dataset": {"voc12_root": "/data/voc"}, "stages": {}},
-                          ["segmentation:--max_iters=3", "aff_infer:--logt=4"])
-    stages = {s.name: s for s in wsss_stages(cfg, "/tmp/w")}
-    assert "max_iters=3" in stages["seg_train"].argv and stages["aff_infer"].argv[-2:] == ["--logt", "4"]
-    assert os.path.isfile(stages["seg_train"].argv[1])           # the default config, found from any folder
-    with pytest.raises(WsegError, match="no section 'aff_infr'"):
-        apply_overrides(cfg, ["aff_infr:--logt=4"])
-    with pytest.raises(WsegError, match="unknown stages entries segmentation.max_iters"):
-        wsss_stages({"dataset": {}, "stages": {"segmentation": {"max_iters": 3}}}, "/tmp/w")
+    cfg = load_pipeline("ppc_voc", ["seg_train.max_iters=3", "aff_infer.logt=4", "seg_train.model.head_dim=64"],
+                        root="/data/voc")
+    stages = {s.name: s for s in stages_from_config(cfg, "/tmp/w")}
+    train, test = stages["seg_train"].argv, stages["seg_test"].argv
+    assert train[train.index("--max_iters") + 1] == "3" and "model.head_dim=64" in train
+    assert test[test.index("--max_iters") + 1] == "3"                     # seg_test takes seg_train's values
+    assert stages["aff_infer"].argv[-2:] == ["--logt", "4"]
+    assert os.path.isfile(train[train.index("--config") + 1])            # the repo config, found from any folder
+    with pytest.raises(WsegError, match="no stage 'aff_infr'.*aff_infer"):
+        load_pipeline("ppc_voc", ["aff_infr.logt=4"], root="/data/voc")
+    with pytest.raises(WsegError, match="SECTION:--flag=VALUE is gone"):
+        load_pipeline("ppc_voc", ["aff_infer:--logt=4"], root="/data/voc")
+    with pytest.raises(WsegError, match="dataset.root is not set"):
+        load_pipeline("ppc_voc")
 
 
 def test_toy_dataset_and_cam_overflow_guards(tmp_path):
@@ -161,24 +166,24 @@ def test_pipeline_list_writes_nothing_and_names_stages_in_errors(tmp_path, capsy
     from wseg.pipeline import REPO, load_script
 
     rp = load_script("scripts/run_pipeline.py")
-    demo = os.path.join(REPO, "scripts/pipelines/demo.json")
+    demo = os.path.join(REPO, "scripts/pipelines/demo.py")
     work = str(tmp_path / "w")
     rp.run(rp.build_parser().parse_args(["--config", demo, "--work_dir", work, "--list"]))
     assert "seg_test" in capsys.readouterr().out and not os.path.exists(work)
-    with pytest.raises(SystemExit):
+    with pytest.raises(WsegError, match=r"stage data: .*unknown key 'nosuch'"):
         rp.run(rp.build_parser().parse_args(["--config", demo, "--work_dir", work, "--only", "data",
-                                             "--set", "make_toy_voc:--nosuch=1"]))
-    assert "(stage data;" in capsys.readouterr().err
+                                             "--set", "data.nosuch=1"]))
 
 
 def test_deeplab_key_given_twice_with_different_values():
     from wseg.pipeline import REPO, load_script
 
-    cfgmod = load_script("segmentation/config.py")
+    train = load_script("segmentation/train.py")
     demo = os.path.join(REPO, "segmentation/configs/demo_tiny.py")
-    assert cfgmod.load_config(demo, [("max_iters", ["4"])], ["max_iters=4"])["max_iters"] == 4     # agreeing: fine
+    args = train.build_parser().parse_args(["--config", demo, "--max_iters", "4", "--set", "max_iters=4"])
+    assert args.max_iters == 4                                                              # agreeing: fine
     with pytest.raises(WsegError, match="max_iters: given as --max_iters 0 and as --set max_iters=4"):
-        cfgmod.load_config(demo, [("max_iters", ["0"])], ["max_iters=4"])
+        train.build_parser().parse_args(["--config", demo, "--max_iters", "0", "--set", "max_iters=4"])
 
 
 def test_split_lists_refuse_ids_without_images(toy_root, tmp_path):

@@ -3,10 +3,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wseg.losses.ppc import cam_losses, ppc_losses
+from wseg.losses.ppc import ppc_losses
 from wseg.losses.seam import seam_losses
-from wseg.models.cam_nets import build_cam_net
-from wseg.optim import PolyOptimizer
+from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+from wseg.engine.trainer import StepContext
+from wseg.methods import build_cam_net, get_method
 
 
 # ----------------------------------------------------------------------------------------------- references
@@ -217,15 +218,23 @@ def test_sampling_uses_the_generator():
     assert torch.equal(a, b)
 
 
-def test_cam_losses_compose_published_total():
-    out1, out2, label, keys = fake_outputs()
-    full = cam_losses(out1, out2, label, network="contrast", view_size=16, random_keys=keys)
+def named(out):
+    """Positional fake outputs -> the named outputs of the SEAM/PPC networks."""
+    return dict(zip(("cam", "cam_rv", "f_proj", "cam_rv_down"), out))
+
+
+def test_method_losses_compose_published_total():
+    out1, out2, label, _ = fake_outputs()
+    n, hw = label.shape[0], out2[3][0, 0].numel()
+    keys = torch.rand(2, n * hw, generator=torch.Generator().manual_seed(7))        # what PPC draws from its generator
+    ctx = StepContext(generator=torch.Generator().manual_seed(7))
+    full = get_method("contrast")().losses(named(out1), named(out2), label, ctx)
     ref_s = ref_seam(out1[0], out1[1], out2[0], out2[1], label)
-    ref_p, _ = ref_ppc(out1[2], out1[3], out2[2], out2[3], label, *keys)
+    ref_p, _ = ref_ppc(out1[2], out1[3], out2[2], out2[3], label, keys[0], keys[1])
     assert torch.allclose(full["loss"], ref_s["loss"] + ref_p["loss_nce"], atol=1e-5)
     assert set(full) >= {"loss", "loss_cls", "loss_er", "loss_ecr", "loss_nce", "loss_intra_nce", "loss_cross_nce",
                          "loss_cross_nce2"}
-    seam = cam_losses(out1[:2], out2[:2], label, network="seam")
+    seam = get_method("seam")().losses(named(out1[:2]), named(out2[:2]), label, StepContext())
     assert torch.allclose(seam["loss"], ref_s["loss"], atol=1e-5) and "loss_nce" not in seam
 
 
@@ -235,10 +244,12 @@ def test_a_few_sgd_steps_lower_the_total_loss():
     x = torch.randn(2, 3, 64, 64)
     x2 = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=True)
     label = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
-    opt = PolyOptimizer(net.get_parameter_groups(), lr=0.01, weight_decay=5e-4, max_step=50)
+    opt = build_optimizer("sgd", published_groups(net.get_parameter_groups(), 0.01, 5e-4), 0.01, 5e-4)
     losses = []
-    for _ in range(6):
-        out = cam_losses(net(x), net(x2), label, generator=torch.Generator().manual_seed(0))
+    ppc = get_method("contrast")()
+    for step in range(6):
+        PolyLR(50).apply(opt, step)
+        out = ppc.losses(net(x), net(x2), label, StepContext(generator=torch.Generator().manual_seed(0)))
         loss = out["loss"]
         assert all(torch.isfinite(v) for v in out.values())
         opt.zero_grad()
@@ -381,12 +392,13 @@ def test_cls_only_is_the_classification_term_of_both_views():
     x2 = F.interpolate(x1, size=(16, 16), mode="bilinear", align_corners=True)
     label = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
     out1, out2 = net(x1), net(x2)
-    warm = cam_losses(out1, out2, label, network="contrast", view_size=16, cls_only=True)
-    full = cam_losses(out1, out2, label, network="contrast", view_size=16, generator=torch.Generator().manual_seed(0))
+    ppc = get_method("contrast")()
+    warm = ppc.losses(out1, out2, label, StepContext(cls_only=True))
+    full = ppc.losses(out1, out2, label, StepContext(generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(warm["loss"], full["loss_mlsm"]) and set(warm) == {"loss", "loss_mlsm"}
     lab = torch.cat([torch.ones(2, 1), label], 1)
-    ref = sum(F.multilabel_soft_margin_loss(o[0].mean((2, 3))[:, 1:], lab[:, 1:]) for o in (out1, out2)) / 2
+    ref = sum(F.multilabel_soft_margin_loss(o["cam"].mean((2, 3))[:, 1:], lab[:, 1:]) for o in (out1, out2)) / 2
     assert torch.allclose(warm["loss"], ref)
     warm["loss"].backward()
-    assert net.fc8.weight.grad is not None and net.fc8.weight.grad.abs().sum() > 0
-    assert net.f9.weight.grad is None and net.fc_proj.weight.grad is None
+    assert net.cam_head.fc8.weight.grad is not None and net.cam_head.fc8.weight.grad.abs().sum() > 0
+    assert net.pcm.f9.weight.grad is None and net.proj.fc_proj.weight.grad is None

@@ -10,24 +10,23 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = {
-    "dataset": {"make_toy_voc": {"--num_train": 8, "--num_val": 4, "--num_classes": 3, "--size": "64x48",
-                                 "--seed": 1, "--difficulty": "easy"}},
-    "stages": {
-        "contrast_train": {"--backbone": "resnet38_tiny", "--batch_size": 4, "--max_epoches": 2, "--crop_size": 48,
-                           "--resize_long": [48, 64], "--view2_size": 32, "--optimizer": "adamw", "--lr": 0.001,
-                           "--num_workers": 0, "--device": "cpu"},
-        "contrast_infer": {"--scales": [0.5, 1.0], "--num_workers": 0, "--device": "cpu"},
-        "eval": {"--num_workers": 0},
-        "aff_prepare": {"--num_workers": 0},
-        "aff_train": {"--backbone": "resnet38_tiny", "--batch_size": 4, "--max_epoches": 2, "--crop_size": 72,
-                      "--num_workers": 0, "--device": "cpu"},
-        "aff_infer": {"--logt": 2, "--num_workers": 0, "--device": "cpu"},
-        "segmentation": {"config": "segmentation/configs/demo_tiny.py",
-                         "set": {"max_iters": 4, "ckpt_every": 2, "val_every": 4, "crop_size": 48,
-                                 "test_scales": [1.0], "batch_size": 2}},
-    },
-}
+TINY = """
+_base_ = %r
+stages = dict(
+    data=dict(args=dict(num_train=8, num_val=4, num_classes=3, size="64x48", seed=1, difficulty="easy")),
+    cam_train=dict(args=dict(backbone="resnet38_tiny", batch_size=4, max_epoches=2, cls_warmup_epochs=0,
+                             crop_size=48, resize_long=[48, 64], view2_size=32, num_workers=0)),
+    cam_infer=dict(args=dict(scales=[0.5, 1.0], num_workers=0)),
+    eval_cam=dict(args=dict(num_workers=0)), eval_cam_crf=dict(args=dict(num_workers=0)),
+    eval_rw=dict(args=dict(num_workers=0)), eval_pseudo=dict(args=dict(num_workers=0)),
+    aff_prepare=dict(args=dict(num_workers=0)),
+    aff_train=dict(args=dict(backbone="resnet38_tiny", batch_size=4, max_epoches=2, crop_size=72, resize_long=None,
+                             num_workers=0)),
+    aff_infer=dict(args=dict(logt=2, scale=None, num_workers=0)),
+    seg_train=dict(args=dict(config="segmentation/configs/demo_tiny.py", backbone_weights=None, max_iters=4,
+                             ckpt_every=2, val_every=4, crop_size=48, test_scales=[1.0], batch_size=2)),
+)
+""" % os.path.join(REPO, "scripts", "pipelines", "demo.py")
 METRIC_STAGES = ["eval_cam", "eval_cam_crf", "eval_rw", "eval_pseudo", "seg_test"]
 
 
@@ -46,8 +45,8 @@ def metrics(work_dir):
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.json"
-    path.write_text(json.dumps(TINY))
+    path = tmp_path_factory.mktemp("cfg") / "tiny.py"
+    path.write_text(TINY)
     return str(path)
 
 
@@ -106,35 +105,66 @@ def test_kill_9_mid_run_then_rerun_gives_same_results(tmp_path, config, finished
 
 
 def test_stage_list_connects_cam_weights_to_deeplab_and_seam_baseline(tmp_path):
-    """``backbone_from_cam`` hands the trained CAM network to DeepLab as its backbone weights; ``baseline_seam``
-    adds the SEAM baseline's train/infer/eval stages with the same flags."""
-    from wseg.pipeline import wsss_stages
+    """The demo hands the trained CAM network to DeepLab as its backbone weights (train and test); demo_cams adds
+    the SEAM baseline's train/infer/eval stages with the CAM stages' own values."""
+    from wseg.pipeline import load_pipeline, stages_from_config
 
-    cfg = {"dataset": {"make_toy_voc": {"--num_train": 8}}, "baseline_seam": True,
-           "stages": {"contrast_train": {"--max_epoches": 1}, "segmentation": {"config": "c.py",
-                                                                               "backbone_from_cam": True}}}
-    stages = {s.name: s for s in wsss_stages(cfg, str(tmp_path))}
+    cfg = load_pipeline("demo_cams", ["cam_train.max_epoches=1"])
+    stages = {s.name: s for s in stages_from_config(cfg, str(tmp_path))}
     assert [n for n in stages if "seam" in n] == ["seam_cam_train", "seam_cam_infer", "eval_seam_cam"]
-    seam = stages["seam_cam_train"].argv
-    assert seam[seam.index("--network") + 1] == "seam" and "--max_epoches" in seam
+    assert list(stages)[0] == "data"                                # the dataset is made first
+    seam, ppc = stages["seam_cam_train"].argv, stages["cam_train"].argv
+    assert seam[seam.index("--network") + 1] == "seam" and seam[seam.index("--max_epoches") + 1] == "1"
+    assert [a for a in seam if a.startswith("--")] == [a for a in ppc if a.startswith("--")]
     cam_pth = os.path.join(str(tmp_path), "models", "cam.pth")
     for name in ("seg_train", "seg_test"):
-        assert f"backbone_weights={cam_pth}" in stages[name].argv
-    cfg["stages"]["segmentation"]["backbone_from_cam"] = False
-    assert not any(a.startswith("backbone_weights=") for s in wsss_stages(cfg, str(tmp_path)) for a in s.argv)
+        argv = stages[name].argv
+        assert argv[argv.index("--backbone_weights") + 1] == cam_pth
 
 
-def test_set_overrides_stage_flags():
+def test_set_overrides_stage_values():
     from wseg.errors import WsegError
-    from wseg.pipeline import apply_overrides
+    from wseg.pipeline import load_pipeline, stages_from_config
 
-    cfg = {"dataset": {"make_toy_voc": {"--num_train": 8}}, "stages": {"aff_infer": {"--scale": 2, "--logt": 4}}}
-    apply_overrides(cfg, ["contrast_train:--cls_warmup_epochs=0", "aff_infer:--scale=null",
-                          "contrast_infer:--scales=1.0 2.0", "make_toy_voc:--num_train=20"])
-    assert cfg["stages"]["contrast_train"] == {"--cls_warmup_epochs": "0"}
-    assert cfg["stages"]["aff_infer"] == {"--logt": 4}
-    assert cfg["stages"]["contrast_infer"] == {"--scales": ["1.0", "2.0"]}
-    assert cfg["dataset"]["make_toy_voc"] == {"--num_train": "20"}
-    for bad in ("contrast_train", "contrast_train:--x", "contrast_train:x=1", ":--x=1", "contrast_train:--x="):
-        with pytest.raises(WsegError, match="--set"):
-            apply_overrides(cfg, [bad])
+    cfg = load_pipeline("demo", ["cam_train.cls_warmup_epochs=0", "aff_infer.scale=null", "cam_infer.scales=[1.0, 2.0]",
+                                 "data.num_train=20", "seg_train.model.head_dim=32", "dataset.val_list=train"])
+    st = {s.name: s.argv for s in stages_from_config(cfg, "/tmp/w")}
+    assert st["cam_train"][st["cam_train"].index("--cls_warmup_epochs") + 1] == "0"
+    assert "--scale" not in st["aff_infer"] and st["aff_infer"][st["aff_infer"].index("--logt") + 1] == "4"
+    assert st["cam_infer"][st["cam_infer"].index("--scales") + 1:][:2] == ["1.0", "2.0"]
+    assert st["data"][st["data"].index("--num_train") + 1] == "20" and "model.head_dim=32" in st["seg_test"]
+    assert st["seg_test"][st["seg_test"].index("--test_list") + 1].endswith("train.txt")
+    for bad in ("cam_train", "cam_train.x", ":x=1", "nostage.x=1", "dataset.nokey=1"):
+        with pytest.raises(WsegError, match="--set|no stage|dataset section"):
+            load_pipeline("demo", [bad])
+
+
+def test_every_pipeline_config_lists(tmp_path, capsys):
+    """``run_pipeline.py --list`` works for every config under scripts/pipelines (the VOC ones given a root)."""
+    from wseg.pipeline import PIPELINES, run_pipeline
+
+    names = sorted(f[:-3] for f in os.listdir(PIPELINES) if f.endswith(".py"))
+    assert {"demo", "ppc_voc", "seam_voc"} <= set(names)
+    for name in names:
+        run_pipeline(name, str(tmp_path / name), root=str(tmp_path / "voc"), list_only=True)
+        out = capsys.readouterr().out
+        assert "scripts/eval.py" in out, name
+    assert not any(os.path.exists(tmp_path / n) for n in names)        # --list writes nothing
+
+
+def test_a_root_with_its_own_classes_is_evaluated_with_them(finished, tmp_path):
+    """The tiny run's dataset has 3 classes + background (its classes.txt): every evaluation used those 4; the same
+    root passed with --voc12_root to a VOC pipeline is evaluated with its own classes too, not VOC's 21."""
+    from wseg.pipeline import load_pipeline, stages_from_config
+
+    root = os.path.join(finished, "data")
+    for name in ("ppc_voc", "demo"):
+        cfg = load_pipeline(name, root=root)
+        evals = [s.argv for s in stages_from_config(cfg, str(tmp_path)) if s.script.endswith("eval.py")]
+        assert evals and all(a[a.index("--classes") + 1] == os.path.join(root, "classes.txt") for a in evals)
+    with open(os.path.join(finished, "report", "results.json")) as f:
+        res = json.load(f)
+    for stage in ("eval_cam", "eval_cam_crf", "eval_rw", "eval_pseudo"):
+        assert res[stage]["result"]["num_classes"] == 4, stage
+        assert set(res[stage]["result"]["iou"]) == {"background", "class1", "class2", "class3"} or \
+            len(res[stage]["result"]["iou"]) == 4

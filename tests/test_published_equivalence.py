@@ -633,16 +633,17 @@ def ppc(toy):
 def test_cam_network_outputs_equal_published(network, tmp_path):
     """PPC ``resnet38_contrast.Net`` / SEAM ``resnet38_SEAM.Net`` state dicts load strictly (nothing missing or
     unexpected) and give the published outputs: cam, cam_rv (and PPC's f_proj, cam_rv_down)."""
-    from wseg.models.build import build_cam_model_from_weights
+    from wseg.methods.base import build_from_weights
 
     sd = published_cam_net_state(network, seed=5)
-    net, meta = build_cam_model_from_weights(save_published(tmp_path / "w.pth", sd), network, "resnet38_tiny",
-                                             NUM_CLASSES)
+    _, net, meta = build_from_weights(save_published(tmp_path / "w.pth", sd), network, "resnet38_tiny", NUM_CLASSES)
     assert set(net.state_dict()) == set(sd)
     net.eval()
     x = torch.randn(2, 3, 45, 61, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        got = net(x)
+        named = net(x)                                  # our named outputs, in the published tuple's order
+    published = ("cam", "cam_rv", "f_proj", "cam_rv_down") if network == "contrast" else ("cam", "cam_rv")
+    got = [named[k] for k in published]
     ref = ref_cam_net(sd, x, network)
     assert len(got) == len(ref) == (4 if network == "contrast" else 2)
     for g, r in zip(got, ref):
@@ -653,7 +654,7 @@ def test_cam_network_outputs_equal_published(network, tmp_path):
 def test_affinity_network_dense_matrix_equals_published(tmp_path):
     """``resnet38_aff.Net`` state dict loads strictly; ``forward(x, to_dense=True)`` equals the published dense
     affinity matrix (pairs of psa's ``get_indices_of_pairs``, transposed pairs, unit self-loops)."""
-    from wseg.models.affinity_net import build_affinity_net_from_weights
+    from wseg.methods.affinitynet import build_affinity_net_from_weights
 
     sd = published_aff_net_state(seed=6)
     net, _ = build_affinity_net_from_weights(save_published(tmp_path / "aff.pth", sd), "resnet38_tiny")
@@ -670,8 +671,8 @@ def test_affinity_network_dense_matrix_equals_published(tmp_path):
 def test_deeplab_networks_equal_published(tmp_path):
     """Published DeepLab v1 (ResNet-38) and v2 (deep-base ResNet, dilations of ``_make_layer``, ASPP with image
     pooling) state dicts load strictly and give the published logits (odd input size: ceil strides)."""
-    from wseg.models.deeplab import build_deeplab, make_deep_base
-    from wseg.models.resnets import ResNetBackbone
+    from wseg.models.deeplab import build_deeplab
+    from wseg.models.backbones.resnet import ResNet
     from wseg.segmentation import load_segmentation_weights
 
     x = torch.randn(1, 3, 45, 61, generator=torch.Generator().manual_seed(2))
@@ -679,15 +680,15 @@ def test_deeplab_networks_equal_published(tmp_path):
     v1 = build_deeplab("deeplabv1", "resnet38_tiny", NUM_CLASSES, head_dim=32)
     load_segmentation_weights(v1, save_published(tmp_path / "v1.pth", sd1))
     with torch.no_grad():
-        torch.testing.assert_close(v1.eval()(x), ref_deeplabv1(sd1, x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(v1.eval()(x)["out"], ref_deeplabv1(sd1, x), rtol=1e-4, atol=1e-4)
 
     layers = (2, 2, 2, 2)   # two blocks per stage: the later blocks' dilations (2, 4) are exercised too
     sd2 = published_deeplabv2_state(layers, width_per_group=16, head_dim=16)
     v2 = build_deeplab("deeplabv2", "resnet_tiny", NUM_CLASSES, head_dim=16, deep_base=True)
-    v2.backbone = make_deep_base(ResNetBackbone(layers=layers, width_per_group=16, frozen=(), freeze_bn=False))
+    v2.backbone = ResNet(layers=layers, width_per_group=16, stem="resnet101s")
     load_segmentation_weights(v2, save_published(tmp_path / "v2.pth", sd2))
     with torch.no_grad():
-        torch.testing.assert_close(v2.eval()(x), ref_deeplabv2(sd2, x, layers), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(v2.eval()(x)["out"], ref_deeplabv2(sd2, x, layers), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -763,9 +764,9 @@ def test_aff_infer_published_pairs_equals_published(toy, ppc, tmp_path):
 def test_aff_infer_published_pairs_small_maps_shrink_the_radius(size, radius):
     """On feature maps under 11 nodes a side, ``resnet38_aff.forward(x, True)`` shrinks the pair radius to
     ``(min_edge - 1) // 2``; ``--published_pairs`` does the same (before: radius 5 or a too-small-map error)."""
-    from wseg.models.affinity_net import build_affinity_net
+    from wseg.methods.affinitynet import build_affinity_net
     from wseg.models.checkpoint import load_state_dict_strict
-    from wseg.stages.aff_infer import published_radius, walk_image
+    from wseg.methods.affinitynet import published_radius, walk_image
 
     sd = published_aff_net_state(seed=10)
     net = build_affinity_net("resnet38_tiny")

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from wseg.models.resnet38 import ResNet38, resnet38, resnet38_tiny
+from wseg.models.backbones.resnet38 import ResNet38, resnet38, resnet38_tiny
 
 # Published resnet38d.Net, written out: (block, in, mid, out, has conv_branch1). b6/b7 are bottlenecks.
 TABLE = [
@@ -63,13 +63,13 @@ def test_published_names_and_shapes():
 def test_features_output_stride_8():
     net = resnet38_tiny().eval()
     with torch.no_grad():
-        d = net.forward_features(torch.randn(2, 3, 64, 48))
+        d = net(torch.randn(2, 3, 64, 48))
     ch = net.feature_channels
     assert d["conv3"].shape == (2, ch["conv3"], 16, 12)
     for k in ("conv4", "conv5", "conv6"):
         assert d[k].shape == (2, ch[k], 8, 6)
     assert (d["conv6"] >= 0).all()
-    assert net(torch.randn(1, 3, 65, 65)).shape[-2:] == (9, 9)  # ceil(65 / 8) like the published padding
+    assert net(torch.randn(1, 3, 65, 65))["conv6"].shape[-2:] == (9, 9)  # ceil(65 / 8) like the published padding
 
 
 def test_frozen_parts_and_bn_eval():
@@ -100,7 +100,7 @@ def test_reduced_width_round_trip():
     b.load_state_dict(a.state_dict(), strict=True)
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(a(x), b(x))
+        assert all(torch.equal(a(x)[k], b(x)[k]) for k in a.levels)
     assert set(a.state_dict()) == set(published_shapes())
     assert a.feature_channels == {"conv3": 16, "conv4": 32, "conv5": 64, "conv6": 256}
 

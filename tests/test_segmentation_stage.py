@@ -37,7 +37,12 @@ def _script(name):
 
 
 TRAIN, TEST = _script("train"), _script("test")
-CONFIG = TRAIN.config_module()
+
+
+def load_config(path, *argv):
+    from wseg.segmentation.config import config_from_args
+
+    return config_from_args(TRAIN.build_parser().parse_args(["--config", path, *argv]))
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +59,17 @@ def pseudo(toy_root, tmp_path_factory):
 
 def _train_args(toy_root, pseudo, out_dir, *extra):
     return ["--config", DEMO, "--voc12_root", toy_root, "--pseudo_mask_dir", pseudo, "--out_dir", out_dir,
-            "--progress", "False", "--set", "backbone=resnet38_tiny", "frozen_layers=conv1a", "max_iters=4",
+            "--progress", "False", "--set", "model.backbone=resnet38_tiny", "model.frozen_layers=[conv1a]", "max_iters=4",
             "ckpt_every=2", "val_every=0", "crop_size=48", "batch_size=4", "log_every=2", *extra]
 
 
 def _train(argv, on_step=None):
     from wseg.segmentation import train
 
+    from wseg.segmentation.config import config_from_args
+
     args = TRAIN.build_parser().parse_args(argv)
-    return train(CONFIG.config_from_args(args), progress=False, on_step=on_step)
+    return train(config_from_args(args), progress=False, on_step=on_step)
 
 
 def _state(path):
@@ -82,48 +89,53 @@ def trained(toy_root, pseudo, tmp_path_factory):
 
 
 def test_published_configs():
-    v1_38 = CONFIG.load_config(os.path.join(CONFIGS, "deeplabv1_resnet38.py"))
-    v1_101 = CONFIG.load_config(os.path.join(CONFIGS, "deeplabv1_resnet101.py"))
-    v2_101 = CONFIG.load_config(os.path.join(CONFIGS, "deeplabv2_resnet101.py"))
+    v1_38 = load_config(os.path.join(CONFIGS, "deeplabv1_resnet38.py"))
+    v1_101 = load_config(os.path.join(CONFIGS, "deeplabv1_resnet101.py"))
+    v2_101 = load_config(os.path.join(CONFIGS, "deeplabv2_resnet101.py"))
     for cfg in (v1_38, v1_101, v2_101):
         assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.power) == (0.001, 0.9, 0.0005, 0.9)
         assert (cfg.batch_size, cfg.max_iters, cfg.crop_size, cfg.seed) == (10, 20000, 448, 1)
         assert cfg.scale_range == [0.5, 1.5] and cfg.flip_prob == 0.5 and cfg.hsv_jitter == [10, 10, 10]
         assert cfg.test_scales == [0.5, 0.75, 1.0, 1.25, 1.5, 1.75] and cfg.test_flip and cfg.crf
-        assert cfg.bn_momentum == 0.0003 and cfg.train_list == "train_aug"
-    assert (v1_38.model, v1_38.backbone, v1_38.frozen_layers, v1_38.freeze_backbone_bn) == \
+        assert cfg.model["bn_momentum"] == 0.0003 and cfg.train_list == "train_aug"
+    m = v1_38.model
+    assert (m["type"], m["backbone"], m["frozen_layers"], m["freeze_backbone_bn"]) == \
         ("deeplabv1", "resnet38", ["conv1a"], True)
-    assert (v1_101.model, v1_101.backbone, v1_101.freeze_backbone_bn) == ("deeplabv1", "resnet101", False)
-    assert (v2_101.model, v2_101.backbone, v2_101.head_dim, v2_101.aspp_rates) == \
-        ("deeplabv2", "resnet101", 256, [6, 12, 18, 24])
-    assert v2_101.pseudo_mask_dir == v1_101.pseudo_mask_dir == "crf_5_8_png"  # inherited through 'base'
-    demo = CONFIG.load_config(DEMO)
-    assert (demo.model, demo.backbone, demo.frozen_layers, demo.amp) == ("deeplabv1", "resnet_tiny", [], False)
-    r38 = CONFIG.load_config(os.path.join(CONFIGS, "demo_resnet38.py"))  # the v1 recipe, via demo_tiny
-    assert (r38.model, r38.backbone, r38.freeze_backbone_bn, r38.lr, r38.momentum) == \
+    m = v1_101.model
+    assert (m["type"], m["backbone"], m["freeze_backbone_bn"], m["stem"]) == ("deeplabv1", "resnet101", False,
+                                                                              "torchvision")
+    m = v2_101.model
+    assert (m["type"], m["backbone"], m["head_dim"], m["aspp_rates"]) == ("deeplabv2", "resnet101", 256,
+                                                                          [6, 12, 18, 24])
+    assert v2_101.pseudo_mask_dir == v1_101.pseudo_mask_dir == "crf_5_8_png"  # inherited through _base_
+    demo = load_config(DEMO)
+    assert (demo.model["type"], demo.model["backbone"], demo.model["frozen_layers"], demo.amp) == \
+        ("deeplabv1", "resnet_tiny", [], False)
+    r38 = load_config(os.path.join(CONFIGS, "demo_resnet38.py"))  # the v1 recipe, via demo_tiny
+    assert (r38.model["type"], r38.model["backbone"], r38.model["freeze_backbone_bn"], r38.lr, r38.momentum) == \
         ("deeplabv1", "resnet38_small", False, 0.001, 0.9)
     assert r38.test_flip and r38.crf and r38.crf_bi_xy_std == v1_38.crf_bi_xy_std
 
 
 def test_overrides_and_unknown_keys(tmp_path, capsys):
-    p = TRAIN.build_parser()
-    args = p.parse_args(["--config", DEMO, "--lr", "0.05", "--test_scales", "0.5", "1", "--amp",
-                         "--set", "batch_size=2", "crf=False", "scale_range=0.8,1.2", "--stop_iter=none",
-                         "--head_dim", "8", "--frozen_layers", "conv1a", "b2"])
-    cfg = CONFIG.config_from_args(args)
-    assert (cfg.lr, cfg.batch_size, cfg.crf, cfg.amp, cfg.head_dim) == (0.05, 2, False, True, 8)
+    cfg = load_config(DEMO, "--lr", "0.05", "--test_scales", "0.5", "1", "--amp",
+                      "--set", "batch_size=2", "crf=False", "scale_range=0.8,1.2", "stop_iter=none",
+                      "model.head_dim=8", "model.frozen_layers=[conv1a, b2]")
+    assert (cfg.lr, cfg.batch_size, cfg.crf, cfg.amp, cfg.model["head_dim"]) == (0.05, 2, False, True, 8)
     assert cfg.test_scales == [0.5, 1.0] and cfg.scale_range == [0.8, 1.2] and cfg.stop_iter is None
-    assert cfg.frozen_layers == ["conv1a", "b2"]
-    with pytest.raises(WsegError, match=r"unknown config key 'max_iter'.*max_iters"):
-        CONFIG.config_from_args(p.parse_args(["--config", DEMO, "--max_iter", "3"]))
-    with pytest.raises(WsegError, match=r"unknown config key 'learning_rate'"):
-        CONFIG.config_from_args(p.parse_args(["--config", DEMO, "--set", "learning_rate=0.1"]))
-    with pytest.raises(WsegError, match="not a valid int"):
-        CONFIG.config_from_args(p.parse_args(["--config", DEMO, "--batch_size", "ten"]))
+    assert cfg.model["frozen_layers"] == ["conv1a", "b2"] and cfg.model["backbone"] == "resnet_tiny"  # merged
+    with pytest.raises(WsegError, match=r"unknown key 'max_iter'.*max_iters"):
+        load_config(DEMO, "--max_iter", "3")
+    with pytest.raises(WsegError, match=r"unknown key 'learning_rate'"):
+        load_config(DEMO, "--set", "learning_rate=0.1")
+    with pytest.raises(WsegError, match="invalid int value: 'ten'"):
+        load_config(DEMO, "--batch_size", "ten")
+    with pytest.raises(WsegError, match=r"unknown model key 'head_dims'.*head_dim"):
+        load_config(DEMO, "--set", "model.head_dims=8")
     bad = tmp_path / "bad.py"
-    bad.write_text("base = %r\ncrop_sise = 321\n" % DEMO)
-    with pytest.raises(WsegError, match=r"bad.py: unknown config key 'crop_sise'.*crop_size"):
-        CONFIG.load_config(str(bad))
+    bad.write_text("_base_ = %r\ncrop_sise = 321\n" % DEMO)
+    with pytest.raises(WsegError, match=r"bad.py: unknown key 'crop_sise'.*crop_size"):
+        load_config(str(bad))
     # through the CLI entry point: one line, exit status 2
     assert main(TRAIN.build_parser, TRAIN.run, ["--config", DEMO, "--max_iter", "3"]) == 2
     err = capsys.readouterr().err.strip()
@@ -169,7 +181,7 @@ def test_ms_flip_equals_hand_average():
         for x in inputs:
             for flip in (False, True):
                 xi = x.flip(-1) if flip else x
-                out = F.interpolate(net(xi[None]), (21, 29), mode="bilinear", align_corners=True)[0]
+                out = F.interpolate(net(xi[None])["out"], (21, 29), mode="bilinear", align_corners=True)[0]
                 hand.append(out.flip(-1) if flip else out)
     expected = sum(hand) / len(hand)
     got = ms_flip_logits(net, inputs, (21, 29), flip=True)
@@ -233,11 +245,11 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
     with pytest.raises(WsegError, match="pseudo-mask folder not found"):
         _train(_train_args(toy_root, str(tmp_path / "nowhere"), str(tmp_path / "o4")))
     with pytest.raises(WsegError, match="image-pooling BatchNorm of deeplabv2 needs at least 2"):
-        _train(_train_args(toy_root, pseudo, str(tmp_path / "o5"), "model=deeplabv2", "backbone=resnet_tiny",
-                           "frozen_layers=[]", "batch_size=1", "head_dim=8"))
+        _train(_train_args(toy_root, pseudo, str(tmp_path / "o5"), "model.type=deeplabv2", "model.backbone=resnet_tiny",
+                           "model.frozen_layers=[]", "batch_size=1", "model.head_dim=8"))
     # values that failed deep inside torch/numpy, or trained silently on nonsense
-    for bad, named in (("crop_size=0", "crop_size 0"), ("crop_size=4", "crop_size 4"), ("head_dim=-4", "head_dim"),
-                       ("aspp_rates=[-6,12,18,24]", "aspp_rates"), ("mean=[0.5,0.5]", "mean"), ("std=[0,0,0]", "std"),
+    for bad, named in (("crop_size=0", "crop_size 0"), ("crop_size=4", "crop_size 4"), ("model.head_dim=-4", "head_dim"),
+                       ("model.aspp_rates=[-6,12,18,24]", "aspp_rates"), ("mean=[0.5,0.5]", "mean"), ("std=[0,0,0]", "std"),
                        ("momentum=-1", "momentum -1"), ("power=nan", "power nan"), ("seed=-1", "seed -1"),
                        ("num_workers=-1", "num_workers -1")):
         with pytest.raises(WsegError, match=named):
@@ -250,7 +262,7 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
 def test_test_script(trained, toy_root, tmp_path):
     out, res = trained
     argv = ["--config", DEMO, "--voc12_root", toy_root, "--out_dir", out, "--ckpt", res["weights"],
-            "--progress", "False", "--set", "backbone=resnet38_tiny", "crf_workers=2"]
+            "--progress", "False", "--set", "model.backbone=resnet38_tiny", "crf_workers=2"]
     r = TEST.run(TEST.build_parser().parse_args(argv))
     assert r["labelled"] and r["predicted"] == 4 and 0 <= r["miou"] <= 100 and 0 <= r["miou_crf"] <= 100
     assert r["pred_dir"].endswith("pred_val_crf") and r["pred_dir_nocrf"].endswith("pred_val")
@@ -282,12 +294,12 @@ def test_test_script(trained, toy_root, tmp_path):
     r3 = TEST.run(TEST.build_parser().parse_args(
         ["--config", DEMO, "--voc12_root", root2, "--out_dir", str(tmp_path / "t"), "--ckpt", res["weights"],
          "--test_list", os.path.join(root2, "test.txt"), "--progress", "False", "--crf", "False",
-         "--backbone", "resnet38_tiny"]))
+         "--set", "model.backbone=resnet38_tiny"]))
     assert not r3["labelled"] and "miou" not in r3
     server = tmp_path / "t" / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls"
     assert sorted(os.listdir(server)) == ["toy_000013.png", "toy_000014.png"]
     with pytest.raises(WsegError, match="model='deeplabv1' network, but the config builds model='deeplabv2'"):
-        TEST.run(TEST.build_parser().parse_args(argv + ["model=deeplabv2", "backbone=resnet38_tiny"]))
+        TEST.run(TEST.build_parser().parse_args(argv + ["model.type=deeplabv2", "model.backbone=resnet38_tiny"]))
 
 
 # ------------------------------------------------------------------ DDP
@@ -334,4 +346,4 @@ def test_ddp_two_processes_cpu(ddp_run):
     assert rc == 0, log.read()[-3000:]
     assert os.path.isfile(os.path.join(out, "deeplabv1_resnet38_tiny_toy_voc_itr2_all.pth"))
     text = open(os.path.join(out, "train.log")).read()
-    assert "val mIoU" in text and "itr 2/2" in text
+    assert "val mIoU" in text and "step 2/2" in text

@@ -1,35 +1,15 @@
-"""Build ``cls_labels.npy`` and the split lists (train, val, train_aug) from a VOC-format root.
+"""Build cls_labels.npy and the split lists (train, val, train_aug) from a VOC-format root
+(see wseg/stages/make_cls_labels.py).
 
     python voc12/make_cls_labels.py --voc12_root VOCdevkit/VOC2012
-
-writes ``<root>/cls_labels.npy`` ({id: multi-hot over foreground classes}, as the published repos ship it) and
-``train.txt``, ``val.txt`` and, when ``SegmentationClassAug/`` (SBD) is present, ``train_aug.txt`` (VOC train + SBD
-minus VOC val) into ``<root>/ImageSets/Segmentation`` (or ``--list_dir``).
 """
-import argparse
 import sys
 
-from wseg.cli import main
-from wseg.data.voc import make_split_lists, write_cls_labels
+from wseg.cli import main, stage_parser
+from wseg.stages import make_cls_labels as stage
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--voc12_root", required=True, help="VOC-format root (holds JPEGImages/, Annotations/, ...)")
-    p.add_argument("--out", default=None, help="cls_labels.npy path (default <root>/cls_labels.npy)")
-    p.add_argument("--list_dir", default=None, help="where split lists go (default <root>/ImageSets/Segmentation)")
-    p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt path (default: <root>/classes.txt "
-                                                   "if present, else voc12)")
-    return p
-
-
-def run(args):
-    splits = make_split_lists(args.voc12_root, args.list_dir)
-    path = write_cls_labels(args.voc12_root, out_path=args.out, spec=args.classes)
-    for name, ids in splits.items():
-        print(f"{name}: {len(ids)} images")
-    print(f"wrote {path}")
-
+build_parser = stage_parser(stage)
+run = stage.run
 
 if __name__ == "__main__":
     sys.exit(main(build_parser, run))

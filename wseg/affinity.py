@@ -17,14 +17,16 @@ under-estimated, so its background is confident); the rest is 255 (published ``V
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from wseg.data.classes import IGNORE
 from wseg.errors import WsegError
 
-IGNORE = 255
 DEFAULT_RADIUS = 5  # published train and inference radius (at 1/8 resolution)
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -211,3 +213,72 @@ def pool_scores(scores: np.ndarray, stride: int = 8) -> np.ndarray:
     if (hp, wp) != (h, w):
         s = np.pad(s, ((0, 0), (0, hp - h), (0, wp - w)))
     return s.reshape(c, hp // stride, stride, wp // stride, stride).mean((2, 4))
+
+
+# --------------------------------------------------------------------------------------------- pair affinities
+
+
+@functools.lru_cache(maxsize=64)
+def _pairs_np(radius: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    return get_indices_of_pairs(radius, (height, width))
+
+
+def _pairs(radius: int, height: int, width: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    ind_from, ind_to = _pairs_np(int(radius), int(height), int(width))
+    return torch.from_numpy(ind_from).to(device), torch.from_numpy(ind_to).to(device)
+
+
+def pair_affinities(f: torch.Tensor, radius: int = DEFAULT_RADIUS) -> torch.Tensor:
+    """``exp(-mean_d |f_i - f_j|)`` for the published pairs of a ``(B, D, h, w)`` feature map -> ``(B, K, M)``.
+
+    Computed in float32 with one gather per end (no Python loop over pixels or offsets); differentiable.
+    """
+    b, d, h, w = f.shape
+    ind_from, ind_to = _pairs(radius, h, w, f.device)
+    m = ind_from.numel()
+    x = f.float().reshape(b, d, h * w)
+    ff = x.index_select(2, ind_from).unsqueeze(2)                  # (B, D, 1, M)
+    ft = x.index_select(2, ind_to).view(b, d, -1, m)               # (B, D, K, M)
+    return torch.exp(-(ft - ff).abs().mean(1))
+
+
+def border_pad(radius: int) -> Tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` padding that makes every position of a map a source of the published pairs."""
+    rf = int(radius) - 1
+    return rf, rf, 0, rf
+
+
+def full_pair_affinities(f: torch.Tensor, radius: int = DEFAULT_RADIUS) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Affinities of *all* in-radius pairs of a ``(1, D, h, w)`` map, including the border pairs the published
+    layout leaves out (its sources skip the last ``radius - 1`` rows and the first/last ``radius - 1`` columns, so
+    e.g. the top row's corner positions get no edge at all -- a large share of a small image's map).
+
+    The map is padded (:func:`border_pad`) with dummy positions; pairs touching one get affinity 0, so the dummies
+    are isolated (only their self-loop) and the real positions see exactly their in-radius neighbours. Returns
+    ``(aff (K, M'), (h', w'))`` in the published layout of the padded ``h' x w'`` map; pad the CAMs the same way
+    (:func:`pad_scores`) and crop the walk's result (:func:`crop_scores`).
+    """
+    if f.shape[0] != 1:
+        raise WsegError(f"affinity features of shape {tuple(f.shape)}: full-pair affinities take one image")
+    left, right, top, bottom = border_pad(radius)
+    _, d, h, w = f.shape
+    fp = F.pad(f.float(), (left, right, top, bottom))
+    hp, wp = h + top + bottom, w + left + right
+    aff = pair_affinities(fp, radius)[0]                                     # (K, M')
+    valid = torch.zeros(hp, wp, dtype=torch.bool, device=f.device)
+    valid[top:top + h, left:left + w] = True
+    valid = valid.reshape(-1)
+    ind_from, ind_to = _pairs(radius, hp, wp, f.device)
+    keep = valid[ind_to].view(aff.shape) & valid[ind_from].unsqueeze(0)
+    return aff * keep, (hp, wp)
+
+
+def pad_scores(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """Zero-pad ``(C, h, w)`` scores like :func:`full_pair_affinities` pads the features."""
+    return F.pad(scores, border_pad(radius))
+
+
+def crop_scores(scores: torch.Tensor, radius: int, size: Tuple[int, int]) -> torch.Tensor:
+    """Undo :func:`pad_scores`: the ``(C, h, w)`` real part of padded scores (``size = (h, w)``)."""
+    left, _, top, _ = border_pad(radius)
+    return scores[..., top:top + int(size[0]), left:left + int(size[1])]

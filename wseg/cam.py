@@ -8,9 +8,6 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
-from wseg.engine import autocast
 
 
 def minmax_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -32,26 +29,22 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 NORMALIZERS = {"minmax": minmax_normalize, "max": max_normalize}
 
 
-@torch.no_grad()
 def multiscale_cam(cam_fn: Callable[[torch.Tensor], torch.Tensor], scale_batches: Sequence[torch.Tensor],
                    label: torch.Tensor, size: Tuple[int, int], device: torch.device, amp: bool = False,
                    norm: str = "minmax") -> torch.Tensor:
-    """Sum of CAMs over scales and flips, upsampled to ``size`` and normalised: ``(num_fg, H, W)`` float32.
+    """Sum of CAMs over scales and flips (:func:`wseg.tta.multiscale_flip`), upsampled to ``size`` and normalised:
+    ``(num_fg, H, W)`` float32.
 
     ``scale_batches[i]`` is ``(1 or 2, 3, h, w)``: an image at one scale and (second row) its mirror, as made by
-    :func:`wseg.data.transforms.multiscale_flip_inputs`. ``cam_fn`` maps a batch to ``(B, C, h', w')`` scores with
-    background at channel 0 (for SEAM/PPC: the PCM-refined CAM). Absent classes are zeroed by ``label``
-    before normalisation, as published.
+    :func:`wseg.data.transforms.multiscale_flip_inputs`. ``cam_fn`` maps a batch to ``(B, C_fg, h', w')`` foreground
+    scores (a method's :meth:`~wseg.methods.base.CamMethod.cams`). Absent classes are zeroed by ``label`` before
+    the normalisation, as published.
     """
-    total = None
+    from wseg.tta import multiscale_flip
+
     mask = label.to(device=device, dtype=torch.float32).view(1, -1, 1, 1)
-    for batch in scale_batches:
-        with autocast(device, amp):
-            cam = cam_fn(batch.to(device, non_blocking=True))
-        cam = F.interpolate(cam[:, 1:].float(), size=size, mode="bilinear", align_corners=False) * mask
-        if cam.shape[0] == 2:
-            cam = cam[0:1] + cam[1:2].flip(-1)
-        total = cam[0] if total is None else total + cam[0]
+    total = multiscale_flip(cam_fn, scale_batches, size, align_corners=False, per_scale=lambda c: c * mask,
+                            device=device, amp=amp)
     return NORMALIZERS[norm](total)
 
 

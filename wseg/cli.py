@@ -3,7 +3,15 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from wseg.errors import WsegError
+from wseg.errors import WsegError, one_line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` whose errors (an unknown flag, a bad value) are one :class:`WsegError` line, like every other
+    bad input, instead of usage + exit."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise WsegError(f"{self.prog}: {message}; see --help")
 
 
 def str2bool(value) -> bool:
@@ -28,11 +36,10 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
     """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError`, a file-system error on a
     named path (an output folder that is a file, a permission, a full disk), or running out of host or GPU memory
     (:func:`out_of_memory`) becomes ``error: <message>`` on stderr and exit status 2."""
-    args = build_parser().parse_args(argv)
     try:
-        run(args)
+        run(build_parser().parse_args(argv))
     except WsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.filename is None:                    # not about a path the user named: a bug, keep the traceback
@@ -65,11 +72,14 @@ def out_of_memory(exc: BaseException) -> bool:
 
 
 def stage_parser(stage_module, description: Optional[str] = None) -> Callable[[], argparse.ArgumentParser]:
-    """``build_parser`` for a :mod:`wseg.stages` module (its ``add_arguments``), with its docstring as help."""
+    """``build_parser`` for a :mod:`wseg.stages` module: its ``add_arguments`` (and ``extend_arguments``, flags that
+    depend on other values such as the chosen method's), ``--config`` and ``--set`` (:mod:`wseg.config`), with its
+    docstring as help."""
+    from wseg.config import ConfigArgumentParser
 
     def build_parser() -> argparse.ArgumentParser:
-        p = argparse.ArgumentParser(description=description or stage_module.__doc__,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = ConfigArgumentParser(description=description or stage_module.__doc__,
+                                 extend=getattr(stage_module, "extend_arguments", None))
         stage_module.add_arguments(p)
         return p
 

@@ -17,13 +17,14 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from wseg.data.classes import IGNORE
 from wseg.errors import WsegError
 
 CRF_ITERS = 10
-LOW_ALPHA = 4        # PSA / SEAM / PPC
-HIGH_ALPHA = 32      # PSA infer_cls.py, PPC contrast_infer.py; SEAM uses 24
+LOW_ALPHA = 4             # PSA / SEAM / PPC
+PSA_HIGH_ALPHA = 32       # PSA infer_cls.py, PPC contrast_infer.py
+SEAM_HIGH_ALPHA = 24      # SEAM infer_SEAM.py (crf_alpha = [4, 24]), which PPC's affinity stage follows
 LABEL_GT_PROB = 0.7  # PPC aff_prepare.py / AdvCAM crf_inference_label
-IGNORE = 255
 
 
 def _densecrf():

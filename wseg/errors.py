@@ -13,3 +13,15 @@ def require(condition: bool, message: str) -> None:
     """Raise :class:`WsegError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise WsegError(message)
+
+
+def one_line(exc: BaseException) -> BaseException:
+    """A :class:`WsegError` re-raised by a DataLoader worker carries the worker's traceback in its message
+    ("Caught WsegError in DataLoader worker process 0 ... Original Traceback ..."); keep only the original
+    one-line message."""
+    if isinstance(exc, WsegError):
+        text = str(exc)
+        marker = "WsegError: "
+        if "\n" in text and marker in text:
+            return WsegError(text.rsplit(marker, 1)[1].strip())
+    return exc

@@ -53,12 +53,13 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def record_folder_settings(folder: str, settings: Dict, marker: str, flag: str,
-                           suffixes: Tuple[str, ...] = (".png", ".npy")) -> None:
-    """Record ``settings`` (JSON) in ``folder/marker``, or refuse a folder holding outputs (files ending in
-    ``suffixes``) made with other settings, or with unknown ones (outputs but no record). Stages skip finished items
-    by file name, so without this a re-run with other flags into the same folder would silently keep stale outputs.
-    A record without outputs (a run that stopped before its first one) is simply replaced."""
-    path = os.path.join(folder, marker)
+                           suffixes: Tuple[str, ...] = (".png", ".npy"), record: Optional[str] = None) -> None:
+    """Record ``settings`` (JSON) in ``folder/marker`` (or ``record``, for folders that must hold outputs only, such
+    as an evaluation server's), or refuse a folder holding outputs (files ending in ``suffixes``) made with other
+    settings, or with unknown ones (outputs but no record). Stages skip finished items by file name, so without this
+    a re-run with other flags into the same folder would silently keep stale outputs. A record without outputs (a
+    run that stopped before its first one) is simply replaced."""
+    path = record or os.path.join(folder, marker)
     outputs = os.path.isdir(folder) and any(n.endswith(suffixes) for n in os.listdir(folder))
     old = None
     if os.path.isfile(path):
@@ -306,3 +307,20 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
         if i + 1 < len(panels):
             cols.append(np.full((h, gap, 3), 255, np.uint8))
     return np.concatenate(cols, 1)
+
+
+#: The stage that writes CAM dicts (named in the errors of the stages that read them).
+CAM_STAGE = "scripts/contrast_infer.py --out_cam"
+
+
+def missing_cams(cam_dir: str, ids: Sequence[str]) -> List[str]:
+    return [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + ".npy"))]
+
+
+def require_cams(cam_dir: str, ids: Sequence[str], stage: str) -> None:
+    """One-line error when CAM files of ``ids`` are missing (naming the first and the stage that writes them)."""
+    require_dir(cam_dir, "CAM", f"run {CAM_STAGE} {cam_dir} first (or fix --cam_dir)")
+    missing = missing_cams(cam_dir, ids)
+    if missing:
+        raise WsegError(f"{os.path.join(cam_dir, missing[0] + '.npy')}: CAM file not found ({len(missing)} of "
+                        f"{len(ids)} missing); run {CAM_STAGE} {cam_dir} on this list before {stage}")

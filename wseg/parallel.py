@@ -1,8 +1,11 @@
-"""One process pool for every per-image stage (CRF, evaluation, label preparation).
+"""One process pool for every per-image stage (CRF, evaluation, label preparation, pseudo-mask refiners).
 
-``imap_pool`` streams results as workers finish (bounded in-flight work, so memory stays flat on COCO-sized
-lists); ``map_pool`` collects them in input order. The first worker exception (a :class:`WsegError` keeps its
-one-line message) is re-raised in the caller and pending work is cancelled; nothing hangs on shutdown.
+- :class:`WorkerPool`: work submitted beside the network (a CRF per image while the network goes on), bounded in
+  flight so memory stays flat; a :class:`WsegError` of one image goes to its ``failures`` (the per-image runner's
+  skip list, :mod:`wseg.engine.per_image`) instead of ending the run;
+- :func:`imap_pool` streams results of a list of jobs as workers finish; :func:`map_pool` collects them in input
+  order. The first worker exception (a :class:`WsegError` keeps its one-line message) is re-raised in the caller
+  and pending work is cancelled; nothing hangs on shutdown.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from tqdm import tqdm
+
+from wseg.errors import WsegError
 
 
 def _worker_init() -> None:
@@ -32,6 +37,64 @@ def start_method() -> str:
     return "fork"
 
 
+def executor(num_workers: int, method: Optional[str] = None) -> ProcessPoolExecutor:
+    """The process pool of every stage: ``num_workers`` processes, one intra-op thread each."""
+    ctx = multiprocessing.get_context(method or start_method())
+    return ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx, initializer=_worker_init)
+
+
+class WorkerPool:
+    """Jobs beside the main loop: ``num_workers`` processes (0: run each job at once, in this process), at most
+    ``2 * num_workers`` in flight. ``submit(key, fn, *args)``; ``drain()`` waits for the rest. A job's
+    :class:`WsegError` is handed to ``failures.record(key, exc)`` when given, else re-raised."""
+
+    def __init__(self, num_workers: int, failures: Any = None):
+        self.num_workers, self.failures = int(num_workers), failures
+        self.pool = executor(self.num_workers) if self.num_workers > 0 else None
+        self.pending: Dict[Future, Any] = {}
+
+    def _collect(self, fut: Future, key: Any) -> None:
+        try:
+            fut.result()
+        except WsegError as exc:
+            if self.failures is None:
+                raise
+            self.failures.record(key, exc)
+
+    def submit(self, key: Any, fn: Callable, *args: Any) -> None:
+        if self.pool is None:
+            try:
+                fn(*args)
+            except WsegError as exc:
+                if self.failures is None:
+                    raise
+                self.failures.record(key, exc)
+            return
+        self.pending[self.pool.submit(fn, *args)] = key
+        while len(self.pending) > 2 * self.num_workers:
+            done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                self._collect(fut, self.pending.pop(fut))
+
+    def drain(self, desc: Optional[str] = None) -> None:
+        futures = list(self.pending)
+        for fut in tqdm(futures, desc=desc, dynamic_ncols=True, disable=not (desc and futures), leave=False):
+            self._collect(fut, self.pending.pop(fut))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for fut in self.pending:
+                fut.cancel()
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def imap_pool(fn: Callable[[Any], Any], items: Iterable[Any], num_workers: int = 0, desc: Optional[str] = None,
               method: Optional[str] = None, progress: bool = True,
               weight: Optional[Callable[[Any], int]] = None) -> Iterator[Tuple[int, Any]]:
@@ -48,9 +111,8 @@ def imap_pool(fn: Callable[[Any], Any], items: Iterable[Any], num_workers: int =
                 yield i, fn(x)
                 bar.update(weight(x) if weight else 1)
             return
-        ctx = multiprocessing.get_context(method or start_method())
         workers = min(int(num_workers), len(items))
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+        pool = executor(workers, method)
         pending: Dict[Future, int] = {}
         nxt = 0
         try:

@@ -1,10 +1,20 @@
 """The pipeline runner: chains the stage scripts through files on disk, after jiwoon-ahn/irn's ``run_sample.py``.
 
-Each stage is the same standalone script a user runs (``scripts/*.py``): the runner builds its command line from
-one config, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
+A pipeline is a config (``scripts/pipelines/<method>_<dataset>.py``, composed from ``_base_`` files): a
+``dataset`` section and an ordered ``stages`` dict, each stage ``dict(script=..., args=dict(...), report=[...])``.
+``args`` are the script's own keys (its flags without ``--``; dict values reach into dict-valued keys, e.g.
+a segmentation ``model``); ``report`` rows name what the report table shows of the stage's result
+(``dict(label=..., split=..., metric="miou")``). A stage set to ``None`` in a derived config is dropped. Values may
+use the placeholders ``{work}`` (the work folder), ``{root}`` (the dataset root), ``{classes}`` (the dataset's own
+class list: the config's ``dataset.classes``, else the root's ``classes.txt``, else ``voc12``), ``{gt}`` (the
+root's ground-truth folder), and ``{train_list}``, ``{infer_list}``, ``{eval_list}`` (default: the infer list),
+``{val_list}`` (split list files).
+
+Each stage is the same standalone script a user runs (``scripts/*.py``, ``segmentation/*.py``): the runner builds its
+command line, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
 ``<work_dir>/stages/<name>.done``. Re-running skips finished stages (and stages skip finished images);
-``--from STAGE`` clears the marks from that stage on. A killed run resumes where it stopped, since every
-artifact is written atomically.
+``--from STAGE`` clears the marks from that stage on. A killed run resumes where it stopped, since every artifact is
+written atomically.
 """
 from __future__ import annotations
 
@@ -16,28 +26,35 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
+from wseg.config import close_keys, load_config_file, merge, parse_literal, parse_set, set_path
 from wseg.errors import WsegError
 from wseg.io import atomic_write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIPELINES = os.path.join(REPO, "scripts", "pipelines")
+SPLIT_DIR = os.path.join("ImageSets", "Segmentation")
+STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root")
+TOP_KEYS = ("description", "dataset", "stages")
+DATASET_KEYS = ("root", "classes", "train_list", "infer_list", "eval_list", "val_list")
+#: What the report may show of a stage's result (quality numbers, never timings).
+METRIC_KEYS = ("miou", "miou_crf", "best_threshold", "fp", "fn", "precision", "recall", "pixel_acc", "num_classes")
 
 
 @dataclass
 class Stage:
-    """One step: a script, its argument list, and what to collect from its ``run`` result for the report."""
+    """One step: a script, its argument list, and the report rows of its result."""
 
     name: str
     script: str                      # path relative to the repo root, e.g. "scripts/eval.py"
     argv: List[str]
     describe: str = ""
-    collect: Optional[Callable[[dict], Dict[str, float]]] = None
-    needs: List[str] = field(default_factory=list)
+    report: List[Dict[str, Any]] = field(default_factory=list)
 
 
 def load_script(rel_path: str):
-    """Import a file of the repo outside the package (``scripts/x.py``, ``segmentation/config.py``) as a module,
+    """Import a file of the repo outside the package (``scripts/x.py``, ``segmentation/test.py``) as a module,
     without running its ``__main__`` block; once per process, kept in ``sys.modules`` (so its functions pickle into
     worker processes and every caller shares one module)."""
     path = os.path.join(REPO, rel_path)
@@ -55,6 +72,143 @@ def load_script(rel_path: str):
         del sys.modules[name]
         raise
     return mod
+
+
+# --------------------------------------------------------------------------------------------- configs
+
+
+def resolve_config_path(path: str) -> str:
+    """A pipeline config by path, or by name under ``scripts/pipelines`` (``demo`` -> ``demo.py``)."""
+    for cand in (path, os.path.join(PIPELINES, path), os.path.join(PIPELINES, path + ".py")):
+        if os.path.isfile(cand):
+            return cand
+    names = sorted(f[:-3] for f in os.listdir(PIPELINES) if f.endswith(".py"))
+    raise WsegError(f"{path}: pipeline config not found; pass a file or one of {', '.join(names)}")
+
+
+def load_pipeline(path: str, overrides: Sequence[str] = (), root: Optional[str] = None) -> Dict[str, Any]:
+    """The composed pipeline config with ``--set STAGE.KEY=VALUE`` overrides (``dataset.KEY=...`` for the dataset
+    section) and an optional dataset root that replaces the config's (its data-making stages are dropped)."""
+    cfg = load_config_file(resolve_config_path(path))
+    unknown = sorted(set(cfg) - set(TOP_KEYS))
+    if unknown:
+        raise WsegError(f"{path}: unknown pipeline key {unknown[0]!r}{close_keys(unknown[0], TOP_KEYS)}; a pipeline "
+                        "config has description, dataset and stages")
+    cfg.setdefault("dataset", {})
+    stages = {k: v for k, v in (cfg.get("stages") or {}).items() if v is not None}
+    for name, st in stages.items():
+        if not isinstance(st, dict) or "script" not in st:
+            raise WsegError(f"{path}: stage {name} needs dict(script=..., args=dict(...))")
+        bad = sorted(set(st) - set(STAGE_KEYS))
+        if bad:
+            raise WsegError(f"{path}: stage {name}: unknown key {bad[0]!r}{close_keys(bad[0], STAGE_KEYS)}")
+    for name, st in stages.items():                     # args_from: another stage's args, then the stage's own
+        src = st.get("args_from")
+        if src is not None:
+            if src not in stages or stages[src].get("args_from"):
+                raise WsegError(f"{path}: stage {name}: args_from {src!r} must name a stage without args_from")
+    first = [k for k, v in stages.items() if v.get("creates_root")]  # the dataset is made before anything reads it
+    stages = {k: stages[k] for k in first + [k for k in stages if k not in first]}
+    cfg["stages"] = stages
+    for key, text in parse_set(overrides):
+        head, _, rest = key.partition(".")
+        if head == "dataset" and rest:
+            if rest.split(".")[0] not in DATASET_KEYS:
+                raise WsegError(f"--set {key}: the dataset section has {', '.join(DATASET_KEYS)}")
+            set_path(cfg["dataset"], rest, parse_literal(text), f"--set {key}")
+        elif head in stages and rest:
+            set_path(stages[head].setdefault("args", {}), rest, parse_literal(text), f"--set {key}")
+        else:
+            raise WsegError(f"--set {key}={text}: no stage {head!r}{close_keys(head, list(stages))}; the syntax is "
+                            "STAGE.KEY=VALUE (e.g. cam_train.max_epoches=2) or dataset.KEY=VALUE")
+    bad = sorted(set(cfg["dataset"]) - set(DATASET_KEYS))
+    if bad:
+        raise WsegError(f"{path}: unknown dataset key {bad[0]!r}{close_keys(bad[0], DATASET_KEYS)}")
+    if root:
+        cfg["dataset"]["root"] = root
+        cfg["stages"] = {k: v for k, v in stages.items() if not v.get("creates_root")}
+    if not cfg["dataset"].get("root"):
+        raise WsegError(f"{path}: dataset.root is not set; pass --voc12_root (or --data_root) ROOT")
+    return cfg
+
+
+def _classes(ds: Mapping[str, Any], root: str, made_here: bool) -> str:
+    if ds.get("classes"):
+        return str(ds["classes"])
+    own = os.path.join(root, "classes.txt")
+    return own if made_here or os.path.isfile(own) else "voc12"
+
+
+def _gt_dir(root: str) -> str:
+    for folder in ("SegmentationClass", "SegmentationClassAug"):
+        if os.path.isdir(os.path.join(root, folder)):
+            return os.path.join(root, folder)
+    return os.path.join(root, "SegmentationClass")
+
+
+def _fill(value: Any, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        try:
+            return value.format(**env)
+        except KeyError as exc:
+            raise WsegError(f"pipeline value {value!r}: unknown placeholder {exc}; use one of "
+                            f"{', '.join('{' + k + '}' for k in env)}") from None
+    if isinstance(value, dict):
+        return {k: _fill(v, env) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_fill(v, env) for v in value]
+    return value
+
+
+def argv_of(args: Mapping[str, Any]) -> List[str]:
+    """Stage ``args`` -> the command line a user types: ``--key value``, lists as several values, booleans as
+    ``True``/``False``, ``None`` dropped, dicts as ``--set key.sub=value`` items."""
+    out: List[str] = []
+    sets: List[str] = []
+    for key, val in args.items():
+        if val is None:
+            continue
+        if isinstance(val, dict):
+            sets += [f"{key}.{k}={json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in val.items()]
+            continue
+        out.append("--" + key)
+        out += [str(v) for v in val] if isinstance(val, (list, tuple)) else [str(val)]
+    return out + (["--set"] + sets if sets else [])
+
+
+def dataset_root(cfg: Mapping[str, Any], work_dir: str) -> str:
+    return _fill(str(cfg["dataset"]["root"]), {"work": os.path.abspath(work_dir)})
+
+
+def stages_from_config(cfg: Mapping[str, Any], work_dir: str) -> List[Stage]:
+    """The runnable stage list of a pipeline config (placeholders filled)."""
+    ds = cfg["dataset"]
+    work = os.path.abspath(work_dir)
+    env = {"work": work}
+    root = dataset_root(cfg, work_dir)
+    made_here = any(st.get("creates_root") for st in cfg["stages"].values())
+    env.update(root=root, classes=_classes(ds, root, made_here), gt=_gt_dir(root))
+    for key, default in (("train_list", "train"), ("infer_list", "train"), ("eval_list", ds.get("infer_list") or "train"),
+                         ("val_list", "val")):
+        name = str(ds.get(key) or default)
+        env[key] = name if os.sep in name or name.endswith(".txt") else os.path.join(root, SPLIT_DIR, name + ".txt")
+    stages = []
+    for name, st in cfg["stages"].items():
+        args = dict(st.get("args") or {})
+        if st.get("args_from"):
+            args = merge(cfg["stages"][st["args_from"]].get("args") or {}, args)
+        args = _fill(args, env)
+        script = st["script"]
+        if script.endswith("eval.py") and "comment" not in args:
+            args["comment"] = name
+        for key in ("config",):             # repo configs resolve from any working folder
+            if isinstance(args.get(key), str) and not os.path.isabs(args[key]) and not os.path.isfile(args[key]):
+                args[key] = os.path.join(REPO, args[key])
+        stages.append(Stage(name, script, argv_of(args), st.get("describe", ""), list(st.get("report") or [])))
+    return stages
+
+
+# --------------------------------------------------------------------------------------------- running
 
 
 class Runner:
@@ -103,17 +257,16 @@ class Runner:
             mod = load_script(stage.script)
             parser = mod.build_parser()
             parser.prog = f"{stage.script} (stage {stage.name}; its flags come from the config and --set)"
-            args = parser.parse_args(stage.argv)
             t0 = time.time()
             try:
-                result = mod.run(args)
+                result = mod.run(parser.parse_args(stage.argv))
             except WsegError as exc:
                 raise WsegError(f"stage {stage.name}: {exc}") from None
             seconds = time.time() - t0
             record = {"seconds": round(seconds, 2), "command": cmd,
                       "result": _jsonable(result) if isinstance(result, dict) else None}
-            if stage.collect and isinstance(result, dict):
-                record["metrics"] = stage.collect(result)
+            if isinstance(result, dict):
+                record["metrics"] = {k: float(result[k]) for k in METRIC_KEYS if result.get(k) is not None}
             atomic_write_text(self._mark(stage.name), json.dumps(record, indent=1))
             echo(f"[done] {stage.name}: {seconds:.1f}s")
         return self.results()
@@ -131,170 +284,16 @@ def _jsonable(obj):
     return str(obj)
 
 
-# --------------------------------------------------------------------------------------------- the WSSS recipe
-
-
-def flags(options: Optional[Dict]) -> List[str]:
-    """``{"--lr": 0.1, "--scales": [1, 2], "--amp": True, "--x": None}`` -> ``["--lr", "0.1", "--scales", "1", "2",
-    "--amp"]`` (``False``/``None`` drop the flag)."""
-    out: List[str] = []
-    for key, val in (options or {}).items():
-        if val is None or val is False:
-            continue
-        out.append(key)
-        if val is True:
-            continue
-        out += [str(v) for v in val] if isinstance(val, (list, tuple)) else [str(val)]
-    return out
-
-
-#: The ``cfg["stages"]`` sections :func:`wsss_stages` reads (``eval`` flags go to every evaluation).
-STAGE_SECTIONS = ("contrast_train", "contrast_infer", "aff_prepare", "aff_train", "aff_infer", "eval", "segmentation")
-#: What the ``segmentation`` section holds (its ``set`` maps DeepLab config keys to values).
-SEGMENTATION_KEYS = ("config", "set", "test_flags", "backbone_from_cam")
-
-
-def apply_overrides(cfg: dict, overrides: Sequence[str]) -> dict:
-    """Apply ``SECTION:FLAG=VALUE`` overrides to ``cfg["stages"]`` in place (``make_toy_voc`` reaches the dataset).
-
-    ``VALUE`` is split on spaces (several parts make a list, as for ``--scales 1 2``); ``null`` removes the flag.
-    """
-    for item in overrides:
-        section, sep, rest = item.partition(":")
-        flag, eq, value = rest.partition("=")
-        if not (sep and eq and section and flag.startswith("--") and value.strip()):
-            raise WsegError(f"--set {item!r}: expected SECTION:--flag=VALUE, e.g. contrast_train:--max_epoches=2")
-        if section == "make_toy_voc":
-            target = cfg.setdefault("dataset", {}).setdefault("make_toy_voc", {})
-        elif section == "segmentation":     # DeepLab takes config keys: segmentation:--max_iters=3 -> max_iters=3
-            seg = cfg.setdefault("stages", {}).setdefault("segmentation", {}).setdefault("set", {})
-            seg[flag[2:]] = value.strip()
-            continue
-        elif section not in STAGE_SECTIONS:
-            raise WsegError(f"--set {item!r}: no section {section!r}; use one of make_toy_voc, "
-                            f"{', '.join(STAGE_SECTIONS)}")
-        else:
-            target = cfg.setdefault("stages", {}).setdefault(section, {})
-        parts = value.split()
-        if value.strip() == "null":
-            target.pop(flag, None)
-        else:
-            target[flag] = parts[0] if len(parts) == 1 else parts
-    return cfg
-
-
-def _miou(result: dict) -> Dict[str, float]:
-    out = {"miou": float(result["miou"])}
-    if "best_threshold" in result:
-        out["best_threshold"] = float(result["best_threshold"])
-    return out
-
-
-def _seg_miou(result: dict) -> Dict[str, float]:
-    return {k: float(v) for k, v in result.items() if k in ("miou", "miou_crf") and v is not None}
-
-
-def wsss_stages(cfg: dict, work_dir: str) -> List[Stage]:
-    """The stage list of the PPC recipe from a pipeline config (see ``scripts/pipelines/*.json``).
-
-    ``cfg["dataset"]`` holds either ``{"voc12_root": ...}`` or ``{"make_toy_voc": {flags}}`` (the synthetic
-    dataset is then written to ``<work_dir>/data``). ``cfg["stages"][name]`` holds each script's own flags; the
-    runner adds the paths that connect the stages. ``cfg["stages"]["segmentation"]``: ``config``, ``set``
-    (config overrides), ``test_flags``, and ``backbone_from_cam`` (DeepLab's backbone starts from the trained CAM
-    network, for runs without ImageNet weights). ``cfg["baseline_seam"]`` adds the SEAM baseline's CAMs.
-    """
-    W = lambda *p: os.path.join(work_dir, *p)  # noqa: E731
-    ds = cfg.get("dataset", {})
-    st = cfg.get("stages", {})
-    unknown = sorted(set(st) - set(STAGE_SECTIONS)) + [
-        f"segmentation.{k}" for k in sorted(set(st.get("segmentation", {})) - set(SEGMENTATION_KEYS))]
-    if unknown:
-        raise WsegError(f"pipeline config: unknown stages entries {', '.join(unknown)}; the stages are "
-                        f"{', '.join(STAGE_SECTIONS)}, and segmentation holds {', '.join(SEGMENTATION_KEYS)}")
-    stages: List[Stage] = []
-    if "make_toy_voc" in ds:
-        root = W("data")
-        stages.append(Stage("data", "scripts/make_toy_voc.py", ["--out", root] + flags(ds["make_toy_voc"]),
-                            "synthetic VOC-format dataset"))
-    else:
-        root = ds.get("voc12_root")
-        if not root:
-            raise WsegError("pipeline config: dataset needs voc12_root or make_toy_voc")
-    split = lambda name: os.path.join(root, "ImageSets", "Segmentation", name + ".txt")  # noqa: E731
-    train_list = split(cfg.get("train_list", "train"))
-    infer_list = split(cfg.get("infer_list", "train"))
-    gt = os.path.join(root, "SegmentationClass")
-    common = ["--voc12_root", root]
-    ev = lambda name, pred, typ, extra=(): Stage(  # noqa: E731
-        name, "scripts/eval.py",
-        ["--list", infer_list, "--predict_dir", pred, "--gt_dir", gt, "--type", typ, "--classes",
-         os.path.join(root, "classes.txt") if "make_toy_voc" in ds else cfg.get("classes", "voc12"),
-         "--logfile", W("eval_log.txt"), "--comment", name, "--out_dir", W("report"), "--progress", "False",
-         *flags(st.get("eval"))] + list(extra), f"evaluate {name}", _miou)
-
-    cam_variants = [("contrast", "")]
-    if cfg.get("baseline_seam"):
-        cam_variants.insert(0, ("seam", "seam_"))
-    for network, tag in cam_variants:
-        train_opts = {**st.get("contrast_train", {}), "--network": network}
-        stages.append(Stage(f"{tag}cam_train", "scripts/contrast_train.py",
-                            common + ["--train_list", train_list, "--session_name", W("models", f"{tag}cam")]
-                            + flags(train_opts), f"train the {network} CAM network"))
-        outs = ["--out_cam", W(f"{tag}cam")]
-        if not tag:
-            outs += ["--out_cam_pred", W("cam_png"), "--out_crf", W("cam_crf")]
-        stages.append(Stage(f"{tag}cam_infer", "scripts/contrast_infer.py",
-                            common + ["--weights", W("models", f"{tag}cam.pth"), "--infer_list", infer_list] + outs
-                            + flags(st.get("contrast_infer")), f"{network} multi-scale CAMs"))
-        stages.append(ev(f"eval_{tag}cam", W(f"{tag}cam"), "npy", ["--curve"]))
-    stages.append(ev("eval_cam_crf", W("cam_crf"), "png"))
-    stages.append(Stage("aff_prepare", "scripts/aff_prepare.py",
-                        common + ["--infer_list", train_list, "--cam_dir", W("cam"), "--out_crf", W("aff_labels")]
-                        + flags(st.get("aff_prepare")), "low/high-alpha CRF labels for AffinityNet"))
-    stages.append(Stage("aff_train", "scripts/aff_train.py",
-                        common + ["--train_list", train_list, "--la_crf_dir", W("aff_labels", "crf_la"),
-                                  "--ha_crf_dir", W("aff_labels", "crf_ha"), "--session_name", W("models", "aff")]
-                        + flags(st.get("aff_train")), "train AffinityNet"))
-    stages.append(Stage("aff_infer", "scripts/aff_infer.py",
-                        common + ["--weights", W("models", "aff.pth"), "--infer_list", infer_list,
-                                  "--cam_dir", W("cam"), "--out_rw", W("rw"), "--out_crf", W("pseudo")]
-                        + flags(st.get("aff_infer")), "random walk + CRF pseudo masks"))
-    stages.append(ev("eval_rw", W("rw"), "png"))
-    stages.append(ev("eval_pseudo", W("pseudo"), "png"))
-    seg = st.get("segmentation", {})
-    seg_config = seg.get("config", "segmentation/configs/deeplabv1_resnet38.py")
-    if not os.path.isabs(seg_config) and not os.path.isfile(seg_config):
-        seg_config = os.path.join(REPO, seg_config)     # the repo's configs, from any working folder
-    seg_common = ["--config", seg_config, "--voc12_root", root,
-                  "--set", f"pseudo_mask_dir={W('pseudo')}", f"out_dir={W('seg')}"] + [
-        f"{k}={v}" for k, v in seg.get("set", {}).items()]
-    if seg.get("backbone_from_cam"):  # no ImageNet weights (synthetic demo): start from the trained CAM backbone
-        seg_common.append(f"backbone_weights={W('models', 'cam.pth')}")
-    stages.append(Stage("seg_train", "segmentation/train.py", seg_common, "train DeepLab on the pseudo masks"))
-    stages.append(Stage("seg_test", "segmentation/test.py", seg_common + flags(seg.get("test_flags")),
-                        "DeepLab multi-scale + flip (+ CRF) on val", _seg_miou))
-    return stages
-
-
-STAGE_ROWS = [  # report rows: (label, stage, metric key, split)
-    ("SEAM CAM (baseline)", "eval_seam_cam", "miou", "train"),
-    ("PPC CAM", "eval_cam", "miou", "train"),
-    ("PPC CAM + CRF", "eval_cam_crf", "miou", "train"),
-    ("Random walk (RW)", "eval_rw", "miou", "train"),
-    ("Pseudo masks (RW + CRF)", "eval_pseudo", "miou", "train"),
-    ("DeepLab", "seg_test", "miou", "val"),
-    ("DeepLab + CRF", "seg_test", "miou_crf", "val"),
-]
-
-
-def report_markdown(results: Dict[str, dict]) -> str:
-    """The stage-by-stage quality and time table."""
+def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
+    """The stage-by-stage quality table (rows from the config's ``report`` entries) and the time table."""
     lines = ["| result | split | mIoU (%) | best bg threshold |", "|---|---|---:|---:|"]
-    for label, stage, key, split in STAGE_ROWS:
-        m = results.get(stage, {}).get("metrics", {})
-        if key in m:
-            thr = f"{m['best_threshold']:.2f}" if "best_threshold" in m and key == "miou" else ""
-            lines.append(f"| {label} | {split} | {m[key]:.2f} | {thr} |")
+    for st in stages:
+        m = results.get(st.name, {}).get("metrics", {})
+        for row in st.report:
+            key = row.get("metric", "miou")
+            if key in m:
+                thr = f"{m['best_threshold']:.2f}" if "best_threshold" in m and key == "miou" else ""
+                lines.append(f"| {row['label']} | {row.get('split', '')} | {m[key]:.2f} | {thr} |")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     total = 0.0
     for name, rec in results.items():
@@ -302,3 +301,29 @@ def report_markdown(results: Dict[str, dict]) -> str:
         total += rec["seconds"]
     lines.append(f"| **total** | {total:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def run_pipeline(config: str, work_dir: str, root: Optional[str] = None, overrides: Sequence[str] = (),
+                 only: Optional[Sequence[str]] = None, from_stage: Optional[str] = None,
+                 list_only: bool = False) -> Dict[str, dict]:
+    """``scripts/run_pipeline.py``: build the stages of ``config``, list or run them, write the report."""
+    from wseg.report import write_report
+
+    cfg = load_pipeline(config, overrides, root)
+    stages = stages_from_config(cfg, work_dir)
+    runner = Runner(work_dir, stages)
+    names = [st.name for st in stages]
+    unknown = [n for n in (only or []) if n not in names]
+    if unknown:
+        raise WsegError(f"--only {' '.join(unknown)}: no such stage; the stages are {', '.join(names)}")
+    if list_only:
+        for s in stages:
+            print(f"{s.name:14s} python {s.script} {' '.join(shlex.quote(a) for a in s.argv)}")
+        return {}
+    if from_stage:
+        runner.reset_from(from_stage)
+    results = runner.run(only=only)
+    table = report_markdown(stages, results)
+    write_report(work_dir, dataset_root(cfg, work_dir), stages, results, table)
+    print("\n" + table)
+    return results

@@ -35,7 +35,8 @@ from wseg.affinity import DEFAULT_RADIUS, num_pairs, pair_indices
 from wseg.errors import WsegError
 
 DEFAULT_BETA = 8
-DEFAULT_LOGT = 8            # PSA infer_aff.py; PPC aff_infer.py uses 6
+PSA_LOGT = 8                # PSA infer_aff.py
+PPC_LOGT = 6                # PPC / SEAM aff_infer.py
 DEFAULT_BG_SCORE = 0.27     # PPC aff_infer.py constant background
 DEFAULT_BG_ALPHA = 16       # PSA infer_aff.py (1 - max cam)^alpha
 STRIDE = 8                  # feature stride of AffinityNet
@@ -160,7 +161,7 @@ MAX_LOGT = 12
 
 
 @torch.no_grad()
-def random_walk(cams: torch.Tensor, transition: SparseTransition, logt: int = DEFAULT_LOGT,
+def random_walk(cams: torch.Tensor, transition: SparseTransition, logt: int = PSA_LOGT,
                 num_threads: Optional[int] = None) -> torch.Tensor:
     """Propagate ``(C, h, w)`` scores with ``2^logt`` sparse random-walk steps; returns ``(C, h, w)``.
 
@@ -206,7 +207,7 @@ def dense_affinity_matrix(aff_edges: torch.Tensor, height: int, width: int, radi
 
 @torch.no_grad()
 def random_walk_dense(cams: torch.Tensor, aff_edges: torch.Tensor, radius: int = DEFAULT_RADIUS,
-                      beta: float = DEFAULT_BETA, logt: int = DEFAULT_LOGT, device: Device = None,
+                      beta: float = DEFAULT_BETA, logt: int = PSA_LOGT, device: Device = None,
                       dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Reference: the published dense algorithm, ``O(N^3)`` time and ``O(N^2)`` memory (tests/benchmarks only).
 
@@ -291,7 +292,7 @@ def upsample_argmax(cam_rw: torch.Tensor, size: Tuple[int, int], stride: int = S
 
 @torch.no_grad()
 def random_walk_labels(cams: torch.Tensor, aff_edges: torch.Tensor, radius: int = DEFAULT_RADIUS,
-                       beta: float = DEFAULT_BETA, logt: int = DEFAULT_LOGT, keys: Optional[Sequence[int]] = None,
+                       beta: float = DEFAULT_BETA, logt: int = PSA_LOGT, keys: Optional[Sequence[int]] = None,
                        device: Device = None) -> np.ndarray:
     """The whole published ``infer_aff.py`` step for one image: ``cams`` is ``(C, H, W)`` at image resolution with
     the background in channel 0 (see :func:`with_background`), ``aff_edges`` the AffinityNet output for the image

@@ -52,31 +52,52 @@ def write_overlays(out_png: str, voc: VOCRoot, ids: List[str], mask_dirs: List[s
     return out_png
 
 
-def write_report(work_dir: str, cfg: dict, results: Dict[str, dict], table: str, n: int = 4) -> str:
-    """Write ``<work_dir>/report/summary.md`` (table, commands, pictures) and return its path."""
+def _argv_value(argv: List[str], flag: str) -> Optional[str]:
+    return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
+
+
+def picture_sets(stages, results: Dict[str, dict]) -> Dict[str, dict]:
+    """Per image list, the label-map folders the report rows evaluate (in stage order) and the first CAM folder:
+    ``{list path: {"cam": dir or None, "masks": [(label, dir)]}}``."""
+    sets: Dict[str, dict] = {}
+    for st in stages:
+        if not st.report:
+            continue
+        label = st.report[-1]["label"]
+        lst, pred, kind = _argv_value(st.argv, "--list"), _argv_value(st.argv, "--predict_dir"), \
+            _argv_value(st.argv, "--type")
+        if pred is None:                                    # a prediction stage reporting its own result
+            res = (results.get(st.name) or {}).get("result") or {}
+            lst, pred, kind = res.get("list"), res.get("pred_dir"), "png"
+        if not (lst and pred):
+            continue
+        entry = sets.setdefault(lst, {"cam": None, "masks": []})
+        if kind == "npy":
+            entry["cam"] = entry["cam"] or pred
+        else:
+            entry["masks"].append((label, pred))
+    return sets
+
+
+def write_report(work_dir: str, root: str, stages, results: Dict[str, dict], table: str, n: int = 4) -> str:
+    """Write ``<work_dir>/report/summary.md`` (table, overlay pictures of every reported folder, curves, the
+    commands) and return its path."""
     rep = os.path.join(work_dir, "report")
     os.makedirs(rep, exist_ok=True)
-    ds = cfg.get("dataset", {})
-    root = os.path.join(work_dir, "data") if "make_toy_voc" in ds else ds.get("voc12_root")
     md = ["# wseg pipeline report", "", table, ""]
     try:
         voc = VOCRoot(root)
-        split = lambda name: os.path.join(root, "ImageSets", "Segmentation", name + ".txt")  # noqa: E731
-        train_ids = read_list(split(cfg.get("infer_list", "train")))[:n]
-        W = lambda p: os.path.join(work_dir, p)  # noqa: E731
-        pics = []
-        p = write_overlays(os.path.join(rep, "overlays_train.png"), voc, train_ids,
-                           [W("cam_crf"), W("rw"), W("pseudo")], W("cam"))
-        if p:
-            pics.append(("train: image | ground truth | PPC CAM | CAM+CRF | random walk | pseudo mask", p))
-        seg_pred = W(os.path.join("seg", "pred_" + cfg.get("val_list", "val")))
-        if os.path.isdir(seg_pred):
-            val_ids = read_list(split(cfg.get("val_list", "val")))[:n]
-            p = write_overlays(os.path.join(rep, "overlays_val.png"), voc, val_ids, [seg_pred])
+        for k, (lst, entry) in enumerate(picture_sets(stages, results).items()):
+            if not os.path.isfile(lst):
+                continue
+            ids = read_list(lst)[:n]
+            name = os.path.splitext(os.path.basename(lst))[0]
+            p = write_overlays(os.path.join(rep, f"overlays_{name}.png"), voc, ids, [d for _, d in entry["masks"]],
+                               entry["cam"])
             if p:
-                pics.append(("val: image | ground truth | DeepLab prediction", p))
-        for title, path in pics:
-            md += [f"**{title}**", "", f"![{title}]({os.path.basename(path)})", ""]
+                title = " | ".join(["image", "ground truth"] + (["CAM"] if entry["cam"] else [])
+                                   + [label for label, _ in entry["masks"]])
+                md += [f"**{name}: {title}**", "", f"![{name}]({os.path.basename(p)})", ""]
     except Exception as exc:  # pictures are a courtesy; the table is the result
         md += [f"(pictures skipped: {exc})", ""]
     for curve in sorted(f for f in os.listdir(rep) if f.endswith("_curve.png")):

@@ -16,17 +16,19 @@ flip_prob = 0.5
 hsv_jitter = [10, 10, 10]
 
 # network (published MODEL_*)
-model = "deeplabv1"
-backbone = "resnet101"
 # The published ResNet-101 is PyTorch-Encoding's "deep base" resnet101s (3x3 stem, resnet101s-03a0f310.pth).
-# wseg defaults to torchvision's layout (resnet101-5d3b4d8f.pth); set deep_base = True for resnet101s weights or
-# to load the published DeepLab checkpoints.
-deep_base = False
-head_dim = 512
-bn_momentum = 0.0003
-freeze_backbone_bn = False         # the published ResNet has no BN freezing (statistics update, momentum 0.1)
-frozen_layers = []
-backbone_weights = None            # resnet101-5d3b4d8f.pth (torchvision) or resnet101s-03a0f310.pth (deep_base)
+# wseg defaults to torchvision's layout (resnet101-5d3b4d8f.pth); set model.stem = "resnet101s" for resnet101s
+# weights or to load the published DeepLab checkpoints.
+model = dict(
+    type="deeplabv1",
+    backbone="resnet101",
+    stem="torchvision",
+    head_dim=512,
+    bn_momentum=0.0003,
+    freeze_backbone_bn=False,      # the published ResNet has no BN freezing (statistics update, momentum 0.1)
+    frozen_layers=[],
+)
+backbone_weights = None            # resnet101-5d3b4d8f.pth (torchvision) or resnet101s-03a0f310.pth (resnet101s)
 
 # optimisation (published TRAIN_*)
 lr = 0.001

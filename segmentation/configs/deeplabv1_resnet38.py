@@ -16,12 +16,14 @@ flip_prob = 0.5
 hsv_jitter = [10, 10, 10]          # DATA_RANDOM_H / _S / _V
 
 # network (published MODEL_*)
-model = "deeplabv1"
-backbone = "resnet38"
-head_dim = 512
-bn_momentum = 0.0003               # TRAIN_BN_MOM (head BatchNorm)
-freeze_backbone_bn = True          # resnet38d Net.train(): backbone BN in eval mode, fixed
-frozen_layers = ["conv1a"]         # resnet38d Net.not_training
+model = dict(
+    type="deeplabv1",
+    backbone="resnet38",
+    head_dim=512,
+    bn_momentum=0.0003,            # TRAIN_BN_MOM (head BatchNorm)
+    freeze_backbone_bn=True,       # resnet38d Net.train(): backbone BN in eval mode, fixed
+    frozen_layers=["conv1a"],      # resnet38d Net.not_training
+)
 backbone_weights = None            # ilsvrc-cls_rna-a1_cls1000_ep-0001.params (MXNet ImageNet ResNet-38)
 
 # optimisation (published TRAIN_*): SGD, groups lr x1 / x2 / x10 / x20, poly 0.9

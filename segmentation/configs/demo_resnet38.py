@@ -10,13 +10,15 @@ recipe. The pipeline passes the CAM weights and the pseudo masks, e.g.
     python segmentation/train.py --config segmentation/configs/demo_resnet38.py --voc12_root runs/demo/data \\
         --set pseudo_mask_dir=runs/demo/pseudo backbone_weights=runs/demo/models/cam.pth out_dir=runs/demo/seg
 """
-base = "demo_tiny.py"
+_base_ = "demo_tiny.py"
 exp_name = "demo_resnet38"
 
-backbone = "resnet38_small"
-frozen_layers = []
-freeze_backbone_bn = False         # the CAM backbone was trained with live BatchNorm; let it adapt here too
-head_dim = 128
+model = dict(
+    backbone="resnet38_small",
+    frozen_layers=[],
+    freeze_backbone_bn=False,      # the CAM backbone was trained with live BatchNorm; let it adapt here too
+    head_dim=128,
+)
 backbone_weights = None            # the pipeline passes its CAM network (models/cam.pth)
 
 lr = 0.001

@@ -9,7 +9,7 @@ Pass the dataset and pseudo masks on the command line, e.g.
     python segmentation/train.py --config segmentation/configs/demo_tiny.py --voc12_root data/toy_voc \\
         --pseudo_mask_dir runs/demo/pseudo
 """
-base = "deeplabv1_resnet101.py"
+_base_ = "deeplabv1_resnet101.py"
 exp_name = "demo_tiny"
 
 train_list = "train"
@@ -18,10 +18,11 @@ test_list = "val"
 pseudo_mask_dir = None             # none: train on the ground truth; the pipeline passes its pseudo masks
 num_workers = 0
 
-backbone = "resnet_tiny"
-deep_base = False
-head_dim = 64
-bn_momentum = 0.1                  # few iterations: let the head BN statistics follow the data
+model = dict(
+    backbone="resnet_tiny",
+    head_dim=64,
+    bn_momentum=0.1,               # few iterations: let the head BN statistics follow the data
+)
 backbone_weights = None
 
 crop_size = 96

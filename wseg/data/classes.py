@@ -11,6 +11,9 @@ from typing import Optional, Sequence, Tuple
 
 from wseg.errors import WsegError
 
+#: The label of unlabelled pixels in every mask (object borders, crowd regions, "no score").
+IGNORE = 255
+
 
 @dataclass(frozen=True)
 class DatasetSpec:

@@ -26,20 +26,25 @@ def open_rgb(path: str) -> Image.Image:
 
 
 class ClsDataset(Dataset):
-    """``(id, transformed image, multi-hot label)`` for classification (CAM) training."""
+    """``{"id", "image", "label", ...}`` samples for classification (CAM) training. ``transform`` is a joint
+    transform of a dict of PIL maps (:class:`~wseg.data.transforms.CamTrainTransform`); ``maps`` loads further
+    per-image maps a method needs (``{"saliency": fn(image_id) -> PIL image}``)."""
 
     def __init__(self, voc: VOCRoot, ids: Sequence[str], transform: Callable,
-                 labels: Optional[Dict[str, np.ndarray]] = None):
+                 labels: Optional[Dict[str, np.ndarray]] = None,
+                 maps: Optional[Dict[str, Callable[[str], Image.Image]]] = None):
         self.voc, self.ids, self.transform = voc, list(ids), transform
         self.labels = labels if labels is not None else voc.cls_labels(self.ids)
+        self.maps = dict(maps or {})
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i):
         image_id = self.ids[i]
-        img = self.transform(open_rgb(self.voc.image_path(image_id)))
-        return image_id, img, torch.from_numpy(self.labels[image_id])
+        sample = {"image": open_rgb(self.voc.image_path(image_id))}
+        sample.update({k: load(image_id) for k, load in self.maps.items()})
+        return {"id": image_id, **self.transform(sample), "label": torch.from_numpy(self.labels[image_id])}
 
 
 class MultiScaleDataset(Dataset):

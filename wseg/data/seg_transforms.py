@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wseg.data.classes import IGNORE
 from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, crop_box, hwc_to_chw, normalize, scaled_size
 from wseg.errors import WsegError
 
-IGNORE = 255
 
 
 def random_hsv(img: np.ndarray, dh: int, ds: int, dv: int) -> np.ndarray:

@@ -6,7 +6,7 @@ the main process' torch seed, so ``--seed`` makes a run repeatable.
 from __future__ import annotations
 
 import random
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,14 +31,14 @@ def hwc_to_chw(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(x, (2, 0, 1)))
 
 
-def resize_long(img: Image.Image, target_long: int) -> Image.Image:
+def resize_long(img: Image.Image, target_long: int, resample=Image.BICUBIC) -> Image.Image:
     """Resize so the longer side is ``target_long`` (bicubic, as published ``RandomResizeLong``)."""
     w, h = img.size
     if w > h:
         size = (target_long, int(round(h * target_long / w)))
     else:
         size = (int(round(w * target_long / h)), target_long)
-    return img.resize(size, resample=Image.BICUBIC)
+    return img.resize(size, resample=resample)
 
 
 def scaled_size(h: int, w: int, scale: float) -> Tuple[int, int]:
@@ -50,24 +50,6 @@ def rescale(img: Image.Image, scale: float, resample=Image.BICUBIC) -> Image.Ima
     """Scale both sides by ``scale`` (:func:`scaled_size`), as the published multi-scale inference does."""
     w, h = img.size
     return img.resize(scaled_size(h, w, scale)[::-1], resample=resample)
-
-
-class RandomResizeLong:
-    """Resize the long side to a random length in ``[min_long, max_long]`` (published: 448-768)."""
-
-    def __init__(self, min_long: int, max_long: int):
-        self.min_long, self.max_long = min_long, max_long
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return resize_long(img, random.randint(self.min_long, self.max_long))
-
-
-class RandomHorizontalFlip:
-    def __init__(self, p: float = 0.5):
-        self.p = p
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        return img.transpose(Image.FLIP_LEFT_RIGHT) if random.random() < self.p else img
 
 
 def crop_box(h: int, w: int, crop: int, rng=random) -> Tuple[int, int, int, int, int, int]:
@@ -116,32 +98,47 @@ class ColorJitter:
         return self.t(img)
 
 
-class Compose:
-    def __init__(self, steps: Sequence[Callable]):
-        self.steps = list(steps)
-
-    def __call__(self, x):
-        for step in self.steps:
-            x = step(x)
-        return x
-
-
 #: Published colour jitter (brightness, contrast, saturation, hue).
 PUBLISHED_JITTER = (0.3, 0.3, 0.3, 0.1)
 
 
+class CamTrainTransform:
+    """The SEAM/PPC classification-training augmentation as one joint transform of a sample dict: random long-side
+    resize (``image`` bicubic, other maps such as ``saliency`` bilinear), flip, colour jitter on the image only,
+    ImageNet normalisation, one random ``crop x crop`` window (zero padding) for every map, CHW float tensors.
+    ``jitter``: True = :data:`PUBLISHED_JITTER`, False/all zeros = none, or (brightness, contrast, saturation, hue).
+    The random draws are those of the published image-only ``Compose`` in its order."""
+
+    def __init__(self, crop_size: int, resize_long_range: Tuple[int, int] = (448, 768),
+                 jitter: Sequence[float] | bool = True):
+        self.crop, self.resize_range = int(crop_size), tuple(resize_long_range)
+        if jitter is True:
+            jitter = PUBLISHED_JITTER
+        self.jitter = ColorJitter(*(float(v) for v in jitter)) if jitter and any(float(v) for v in jitter) else None
+
+    def __call__(self, sample: Dict[str, Image.Image]) -> Dict[str, torch.Tensor]:
+        target = random.randint(*self.resize_range)
+        out = {k: resize_long(v, target, Image.BICUBIC if k == "image" else Image.BILINEAR) for k, v in sample.items()}
+        if random.random() < 0.5:
+            out = {k: v.transpose(Image.FLIP_LEFT_RIGHT) for k, v in out.items()}
+        if self.jitter is not None:
+            out["image"] = self.jitter(out["image"])
+        arrays = {k: normalize(np.asarray(v)) if k == "image" else np.asarray(v, np.float32) / 255.0
+                  for k, v in out.items()}
+        h, w = arrays["image"].shape[:2]
+        box = crop_box(h, w, self.crop)
+        tensors = {}
+        for k, a in arrays.items():
+            a = apply_crop(a, box, self.crop)
+            tensors[k] = torch.from_numpy(hwc_to_chw(a) if a.ndim == 3 else np.ascontiguousarray(a[None]))
+        return tensors
+
+
 def cam_train_transform(crop_size: int, resize_long_range: Tuple[int, int] = (448, 768),
-                        jitter: Sequence[float] | bool = True) -> Compose:
-    """The SEAM/PPC classification-training augmentation: random long-side resize, flip, colour jitter,
-    normalise, random crop, CHW float tensor. ``jitter``: True = :data:`PUBLISHED_JITTER`, False/all zeros = none,
-    or (brightness, contrast, saturation, hue)."""
-    steps: List[Callable] = [RandomResizeLong(*resize_long_range), RandomHorizontalFlip()]
-    if jitter is True:
-        jitter = PUBLISHED_JITTER
-    if jitter and any(float(v) for v in jitter):
-        steps.append(ColorJitter(*(float(v) for v in jitter)))
-    steps += [np.asarray, normalize, RandomCrop(crop_size), hwc_to_chw, torch.from_numpy]
-    return Compose(steps)
+                        jitter: Sequence[float] | bool = True) -> Callable[[Image.Image], torch.Tensor]:
+    """Image-only form of :class:`CamTrainTransform` (PIL image -> CHW tensor)."""
+    joint = CamTrainTransform(crop_size, resize_long_range, jitter)
+    return lambda img: joint({"image": img})["image"]
 
 
 def multiscale_flip_inputs(img: Image.Image, scales: Sequence[float], flip: bool = True) -> List[torch.Tensor]:
@@ -153,12 +150,3 @@ def multiscale_flip_inputs(img: Image.Image, scales: Sequence[float], flip: bool
         batch = [x, np.ascontiguousarray(x[:, :, ::-1])] if flip else [x]
         out.append(torch.from_numpy(np.stack(batch)))
     return out
-
-
-def seeded(seed: Optional[int]) -> None:
-    """Seed Python, numpy and torch (the DataLoader derives its workers' seeds from torch's)."""
-    if seed is None:
-        return
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)

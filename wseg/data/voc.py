@@ -73,6 +73,14 @@ class VOCRoot:
                             f"classes, but {own} lists {get_spec(own).num_classes} others; omit --classes to use the "
                             "root's own")
 
+    def classes_arg(self) -> str:
+        """What ``--classes`` names this root's classes by: its own ``classes.txt`` when the spec came from there,
+        else the built-in name (``voc12``, ``coco14``)."""
+        own = os.path.join(self.root, "classes.txt")
+        if os.path.isfile(own) and get_spec(own).class_names == self.spec.class_names:
+            return own
+        return self.spec.name
+
     def image_path(self, image_id: str) -> str:
         return os.path.join(self.root, "JPEGImages", image_id + ".jpg")
 

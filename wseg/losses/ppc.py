@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from wseg.losses.seam import classification_loss, seam_losses, with_background
+from wseg.losses.seam import with_background
 
 TEMPERATURE = 0.1
 LOSS_WEIGHT = 0.1
@@ -411,37 +411,3 @@ def ppc_losses(f_proj1: torch.Tensor, cam_rv1_down: torch.Tensor, f_proj2: torch
     cam_rv1_down = F.interpolate(cam_rv1_down.detach().float(), size=size, mode="bilinear", align_corners=True)
     return ppc_contrast(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, bg_threshold, temperature,
                         loss_weight, generator, random_keys)
-
-
-def cam_losses(out1: Sequence[torch.Tensor], out2: Sequence[torch.Tensor], label: torch.Tensor,
-               network: str = "contrast", bg_threshold: float = BG_THRESHOLD, view_size: Optional[int] = None,
-               generator: Optional[torch.Generator] = None,
-               random_keys: Optional[Sequence[torch.Tensor]] = None,
-               cls_only: bool = False) -> Dict[str, torch.Tensor]:
-    """Every loss term the published training script optimises, from the two views' network outputs.
-
-    ``out1``/``out2``: ``SEAMNet`` ``(cam, cam_rv)`` or ``ContrastNet`` ``(cam, cam_rv, f_proj, cam_rv_down)``
-    outputs on view 1 and view 2 (view 2 = view 1 resized to ``view_size``; taken from ``out2`` when omitted).
-    ``network='seam'``: ``loss = loss_cls + loss_er + loss_ecr`` (``train_SEAM.py``); ``'contrast'``: plus
-    ``loss_nce`` (``contrast_train.py``). All values are scalar tensors; only ``loss`` carries the gradient
-    (the parts are detached, for logging). ``cls_only``: ``loss`` is the classification term alone (multilabel
-    soft margin of both views, ``loss_mlsm``), for a classification warm-up when training from scratch; the other
-    terms are not computed.
-    """
-    if cls_only:
-        lab = with_background(label).to(out1[0].device)
-        mlsm = (classification_loss(out1[0].float(), lab) + classification_loss(out2[0].float(), lab)) / 2
-        return {"loss": mlsm, "loss_mlsm": mlsm.detach()}
-    if view_size is not None and tuple(out2[0].shape[-2:]) != (view_size, view_size):
-        raise ValueError(f"view 2 outputs are {tuple(out2[0].shape[-2:])}, expected {view_size}x{view_size}")
-    out = seam_losses(out1[0], out1[1], out2[0], out2[1], label)
-    if network == "contrast":
-        if len(out1) < 4 or len(out2) < 4:
-            raise ValueError("network='contrast' needs ContrastNet outputs (cam, cam_rv, f_proj, cam_rv_down)")
-        nce = ppc_losses(out1[2], out1[3], out2[2], out2[3], label, bg_threshold=bg_threshold,
-                         generator=generator, random_keys=random_keys)
-        out.update(nce)
-        out["loss"] = out["loss"] + nce["loss_nce"]
-    elif network != "seam":
-        raise ValueError(f"unknown network {network!r}; expected 'seam' or 'contrast'")
-    return {k: v if k == "loss" else v.detach() for k, v in out.items()}

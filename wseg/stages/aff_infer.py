@@ -24,16 +24,13 @@ Finished images are skipped, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from wseg import io
 from wseg.affinity import DEFAULT_RADIUS
@@ -42,14 +39,14 @@ from wseg.crf import MAX_CRF_ITERS
 from wseg.data.datasets import open_rgb
 from wseg.data.transforms import hwc_to_chw, normalize, rescale, scaled_size
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, autocast, resolve_device, setup_logging
+from wseg.engine.per_image import Failures, add_on_error_flag, pending_shard, run_images
+from wseg.engine.runtime import LOG, resolve_device, setup_logging
 from wseg.errors import WsegError
-from wseg.parallel import start_method
-from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, MAX_LOGT, STRIDE, argmax_labels, build_transition,
-                             downsample_cams, random_walk, upsample_scores, with_background)
-from wseg.stages.aff_prepare import require_cams
+from wseg.io import require_cams
+from wseg.methods.affinitynet import build_affinity_net_from_weights, walk_image
+from wseg.randomwalk import (DEFAULT_BETA, DEFAULT_BG_SCORE, MAX_LOGT, PPC_LOGT, STRIDE, argmax_labels,
+                             upsample_scores, with_background)
 
-DEFAULT_LOGT = 6        # PPC / SEAM aff_infer.py; PSA infer_aff.py uses 8
 CRF_ITERS_RW = 1        # SEAM / PPC aff_infer.py: crf_inference(img, cam_rw, t=1)
 SETTINGS_FILE = ".aff_infer.json"   # each output folder records the walk settings (io.record_folder_settings)
 
@@ -57,7 +54,7 @@ SETTINGS_FILE = ".aff_infer.json"   # each output folder records the walk settin
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="AffinityNet weights (scripts/aff_train.py or published .pth)")
     p.add_argument("--backbone", default=None, help="resnet38 | resnet38_tiny | ... (default: from the checkpoint)")
-    p.add_argument("--voc12_root", required=True)
+    p.add_argument("--voc12_root", "--data_root", dest="voc12_root", required=True, help="dataset root (VOC layout)")
     p.add_argument("--infer_list", required=True)
     p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
     p.add_argument("--cam_dir", required=True, help="CAM .npy dicts (scripts/contrast_infer.py --out_cam)")
@@ -67,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out_crf", default=None, help="folder for the CRF pseudo masks (implies --crf)")
     p.add_argument("--crf_iters", type=int, default=CRF_ITERS_RW, help="CRF mean-field iterations (published 1)")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Hadamard power of the affinities (8)")
-    p.add_argument("--logt", type=int, default=DEFAULT_LOGT, help="2^logt walk steps (PPC/SEAM 6, PSA 8)")
+    p.add_argument("--logt", type=int, default=PPC_LOGT, help="2^logt walk steps (PPC/SEAM 6, PSA 8)")
     p.add_argument("--radius", type=int, default=DEFAULT_RADIUS, help="pair radius at 1/8 resolution (5)")
     add_bool_flag(p, "--published_pairs", "only the published pair layout (no pairs at the map border)")
     p.add_argument("--bg_score", type=float, default=None,
@@ -82,11 +79,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     add_bool_flag(p, "--amp", "fp16 autocast on GPU (affinities and the walk stay float32)")
     p.add_argument("--log", default=None, help="log file (default: next to the first output folder)")
+    add_on_error_flag(p)
 
 
 class _Images(Dataset):
-    """``(id, normalised image padded to a multiple of 8 (3, H8, W8), (H, W), error or None)``; with ``scale != 1``
-    the image is first resized bicubically by ``scale`` (``(H, W)`` stays the original size)."""
+    """``(normalised image padded to a multiple of 8 (3, H8, W8), (H, W))``; with ``scale != 1`` the image is first
+    resized bicubically by ``scale`` (``(H, W)`` stays the original size)."""
 
     def __init__(self, voc: VOCRoot, ids: Sequence[str], scale: float = 1.0):
         self.voc, self.ids, self.scale = voc, list(ids), float(scale)
@@ -95,17 +93,13 @@ class _Images(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i):
-        image_id = self.ids[i]
-        try:
-            pil = open_rgb(self.voc.image_path(image_id))
-        except WsegError as exc:   # re-raised in the main process as one line
-            return image_id, torch.zeros(0), (0, 0), str(exc)
+        pil = open_rgb(self.voc.image_path(self.ids[i]))
         size = (pil.height, pil.width)
         img = np.asarray(pil if self.scale == 1.0 else rescale(pil, self.scale))
         h, w = img.shape[:2]
         x = torch.from_numpy(hwc_to_chw(normalize(img)))
         x = F.pad(x, (0, -(-w // STRIDE) * STRIDE - w, 0, -(-h // STRIDE) * STRIDE - h))
-        return image_id, x, size, None
+        return x, size
 
 
 def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: str, iters: int) -> None:
@@ -120,40 +114,8 @@ def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: st
     io.save_mask_png(out_path, labels)
 
 
-def published_radius(radius: int, h: int, w: int) -> int:
-    """Published ``resnet38_aff.forward`` at inference: on a feature map whose shorter side is under
-    ``2 * radius + 1`` the pair radius shrinks to ``(shorter side - 1) // 2`` (images under 88 px at radius 5)."""
-    m = min(int(h), int(w))
-    return (m - 1) // 2 if m < 2 * int(radius) + 1 else int(radius)
-
-
-@torch.no_grad()
-def walk_image(model: torch.nn.Module, x: torch.Tensor, scores: torch.Tensor, radius: int, beta: float, logt: int,
-               published_pairs: bool = False, amp: bool = False) -> torch.Tensor:
-    """Random walk of one image's scores: ``x`` the padded normalised image ``(1, 3, H8, W8)``, ``scores``
-    ``(C, H, W)`` with background at channel 0. Returns the walked scores at feature size ``(C, H8/8, W8/8)``."""
-    from wseg.models.affinity_net import crop_scores, full_pair_affinities, pad_scores, pair_affinities
-
-    device = x.device
-    with autocast(device, amp):
-        f = model.embed(x)
-    small = downsample_cams(scores.to(device))
-    h, w = f.shape[-2:]
-    if tuple(small.shape[-2:]) != (h, w):
-        raise WsegError(f"AffinityNet feature map {h}x{w} does not match the image's {tuple(small.shape[-2:])} at "
-                        "stride 8; the backbone must have output stride 8 (check --backbone)")
-    if published_pairs:
-        radius = published_radius(radius, h, w)
-        aff = pair_affinities(f, radius)[0]
-        trans = build_transition(aff, h, w, radius, beta, device=device)
-        return random_walk(small, trans, logt)
-    aff, (hp, wp) = full_pair_affinities(f, radius)
-    trans = build_transition(aff, hp, wp, radius, beta, device=device)
-    return crop_scores(random_walk(pad_scores(small, radius), trans, logt), radius, (h, w))
-
-
 def run(args: argparse.Namespace) -> dict:
-    from wseg.models.affinity_net import build_affinity_net_from_weights
+    from wseg.parallel import WorkerPool
 
     if args.bg_score is not None and args.alpha is not None:
         raise WsegError("--bg_score and --alpha both given: the background is either a constant (PPC 0.27) or "
@@ -194,9 +156,9 @@ def run(args: argparse.Namespace) -> dict:
                                 (crf_dir, "--out_crf", {"crf_iters": args.crf_iters})):
         if folder:
             io.record_folder_settings(folder, {**walk, **extra}, SETTINGS_FILE, flag)
-    todo = io.pending_ids(ids, outs)
-    LOG.info("aff_infer: %d images, %d already done; beta %g logt %d radius %d bg %s%s", len(ids),
-             len(ids) - len(todo), args.beta, args.logt, args.radius,
+    todo = pending_shard(ids, outs)
+    LOG.info("aff_infer: %d images, %d to do in this process; beta %g logt %d radius %d bg %s%s", len(ids),
+             len(todo), args.beta, args.logt, args.radius,
              f"{bg_score:g}" if bg_score is not None else f"(1-max)^{args.alpha:g}", " + CRF" if crf else "")
     if not todo:
         return {"done": len(ids), "inferred": 0, "out_rw": rw_dir, "out_crf": crf_dir}
@@ -204,47 +166,38 @@ def run(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     model, meta = build_affinity_net_from_weights(args.weights, args.backbone, radius=args.radius)
     model.to(device).eval()
-    loader = DataLoader(_Images(voc, todo, args.scale), batch_size=None, shuffle=False, num_workers=args.num_workers)
-    pool: Optional[ProcessPoolExecutor] = None
-    if crf:
-        pool = ProcessPoolExecutor(max_workers=max(1, args.num_workers),
-                                   mp_context=multiprocessing.get_context(start_method()))
-    jobs = []
-    try:
-        for image_id, x, size, err in tqdm(loader, desc="aff_infer", dynamic_ncols=True):
-            if err:
-                raise WsegError(err)
-            h, w = int(size[0]), int(size[1])
-            cam_path = os.path.join(args.cam_dir, image_id + ".npy")
-            cams = io.load_cam_dict(cam_path, voc.spec.num_fg, (h, w))
-            fg_keys, stack = io.cam_dict_to_stack(cams, (h, w))
-            scores = with_background(torch.from_numpy(stack), bg_score=bg_score,
-                                     bg_alpha=None if bg_score is not None else args.alpha)
-            keys = np.concatenate([[0], fg_keys + 1]).astype(np.int64)
-            scaled = scaled_size(h, w, args.scale)  # the image size _Images gave AffinityNet
-            if scaled != (h, w):
-                scores = F.interpolate(scores[None], size=scaled, mode="bilinear", align_corners=False)[0]
-            rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt,
-                            args.published_pairs, args.amp)
-            up = upsample_scores(rw, scaled)  # walked scores at the image size (through the scaled size)
-            if scaled != (h, w):
-                up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            if rw_dir:
-                io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), argmax_labels(up, keys))
-            if args.out_rw_npy or pool is not None:
-                up = up.cpu().numpy().astype(np.float32)
-                if args.out_rw_npy:
-                    io.save_cam_dict(os.path.join(args.out_rw_npy, image_id + ".npy"),
-                                     {int(k): up[i + 1] for i, k in enumerate(fg_keys)})
-                if pool is not None:
-                    jobs.append(pool.submit(_crf_job, voc.image_path(image_id), up, keys,
-                                            os.path.join(crf_dir, image_id + ".png"), int(args.crf_iters)))
-                    while len(jobs) > 4 * max(1, args.num_workers):  # bound the scores waiting in memory
-                        jobs.pop(0).result()
-        for job in tqdm(jobs, desc="crf", dynamic_ncols=True, disable=not jobs):
-            job.result()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    return {"done": len(ids), "inferred": len(todo), "out_rw": rw_dir, "out_crf": crf_dir,
+    failures = Failures("aff_infer", args.on_error)
+
+    def process(image_id: str, sample) -> None:
+        x, size = sample
+        h, w = int(size[0]), int(size[1])
+        cams = io.load_cam_dict(os.path.join(args.cam_dir, image_id + ".npy"), voc.spec.num_fg, (h, w))
+        fg_keys, stack = io.cam_dict_to_stack(cams, (h, w))
+        scores = with_background(torch.from_numpy(stack), bg_score=bg_score,
+                                 bg_alpha=None if bg_score is not None else args.alpha)
+        keys = np.concatenate([[0], fg_keys + 1]).astype(np.int64)
+        scaled = scaled_size(h, w, args.scale)  # the image size _Images gave AffinityNet
+        if scaled != (h, w):
+            scores = F.interpolate(scores[None], size=scaled, mode="bilinear", align_corners=False)[0]
+        rw = walk_image(model, x[None].to(device), scores, args.radius, args.beta, args.logt, args.published_pairs,
+                        args.amp)
+        up = upsample_scores(rw, scaled)  # walked scores at the image size (through the scaled size)
+        if scaled != (h, w):
+            up = F.interpolate(up[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+        if rw_dir:
+            io.save_mask_png(os.path.join(rw_dir, image_id + ".png"), argmax_labels(up, keys))
+        if args.out_rw_npy or crf:
+            up = up.cpu().numpy().astype(np.float32)
+            if args.out_rw_npy:
+                io.save_cam_dict(os.path.join(args.out_rw_npy, image_id + ".npy"),
+                                 {int(k): up[i + 1] for i, k in enumerate(fg_keys)})
+            if crf:
+                pool.submit(image_id, _crf_job, voc.image_path(image_id), up, keys,
+                            os.path.join(crf_dir, image_id + ".png"), int(args.crf_iters))
+
+    with WorkerPool(max(1, args.num_workers) if crf else 0, failures) as pool:
+        done = run_images(_Images(voc, todo, args.scale), todo, process, failures, args.num_workers, "aff_infer")
+        pool.drain("crf")
+    failures.check(len(todo))
+    return {"done": len(ids), "inferred": done, "out_rw": rw_dir, "out_crf": crf_dir,
             "backbone": meta.get("backbone")}

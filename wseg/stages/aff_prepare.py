@@ -26,27 +26,29 @@ import numpy as np
 
 from wseg import io
 from wseg.cam import background_power, cam_to_label
-from wseg.crf import CRF_ITERS, LABEL_GT_PROB, LOW_ALPHA, MAX_CRF_ITERS, crf_label_refine, crf_with_alpha
-from wseg.parallel import map_pool
+from wseg.crf import (CRF_ITERS, LABEL_GT_PROB, LOW_ALPHA, MAX_CRF_ITERS, SEAM_HIGH_ALPHA, crf_label_refine,
+                      crf_with_alpha)
+from wseg.data.affinity_dataset import PREPARE_SETTINGS as SETTINGS_FILE
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, setup_logging
+from wseg.engine.per_image import Failures, add_on_error_flag, pending_shard
+from wseg.engine.runtime import LOG, setup_logging
 from wseg.errors import WsegError
+from wseg.io import CAM_STAGE, require_cams
+from wseg.parallel import imap_pool
 
-HIGH_ALPHA = 24          # SEAM infer_SEAM.py (crf_alpha = [4, 24]), which PPC's affinity stage follows; PSA: 32
 LA_SUBDIR, HA_SUBDIR = "crf_la", "crf_ha"
-SETTINGS_FILE = ".aff_prepare.json"
-CAM_STAGE = "scripts/contrast_infer.py --out_cam"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--voc12_root", required=True, help="VOC-format dataset root (JPEGImages/)")
+    p.add_argument("--voc12_root", "--data_root", dest="voc12_root", required=True,
+                   help="dataset root (VOC layout: JPEGImages/)")
     p.add_argument("--infer_list", required=True, help="split list (ids, or published 'JPEGImages/x.jpg ...' lines)")
     p.add_argument("--cam_dir", required=True, help="CAM .npy dicts written by " + CAM_STAGE)
     p.add_argument("--out_crf", default=None, help="output root: writes <out_crf>/crf_la and <out_crf>/crf_ha")
     p.add_argument("--la_crf_dir", default=None, help="low-alpha label folder (instead of --out_crf)")
     p.add_argument("--ha_crf_dir", default=None, help="high-alpha label folder (instead of --out_crf)")
-    p.add_argument("--alphas", type=float, nargs=2, default=[LOW_ALPHA, HIGH_ALPHA], metavar=("LOW", "HIGH"),
-                   help=f"background powers (default {LOW_ALPHA:g} {HIGH_ALPHA}: SEAM/PPC; PSA uses 4 32)")
+    p.add_argument("--alphas", type=float, nargs=2, default=[LOW_ALPHA, SEAM_HIGH_ALPHA], metavar=("LOW", "HIGH"),
+                   help=f"background powers (default {LOW_ALPHA:g} {SEAM_HIGH_ALPHA}: SEAM/PPC; PSA uses 4 32)")
     p.add_argument("--crf_mode", choices=["scores", "labels"], default="scores",
                    help="scores: PSA/SEAM CRF with alpha on the scores (default); labels: PPC's CRF on the argmax")
     p.add_argument("--crf_iters", type=int, default=CRF_ITERS, help="mean-field iterations (published 10)")
@@ -54,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", type=int, default=2, help="CRF worker processes")
     p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
     p.add_argument("--log", default=None, help="log file (default: <out root>/aff_prepare.log)")
+    add_on_error_flag(p)
 
 
 def resolve_dirs(args: argparse.Namespace) -> Tuple[str, str]:
@@ -83,27 +86,18 @@ def crf_labels(img: np.ndarray, cams: Dict[int, np.ndarray], alpha: float, mode:
 
 
 def _job(item: Tuple) -> Optional[str]:
-    """One image: both label maps (skipping one already written). Module level, so process pools can pickle it."""
+    """One image: both label maps (skipping one already written). Module level, so process pools can pickle it.
+    Returns None, or the image's one-line error (the stage's skip list)."""
     image_id, image_path, cam_path, outs, mode, iters, gt_prob, num_classes = item
-    img = io.load_image(image_path)
-    cams = io.load_cam_dict(cam_path, num_classes - 1, img.shape[:2])
-    for alpha, out_path in outs:
-        if not io.is_done(out_path):
-            io.save_mask_png(out_path, crf_labels(img, cams, alpha, mode, num_classes, iters, gt_prob))
-    return image_id
-
-
-def missing_cams(cam_dir: str, ids: List[str]) -> List[str]:
-    return [i for i in ids if not os.path.isfile(os.path.join(cam_dir, i + ".npy"))]
-
-
-def require_cams(cam_dir: str, ids: List[str], stage: str) -> None:
-    """One-line error when CAM files of ``ids`` are missing (naming the first and the stage that writes them)."""
-    io.require_dir(cam_dir, "CAM", f"run {CAM_STAGE} {cam_dir} first (or fix --cam_dir)")
-    missing = missing_cams(cam_dir, ids)
-    if missing:
-        raise WsegError(f"{os.path.join(cam_dir, missing[0] + '.npy')}: CAM file not found ({len(missing)} of "
-                        f"{len(ids)} missing); run {CAM_STAGE} {cam_dir} on this list before {stage}")
+    try:
+        img = io.load_image(image_path)
+        cams = io.load_cam_dict(cam_path, num_classes - 1, img.shape[:2])
+        for alpha, out_path in outs:
+            if not io.is_done(out_path):
+                io.save_mask_png(out_path, crf_labels(img, cams, alpha, mode, num_classes, iters, gt_prob))
+    except WsegError as exc:
+        return str(exc)
+    return None
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -127,13 +121,17 @@ def run(args: argparse.Namespace) -> dict:
         common["gt_prob"] = float(args.gt_prob)
     io.record_folder_settings(la_dir, {**common, "alpha": low}, SETTINGS_FILE, "--out_crf")
     io.record_folder_settings(ha_dir, {**common, "alpha": high}, SETTINGS_FILE, "--out_crf")
-    todo = io.pending_ids(ids, [(la_dir, ".png"), (ha_dir, ".png")])
-    LOG.info("aff_prepare: %d images, %d already done; alphas %g/%g, crf %s -> %s, %s", len(ids),
-             len(ids) - len(todo), low, high, args.crf_mode, la_dir, ha_dir)
+    todo = pending_shard(ids, [(la_dir, ".png"), (ha_dir, ".png")])
+    LOG.info("aff_prepare: %d images, %d to do in this process; alphas %g/%g, crf %s -> %s, %s", len(ids),
+             len(todo), low, high, args.crf_mode, la_dir, ha_dir)
+    failures = Failures("aff_prepare", args.on_error)
     if todo:
         require_cams(args.cam_dir, todo, "aff_prepare")
         items = [(i, voc.image_path(i), os.path.join(args.cam_dir, i + ".npy"),
                   ((low, os.path.join(la_dir, i + ".png")), (high, os.path.join(ha_dir, i + ".png"))),
                   args.crf_mode, int(args.crf_iters), float(args.gt_prob), voc.spec.num_classes) for i in todo]
-        map_pool(_job, items, num_workers=args.num_workers, desc="aff_prepare")
+        for index, error in imap_pool(_job, items, num_workers=args.num_workers, desc="aff_prepare"):
+            if error is not None:
+                failures.record(todo[index], error)
+    failures.check(len(todo))
     return {"la_crf_dir": la_dir, "ha_crf_dir": ha_dir, "done": len(ids), "processed": len(todo)}

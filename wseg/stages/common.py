@@ -1,17 +1,39 @@
-"""Set-up shared by the training stages."""
+"""Set-up shared by the training stages: flags every trainer has, the run's log and seeds, the dataset root."""
 from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-
-from wseg.data.transforms import seeded
+from wseg.cli import add_bool_flag
 from wseg.data.voc import VOCRoot
-from wseg.engine import LOG, Dist, setup_logging
+from wseg.engine.plans import seeded
+from wseg.engine.runtime import LOG, Dist, setup_logging
 from wseg.errors import WsegError
+
+
+def add_training_arguments(p: argparse.ArgumentParser, session_default: str, lr: float = 0.01,
+                           epochs: int = 8) -> None:
+    """The flags of the epoch-based published trainers (PSA / SEAM / PPC ``train_*.py``)."""
+    p.add_argument("--voc12_root", "--data_root", dest="voc12_root", required=True,
+                   help="dataset root (VOC layout; --data_root is the same flag)")
+    p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
+    p.add_argument("--train_list", required=True)
+    p.add_argument("--session_name", default=session_default,
+                   help="output prefix (path allowed): <name>.pth, <name>.log, <name>_last.pth")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_epoches", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--wt_dec", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum; default reproduces the published PolyOptimizer, which passes wt_dec into "
+                        "SGD's momentum slot (momentum 5e-4, i.e. none)")
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    add_bool_flag(p, "--amp", "fp16 autocast + gradient scaling on GPU")
+    p.add_argument("--seed", type=int, default=0)
+    add_bool_flag(p, "--resume", "continue from <session_name>_last.pth when present (default on)", default=True)
+    p.add_argument("--log_every", type=int, default=10, help="steps between scalar-log lines")
 
 
 def begin_training(args: argparse.Namespace, stage: str) -> Tuple[Dist, VOCRoot, List[str]]:
@@ -24,37 +46,6 @@ def begin_training(args: argparse.Namespace, stage: str) -> Tuple[Dist, VOCRoot,
     seeded(args.seed + dist.rank)
     voc = VOCRoot(args.voc12_root, args.classes)
     return dist, voc, voc.ids(args.train_list)
-
-
-def epoch_loader(dataset: Dataset, args: argparse.Namespace, dist: Dist
-                 ) -> Tuple[DataLoader, Optional[DistributedSampler], torch.Generator, int]:
-    """The training loader of the epoch-based stages: ``--batch_size`` images per process, whole batches only,
-    shuffled by a generator seeded with ``--seed`` (one process) or by a seeded :class:`DistributedSampler`
-    (torchrun). A ``--train_list`` shorter than one batch over all processes is a one-line error. Returns the
-    loader, the sampler (``None`` without DDP; call its ``set_epoch``), the generator (re-seed it per epoch) and
-    the optimiser steps per epoch."""
-    per_step = args.batch_size * dist.world_size
-    if len(dataset) < per_step:
-        raise WsegError(f"{args.train_list}: {len(dataset)} images, fewer than one batch of {per_step}; "
-                        "lower --batch_size or use a longer list")
-    sampler = DistributedSampler(dataset, shuffle=True, seed=args.seed, drop_last=True) if dist.enabled else None
-    gen = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.num_workers, drop_last=True, generator=gen,
-                        pin_memory=dist.device.type == "cuda")
-    return loader, sampler, gen, len(dataset) // per_step
-
-
-def begin_epoch(epoch: int, args: argparse.Namespace, dist: Dist, sampler: Optional[DistributedSampler],
-                gen: torch.Generator) -> int:
-    """Re-seed every random source for ``epoch`` (data order, augmentation, dropout), so that a run resumed at an
-    epoch boundary equals an uninterrupted one. Returns the epoch's seed, for a stage's own generators."""
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-    epoch_seed = args.seed * 7919 + epoch * 104729 + dist.rank
-    seeded(epoch_seed)
-    gen.manual_seed(args.seed + epoch)
-    return epoch_seed
 
 
 def check_schedule_flags(args: argparse.Namespace) -> None:
@@ -76,3 +67,8 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
     resize = getattr(args, "resize_long", None)
     if resize and not 0 < resize[0] <= resize[1]:
         raise WsegError(f"--resize_long {resize[0]} {resize[1]}: need 0 < MIN <= MAX")
+
+
+def finish_training(dist: Dist) -> None:
+    dist.barrier()
+    dist.close()

@@ -1,4 +1,4 @@
-"""Run-time plumbing shared by the training/inference scripts: device and AMP, torchrun DDP, logging, meters."""
+"""Run-time plumbing shared by the training/inference stages: device and AMP, torchrun DDP, logging, meters."""
 from __future__ import annotations
 
 import contextlib
@@ -46,17 +46,28 @@ def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, where: str,
                    losses: Optional[Dict[str, torch.Tensor]] = None,
-                   hint: str = "lower --lr or disable --amp") -> None:
+                   hint: str = "lower --lr or disable --amp", accumulate: int = 1,
+                   iteration: int = 0) -> None:
     """One training step on ``loss``: gradients zeroed, backward (scaled under AMP), optimiser and scaler stepped.
-    A non-finite loss stops the run first, with a :class:`WsegError` naming ``where`` (e.g. ``step 12``), the
-    values of ``losses`` and ``hint``: the weights, and every checkpoint written so far, stay finite."""
+    With ``accumulate`` k > 1, gradients of k iterations are summed (each loss divided by k) and the optimiser steps
+    after every k-th (``iteration`` counts from 0). A non-finite loss stops the run first, with a :class:`WsegError`
+    naming ``where`` (e.g. ``iteration 12``), the values of ``losses`` and ``hint``: the weights, and every
+    checkpoint written so far, stay finite."""
     if not torch.isfinite(loss):
         parts = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in (losses or {}).items())
         raise WsegError(f"non-finite loss at {where}" + (f" ({parts})" if parts else "") + f"; {hint}")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
+    if accumulate <= 1:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    if iteration % accumulate == 0:
+        optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss / accumulate).backward()
+    if (iteration + 1) % accumulate == 0:
+        scaler.step(optimizer)
+        scaler.update()
 
 
 # --------------------------------------------------------------------------------------------- DDP (torchrun)
@@ -158,26 +169,3 @@ class AverageMeter:
         out = {k: self.sums[k] / max(1, self.counts[k]) for k in self.sums}
         self.sums, self.counts = {}, {}
         return out
-
-
-class StepLogger:
-    """Per-step training bookkeeping shared by the trainers: running means of the loss terms, and every
-    ``every`` steps (and at the last) one scalar-log line and one log line with lr and images/s."""
-
-    def __init__(self, scalar_path: Optional[str], max_step: int, images_per_step: int, every: int):
-        self.scalars = ScalarLog(scalar_path)
-        self.meter = AverageMeter()
-        self.max_step, self.images_per_step, self.every = max_step, images_per_step, max(1, every)
-        self.t0 = time.time()
-        self.steps_timed = 0
-
-    def step(self, step: int, lr: float, losses: Dict[str, "torch.Tensor"]) -> None:
-        """Record the losses of optimiser step ``step`` (1-based: steps done so far)."""
-        self.meter.add(**{k: float(v.detach()) for k, v in losses.items()})
-        self.steps_timed += 1
-        if step % self.every == 0 or step == self.max_step:
-            avg = self.meter.pop()
-            self.scalars.write(step, lr=lr, **avg)
-            LOG.info("step %d/%d %s lr %.5f %.1f img/s", step, self.max_step,
-                     " ".join(f"{k} {v:.4g}" for k, v in avg.items()), lr,
-                     self.steps_timed * self.images_per_step / max(1e-6, time.time() - self.t0))

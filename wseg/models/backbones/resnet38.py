@@ -8,15 +8,18 @@ Topology (output stride 8): ``conv1a`` (3x3, 64) -> ``b2``..``b2_2`` (stride 2, 
 (stride 2, 256) -> ``b4``..``b4_5`` (stride 2, 512) -> ``b5``..``b5_2`` (dilation 2, 1024) -> ``b6``
 (bottleneck, dilation 4, dropout 0.3, 2048) -> ``b7`` (bottleneck, dilation 4, dropout 0.5, 4096) -> ``bn7``.
 
-``width`` scales every channel count (``resnet38_tiny`` = 1/16) with the same module names, for CPU runs and tests.
+``width`` scales every channel count (``resnet38_small`` = 1/8, ``resnet38_tiny`` = 1/16) with the same module names,
+for CPU runs and tests.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from wseg.models.backbones.base import Backbone
 
 #: Published stages: (name, in, mid, out, stride, first_dilation, dilation) for the plain residual blocks.
 _BLOCKS: Tuple[Tuple[str, int, int, int, int, int, int], ...] = (
@@ -96,45 +99,18 @@ def scaled(channels: int, width: float) -> int:
     return max(4, 4 * int(round(channels * width / 4)))
 
 
-class FrozenBNMixin:
-    """The published ``train()`` override: BatchNorm always in eval mode with fixed affine parameters, and the
-    ``not_training`` layers fixed. Applied at construction too, so parameter groups see the final
-    ``requires_grad`` flags (the published scripts only reach them through ``model.train()``)."""
-
-    not_training: Tuple[str, ...] = ()
-    freeze_bn: bool = True
-
-    def set_frozen(self, names: Iterable[str]) -> None:
-        """Fix the parameters of the named top-level modules (``not_training``)."""
-        self.not_training = tuple(names)
-        for name in self.not_training:
-            for p in getattr(self, name).parameters():
-                p.requires_grad_(False)
-        self._freeze_bn()
-
-    def _freeze_bn(self) -> None:
-        if not self.freeze_bn:
-            return
-        for m in self.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-                for p in m.parameters(recurse=False):
-                    p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)  # type: ignore[misc]
-        self._freeze_bn()
-        return self
-
-
-class ResNet38(FrozenBNMixin, nn.Module):
+class ResNet38(Backbone):
     """Wide ResNet-38 backbone (PSA's ``resnet38d.Net``), output stride 8.
 
-    ``forward_features(x)`` returns the published ``forward_as_dict`` features:
+    ``forward(x)`` returns the published ``forward_as_dict`` features (the :mod:`~wseg.models.backbones.base`
+    contract, levels in this order):
     ``conv3`` (BN-ReLU input of ``b4``, 256 ch, stride 4), ``conv4`` (input of ``b5``, 512 ch, stride 8),
     ``conv5`` (input of ``b6``, 1024 ch), ``conv6`` (``relu(bn7(b7))``, 4096 ch). PCM uses conv4/conv5;
     AffinityNet uses conv4/conv5/conv6. Channel counts are in ``feature_channels``.
     """
+
+    levels = ("conv3", "conv4", "conv5", "conv6")
+    cam_frozen = CAM_FROZEN
 
     def __init__(self, width: float = 1.0, frozen: Sequence[str] = ("conv1a",), freeze_bn: bool = True):
         super().__init__()
@@ -148,13 +124,11 @@ class ResNet38(FrozenBNMixin, nn.Module):
         for name, cin, cout, dil, drop in _BOTTLENECKS:
             self.add_module(name, ResBlockBottleneck(c(cin), c(cout), stride=1, dilation=dil, dropout=drop))
         self.bn7 = nn.BatchNorm2d(c(4096))
-        self.feature_channels: Dict[str, int] = {"conv3": c(256), "conv4": c(512), "conv5": c(1024),
-                                                 "conv6": c(4096)}
-        self.out_channels = self.feature_channels["conv6"]
-        self.output_stride = 8
+        self.feature_channels = {"conv3": c(256), "conv4": c(512), "conv5": c(1024), "conv6": c(4096)}
+        self.feature_strides = {"conv3": 4, "conv4": 8, "conv5": 8, "conv6": 8}
         self.set_frozen(frozen)
 
-    def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x = self.conv1a(x)
         x = self.b2_2(self.b2_1(self.b2(x)))
         x = self.b3_2(self.b3_1(self.b3(x)))
@@ -166,10 +140,7 @@ class ResNet38(FrozenBNMixin, nn.Module):
         conv6 = F.relu(self.bn7(self.b7(x)))
         return {"conv3": conv3, "conv4": conv4, "conv5": conv5, "conv6": conv6}
 
-    forward_as_dict = forward_features  # published name
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)["conv6"]
+    forward_as_dict = forward  # published name
 
 
 def resnet38(width: float = 1.0, **kwargs) -> ResNet38:

@@ -1,0 +1,144 @@
+"""The method seam: what is specific to one published CAM system lives in one module under ``wseg/methods``.
+
+A CAM method (:class:`CamMethod`) owns
+
+- its network (``build_network``: a backbone from :mod:`wseg.models.backbones` and heads from
+  :mod:`wseg.models.heads`, returning *named* outputs) and the published checkpoint layout;
+- the batch fields it needs (``fields``: ``image``, ``label``, ``saliency`` ...) and its own flags
+  (``add_arguments``, shown by ``contrast_train.py --network NAME --help``);
+- one training step (``training_step``: its views and losses, returning a dict of named loss terms with ``loss``);
+- how CAMs come out of its network (``cams``: the foreground score maps, wherever its background channel lives).
+
+The generic stages (``scripts/contrast_train.py``, ``scripts/contrast_infer.py``) look a method up by
+``--network NAME`` in :data:`METHODS` and never name one. A new method is a module that subclasses
+:class:`CamMethod`, decorates it with :func:`register`, and is imported in ``wseg/methods/__init__.py``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict, Optional, Sequence, Tuple, Type
+
+import torch
+from torch import nn
+
+from wseg.engine.trainer import StepContext
+from wseg.errors import WsegError
+
+METHODS: Dict[str, Type["CamMethod"]] = {}
+
+
+def register(cls: Type["CamMethod"]) -> Type["CamMethod"]:
+    """Class decorator: make a method selectable as ``--network <cls.name>``."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Type["CamMethod"]:
+    if name not in METHODS:
+        raise WsegError(f"--network {name}: unknown CAM method; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+class CamMethod:
+    """Base class of the CAM methods (see the module docstring)."""
+
+    name = ""
+    summary = ""
+    #: Batch fields the training step reads (the dataset provides exactly these).
+    fields: Tuple[str, ...] = ("image", "label")
+    #: CAM normalisation of the published inference (``minmax`` or ``max``).
+    default_norm = "minmax"
+
+    def __init__(self, args: Optional[argparse.Namespace] = None):
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """The method's own flags (default: none)."""
+
+    def option(self, key: str, default: Any) -> Any:
+        """A method flag's value (``default`` when the method is used without parsed flags, e.g. in tests)."""
+        value = getattr(self.args, key, None) if self.args is not None else None
+        return default if value is None else value
+
+    def build_network(self, backbone: str, num_classes: int, dropout: bool = True,
+                      frozen: Optional[Sequence[str]] = None, freeze_bn: bool = True) -> nn.Module:
+        """The method's network; ``num_classes`` counts background. Override."""
+        raise WsegError(f"method {self.name}: no network")
+
+    def training_step(self, net: nn.Module, batch: Dict[str, torch.Tensor], ctx: StepContext
+                      ) -> Dict[str, torch.Tensor]:
+        """Named loss terms of one batch (``loss`` carries the gradient, the others are detached). Override."""
+        raise WsegError(f"method {self.name}: no training step")
+
+    def cams(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_fg, h, w)`` foreground class scores of a batch for CAM inference (background dropped). Override."""
+        raise WsegError(f"method {self.name}: no CAM inference")
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        """One-line errors for the method's own flags (default: nothing to check)."""
+
+    def data_maps(self, voc: Any, args: argparse.Namespace) -> Dict[str, Any]:
+        """Per-image maps beyond the image the training step reads, as ``{field: fn(image_id) -> PIL image}``
+        (e.g. EPS's saliency); they get the image's geometric augmentation. Default: none."""
+        return {}
+
+    def meta(self) -> Dict[str, Any]:
+        """Saved with the weights, so inference rebuilds the same network."""
+        return {"network": self.name}
+
+
+def freeze_kwargs(freeze: str, weights: Optional[str]) -> Dict[str, Any]:
+    """Backbone freezing: ``published`` keeps the published fixed layers and frozen BatchNorm (right for ImageNet
+    weights); ``none`` trains everything with live BatchNorm (needed from scratch: frozen random layers and BN
+    statistics of an untrained net stop learning); ``auto`` picks ``published`` iff weights are given."""
+    if freeze == "auto":
+        freeze = "published" if weights else "none"
+    if freeze == "published":
+        return {}
+    if freeze == "none":
+        return {"frozen": (), "freeze_bn": False}
+    raise WsegError(f"--freeze {freeze}: choose auto, published or none")
+
+
+def build_for_training(method: CamMethod, backbone: str, num_classes: int, weights: Optional[str] = None,
+                       freeze: str = "auto", dropout: bool = True) -> nn.Module:
+    """The method's network with ``weights`` (ImageNet ``.params``/``.pth`` or a CAM checkpoint) loaded strictly,
+    except the new heads, which may be missing and start from their published init."""
+    from wseg.models.checkpoint import load_weights
+    from wseg.models.layout import published_prefixes
+
+    net = method.build_network(backbone, num_classes, dropout=dropout, **freeze_kwargs(freeze, weights))
+    if weights:
+        load_weights(net, weights, allow_missing=published_prefixes(net, net.new_layer_prefixes()),
+                     ignore_unexpected=tuple(net.backbone.checkpoint_ignore))
+    return net
+
+
+def build_from_weights(path: str, network: Optional[str] = None, backbone: Optional[str] = None,
+                       num_classes: Optional[int] = None, args: Optional[argparse.Namespace] = None
+                       ) -> Tuple[CamMethod, nn.Module, Dict[str, Any]]:
+    """A trained CAM network from ``path``: method and backbone from the flags, else from the wseg metadata saved
+    with the weights, else the published default (``contrast`` on ``resnet38``); every key must fit."""
+    from wseg.models.checkpoint import load_state_dict_strict, read_state_dict
+
+    state, meta = read_state_dict(path)
+    network = network or meta.get("network") or "contrast"
+    backbone = backbone or meta.get("backbone") or "resnet38"
+    num_classes = int(num_classes or meta.get("num_classes") or 21)
+    method = get_method(network)(args)
+    net = method.build_network(backbone, num_classes)
+    load_state_dict_strict(net, state, path)
+    return method, net, {**meta, "network": network, "backbone": backbone, "num_classes": num_classes}
+
+
+def published_param_groups(net: nn.Module, scratch: Sequence[nn.Module]) -> Tuple[list, list, list, list]:
+    """The published four groups (PSA / SEAM / PPC ``get_parameter_groups``): backbone weights (lr x1), backbone
+    biases (x2), new-layer weights (x10), new-layer biases (x20). Every parameter with ``requires_grad`` lands in
+    exactly one group; fixed layers (``not_training``, frozen BatchNorm) are in none."""
+    new = {id(p) for m in scratch for p in m.parameters()}
+    groups: Tuple[list, list, list, list] = ([], [], [], [])
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            groups[(2 if id(p) in new else 0) + (1 if name.rsplit(".", 1)[-1] == "bias" else 0)].append(p)
+    return groups

@@ -1,0 +1,50 @@
+"""Backbones by name: the registry every network builder uses (:mod:`wseg.models.backbones.base` is the contract).
+
+``build_backbone(name, **overrides)``: ``resnet38`` (PSA/SEAM/PPC wide ResNet-38), its channel-scaled
+``resnet38_small`` (1/8) and ``resnet38_tiny`` (1/16), torchvision-layout ``resnet50`` / ``resnet101`` (stem,
+output stride and dilation options of :class:`~wseg.models.backbones.resnet.ResNet`) and ``resnet_tiny`` (one block
+per stage, for tests). A new backbone is one module here plus one registry line.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+from wseg.errors import WsegError
+from wseg.models.backbones.base import Backbone, FrozenBNMixin
+from wseg.models.backbones.resnet import TINY, ResNet
+from wseg.models.backbones.resnet38 import SMALL_WIDTH, TINY_WIDTH, ResNet38
+
+#: name -> (factory, default keyword arguments)
+BACKBONES: Dict[str, tuple] = {
+    "resnet38": (ResNet38, {"width": 1.0}),
+    "resnet38_small": (ResNet38, {"width": SMALL_WIDTH}),
+    "resnet38_tiny": (ResNet38, {"width": TINY_WIDTH}),
+    "resnet50": (ResNet, {"depth": 50}),
+    "resnet101": (ResNet, {"depth": 101}),
+    "resnet_tiny": (ResNet, dict(TINY)),
+}
+
+
+def register_backbone(name: str, factory: Callable[..., Backbone], **defaults: Any) -> None:
+    """Add a backbone to the registry (e.g. the ViT of LOC-BE/ToCo)."""
+    BACKBONES[name] = (factory, defaults)
+
+
+def build_backbone(name: str, **overrides: Any) -> Backbone:
+    """The backbone ``name`` with its registry defaults, updated by ``overrides`` (``frozen``, ``freeze_bn``,
+    ``output_stride``, ``stem``...); an unknown name or keyword is a one-line error."""
+    if name not in BACKBONES:
+        raise WsegError(f"backbone {name}: unknown; choose one of {', '.join(BACKBONES)}")
+    factory, defaults = BACKBONES[name]
+    try:
+        net = factory(**{**defaults, **overrides})
+    except TypeError as exc:
+        raise WsegError(f"backbone {name}: {exc}") from None
+    except AttributeError as exc:   # a frozen layer name that does not exist
+        raise WsegError(f"backbone {name}: frozen layers {list(overrides.get('frozen', ()))} are not all top-level "
+                        f"layers ({exc})") from None
+    net.name = name
+    return net
+
+
+__all__ = ["Backbone", "FrozenBNMixin", "BACKBONES", "build_backbone", "register_backbone", "ResNet", "ResNet38"]

@@ -1,0 +1,88 @@
+"""One-line errors for segmentation config values that would only fail later (before anything is written)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from wseg.errors import WsegError
+
+
+def check_worker_config(cfg: Mapping[str, Any]) -> None:
+    """Config values training and testing share: worker counts and the seed."""
+    for key in ("num_workers", "crf_workers"):
+        if key in cfg and int(cfg[key]) < 0:
+            raise WsegError(f"{key} {cfg[key]}: must be >= 0 (0 = in the main process)")
+    if "seed" in cfg and not 0 <= int(cfg["seed"]) < 2 ** 32:
+        raise WsegError(f"seed {cfg['seed']}: must lie in [0, 2**32)")
+
+
+def check_scales_config(cfg: Mapping[str, Any], key: str) -> None:
+    """``test_scales`` / ``val_scales``: at least one finite factor in ``(0, 4]``."""
+    scales = [float(v) for v in cfg[key]]
+    if not scales or not all(0 < v <= 4 for v in scales):
+        raise WsegError(f"{key} {list(cfg[key])}: need one or more scale factors in (0, 4] (published test "
+                        "0.5 0.75 1 1.25 1.5 1.75)")
+
+
+def check_normalisation_config(cfg: Mapping[str, Any]) -> None:
+    """``mean``/``std``: three finite values each (RGB, 0..1), the stds positive."""
+    mean, std = [float(v) for v in cfg["mean"]], [float(v) for v in cfg["std"]]
+    if len(mean) != 3 or len(std) != 3 or not all(np.isfinite(mean)) or not all(0 < v < np.inf for v in std):
+        raise WsegError(f"mean {cfg['mean']} / std {cfg['std']}: need three finite RGB values each, the stds > 0 "
+                        "(ImageNet: 0.485 0.456 0.406 / 0.229 0.224 0.225)")
+
+
+def check_train_config(cfg: Mapping[str, Any]) -> None:
+    """One-line errors for values that would only fail later."""
+    for key in ("max_iters", "batch_size", "ckpt_every", "log_every"):
+        if int(cfg[key]) < 1:
+            raise WsegError(f"{key} {cfg[key]}: must be at least 1")
+    if int(cfg["val_every"]) < 0:
+        raise WsegError(f"val_every {cfg['val_every']}: must be 0 (off) or positive")
+    if cfg.get("stop_iter") is not None and not 0 < int(cfg["stop_iter"]) <= int(cfg["max_iters"]):
+        raise WsegError(f"stop_iter {cfg['stop_iter']}: must lie in [1, max_iters={cfg['max_iters']}]")
+    if not float(cfg["lr"]) > 0:
+        raise WsegError(f"lr {cfg['lr']}: must be positive")
+    for key, low, high in (("momentum", 0, 1), ("weight_decay", 0, 1), ("power", 0, 10)):
+        if not low <= float(cfg[key]) < high:
+            raise WsegError(f"{key} {cfg[key]}: must lie in [{low}, {high}) (published momentum 0.9, weight_decay "
+                            "5e-4, power 0.9)")
+    check_worker_config(cfg)
+    crop = int(cfg["crop_size"])
+    if crop == 0 and int(cfg["batch_size"]) > 1:
+        raise WsegError(f"crop_size 0 (no crop) with batch_size {cfg['batch_size']}: images of different sizes cannot "
+                        "be batched; set a crop_size (published 448) or batch_size 1")
+    if 0 < crop < 8:
+        raise WsegError(f"crop_size {crop}: must be 0 (no crop) or at least 8, the network's output stride")
+    check_model_config(cfg["model"])
+    check_normalisation_config(cfg)
+    if int(cfg["val_every"]) > 0:
+        check_scales_config(cfg, "val_scales")
+    _check_root(cfg)
+
+
+def check_model_config(m: Mapping[str, Any]) -> None:
+    """The ``model`` dict's shared values (each model's builder checks its own)."""
+    if m.get("head_dim") is not None and int(m["head_dim"]) < 1:
+        raise WsegError(f"model.head_dim {m['head_dim']}: must be at least 1 (default 512 for v1, 256 for v2)")
+    if m.get("aspp_rates") is not None and min(int(r) for r in m["aspp_rates"]) < 1:
+        raise WsegError(f"model.aspp_rates {list(m['aspp_rates'])}: dilation rates must be at least 1 (published 6 12 "
+                        "18 24)")
+    if not 0 <= float(m["bn_momentum"]) <= 1:
+        raise WsegError(f"model.bn_momentum {m['bn_momentum']}: must lie in [0, 1] (published 3e-4)")
+
+
+def check_test_config(cfg: Mapping[str, Any]) -> None:
+    """One-line errors for test-time values that would only fail later (the CRF's: :func:`crf_params`)."""
+    check_worker_config(cfg)
+    check_normalisation_config(cfg)
+    check_scales_config(cfg, "test_scales")
+    if cfg.get("on_error", "skip") not in ("skip", "stop"):
+        raise WsegError(f"on_error {cfg['on_error']}: choose skip or stop")
+    _check_root(cfg)
+
+
+def _check_root(cfg: Mapping[str, Any]) -> None:
+    if not cfg.get("voc12_root"):
+        raise WsegError("voc12_root: not set; pass --voc12_root (or --data_root) <dataset root holding JPEGImages/>")

@@ -1,0 +1,183 @@
+"""Segmentation experiment configs (``segmentation/configs/*.py``) on the one config system (:mod:`wseg.config`).
+
+A config file sets keys of :data:`SCHEMA`; ``_base_ = "other.py"`` composes it from a base. The network is one
+dict, ``model = dict(type=..., backbone=..., ...)``, whose keys belong to the model (:data:`MODEL_DEFAULTS`;
+``--set model.aspp_rates=[6,12,18,24]``), everything else is top level. Overrides as in every script:
+``--KEY VALUE`` or ``--set KEY=VALUE`` (lists ``0.5,1,1.5`` or ``[0.5, 1.0]``; ``none`` clears an optional value).
+
+    python segmentation/train.py --config segmentation/configs/deeplabv1_resnet38.py \\
+        --voc12_root VOC2012 --pseudo_mask_dir out_rw --set batch_size=8 max_iters=30000
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, Tuple
+
+from wseg.cli import str2bool
+from wseg.config import ConfigArgumentParser, json_dict
+from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from wseg.errors import WsegError
+
+#: The keys of ``model = dict(...)`` and their defaults (published DeepLab v1 on ResNet-38).
+MODEL_DEFAULTS: Dict[str, Any] = {
+    "type": "deeplabv1",          # deeplabv1 (LargeFOV) | deeplabv2 (ASPP 6/12/18/24)
+    "backbone": "resnet38",       # resnet38 | resnet101 | resnet50 | resnet38_small | resnet38_tiny | resnet_tiny
+    "stem": "torchvision",        # ResNet stem: torchvision | resnet101s (published DeepLab ResNet-101) | v1c
+    "head_dim": None,             # head width (default: 512 for deeplabv1, 256 for deeplabv2)
+    "bn_momentum": 0.0003,        # head BatchNorm momentum (published TRAIN_BN_MOM)
+    "freeze_backbone_bn": None,   # backbone BN in eval mode (default: True for ResNet-38, False for ResNet)
+    "frozen_layers": None,        # backbone layers kept fixed (default: conv1a for ResNet-38, none for ResNet)
+    "aspp_rates": [6, 12, 18, 24],  # deeplabv2 ASPP dilation rates
+    "aspp_global": True,          # deeplabv2 ASPP image-pooling branch (published MODEL_ASPP_HASGLOBAL)
+}
+
+# key: (default, type, help). Types: str, int, float, bool, list[int], list[float], list[str], dict; "?" = may be None.
+SCHEMA: Dict[str, Tuple[Any, str, str]] = {
+    # ---------------------------------------------------------------- experiment
+    "exp_name": ("deeplab", "str", "experiment name (output folder name, log comment)"),
+    "out_dir": (None, "str?", "outputs: checkpoints, logs, predictions (default runs/segmentation/<exp_name>)"),
+    "seed": (1, "int", "random seed (published 1)"),
+    "device": ("auto", "str", "auto | cpu | cuda | cuda:N"),
+    "amp": (True, "bool", "fp16 autocast + gradient scaling on GPU (ignored on CPU)"),
+    # ---------------------------------------------------------------- data
+    "voc12_root": (None, "str?", "dataset root (VOC layout, holds JPEGImages/); --data_root is the same key"),
+    "classes": (None, "str?", "voc12 | coco14 | classes.txt path (default: the root's classes.txt, else voc12)"),
+    "train_list": ("train_aug", "str", "training split name or list file (published: trainaug)"),
+    "pseudo_mask_dir": (None, "str?", "pseudo-mask PNG folder to train on (published DATA_PSEUDO_GT); "
+                                      "none = the ground truth (fully supervised)"),
+    "val_list": ("val", "str", "validation split (needs ground truth) for the mIoU during training"),
+    "mean": (list(IMAGENET_MEAN), "list[float]", "normalisation mean (RGB, 0..1)"),
+    "std": (list(IMAGENET_STD), "list[float]", "normalisation std (RGB, 0..1)"),
+    "num_workers": (4, "int", "data-loading processes per training/inference process"),
+    # ---------------------------------------------------------------- augmentation
+    "crop_size": (448, "int", "random crop side (image padded with 0, labels with 255)"),
+    "scale_range": ([0.5, 1.5], "list[float]", "random rescale factor range [low, high]"),
+    "flip_prob": (0.5, "float", "horizontal flip probability"),
+    "hsv_jitter": ([10, 10, 10], "list[int]", "max random HSV shifts [h (of 180), s, v]"),
+    # ---------------------------------------------------------------- network
+    "model": (dict(MODEL_DEFAULTS), "dict", "the network: dict(type=deeplabv1|deeplabv2, backbone=..., stem=..., "
+                                            "head_dim=..., ...); override one key with --set model.KEY=VALUE"),
+    "backbone_weights": (None, "str?", "ImageNet weights: MXNet .params (ResNet-38) or torchvision .pth, or a trained "
+                                       "CAM network of the same backbone"),
+    "init_weights": (None, "str?", "whole-network weights to start from (published TRAIN_CKPT)"),
+    # ---------------------------------------------------------------- optimisation
+    "lr": (0.001, "float", "base learning rate (groups x1/x2/x10/x20)"),
+    "momentum": (0.9, "float", "SGD momentum"),
+    "weight_decay": (0.0005, "float", "weight decay of the two weight groups (biases: 0)"),
+    "power": (0.9, "float", "poly power: lr * (1 - itr / (max_iters + 1)) ** power"),
+    "batch_size": (10, "int", "images per iteration over all processes (split evenly under torchrun)"),
+    "max_iters": (20000, "int", "training iterations"),
+    "stop_iter": (None, "int?", "stop after this iteration with a checkpoint (e.g. a job time limit); re-run to "
+                                "continue"),
+    "ckpt_every": (1000, "int", "iterations between resume checkpoints"),
+    "val_every": (2000, "int", "iterations between validation mIoU runs (0: off)"),
+    "val_scales": ([1.0], "list[float]", "validation scales"),
+    "val_flip": (False, "bool", "flip in validation"),
+    "log_every": (20, "int", "iterations between log lines"),
+    "resume": (True, "bool", "continue from <out_dir>/last.pth when present"),
+    # ---------------------------------------------------------------- test
+    "test_list": ("val", "str", "split to predict (labelled: evaluated; unlabelled, e.g. test: server layout)"),
+    "test_scales": ([0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "list[float]", "multi-scale test factors"),
+    "test_flip": (True, "bool", "add horizontally flipped inputs at test time"),
+    "crf": (True, "bool", "dense CRF on the averaged probabilities"),
+    "crf_iters": (10, "int", "CRF mean-field iterations"),
+    "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),
+    "crf_pos_xy_std": (1.0, "float", "CRF Gaussian kernel spatial std"),
+    "crf_bi_w": (4.0, "float", "CRF bilateral (appearance) kernel weight"),
+    "crf_bi_xy_std": (67.0, "float", "CRF bilateral kernel spatial std"),
+    "crf_bi_rgb_std": (3.0, "float", "CRF bilateral kernel colour std"),
+    "crf_workers": (4, "int", "processes running the CRF (0: in the main process)"),
+    "pred_dir": (None, "str?", "prediction PNG folder (default <out_dir>/pred_<list>[_crf], or "
+                               "<out_dir>/results/VOC2012/Segmentation/comp6_test_cls for an unlabelled split)"),
+    "gt_dir": (None, "str?", "ground-truth folder for the evaluation (default the root's SegmentationClass)"),
+    "eval_log": (None, "str?", "evaluation log appended as published (default <out_dir>/eval_log.txt)"),
+    "on_error": ("skip", "str", "test: skip (an unreadable image is skipped and listed at the end) | stop"),
+}
+
+
+class Config(dict):
+    """A ``{key: value}`` experiment config with attribute access (``cfg.lr``, ``cfg.model["backbone"]``)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def output_dir(self) -> str:
+        return self["out_dir"] or os.path.join("runs", "segmentation", self["exp_name"])
+
+
+def _optional(conv):
+    def parse(text: str):
+        return None if str(text).strip().lower() in ("none", "null") else conv(text)
+    parse.__name__ = getattr(conv, "__name__", "value")
+    return parse
+
+
+class _ListAction(argparse.Action):
+    """``--key a b c`` or ``--key a,b,c``; ``--key none`` for an optional list."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parts = [p for v in values for p in str(v).replace(",", " ").strip("[]() ").split() if p]
+        if self.metavar == "none-ok" and [p.lower() for p in parts] in (["none"], ["null"]):
+            setattr(namespace, self.dest, None)
+            return
+        try:
+            setattr(namespace, self.dest, [self.const(p.strip("'\"")) for p in parts])
+        except ValueError:
+            parser.error(f"argument {option_string}: invalid value in {' '.join(map(str, values))}")
+
+
+def add_schema_arguments(p: ConfigArgumentParser) -> None:
+    """One flag per :data:`SCHEMA` key."""
+    types = {"str": str, "int": int, "float": float}
+    for key, (default, kind, text) in SCHEMA.items():
+        base, optional = kind.rstrip("?"), kind.endswith("?")
+        names = ["--" + key] + (["--data_root"] if key == "voc12_root" else [])
+        helptext = f"{text} [default {default!r}]"
+        if base == "bool":
+            p.add_argument(*names, nargs="?", const=True, default=default, help=helptext,
+                           type=_optional(str2bool) if optional else str2bool)
+        elif base.startswith("list["):
+            p.add_argument(*names, nargs="*", action=_ListAction, const=types[base[5:-1]], default=default,
+                           metavar="none-ok" if optional else None, help=helptext)
+        elif base == "dict":
+            p.add_argument(*names, type=json_dict, default=default, help=helptext)
+        else:
+            conv = types[base]
+            p.add_argument(*names, type=_optional(conv) if optional else conv, default=default, help=helptext)
+
+
+def build_parser(description: str) -> ConfigArgumentParser:
+    p = ConfigArgumentParser(description=description, dict_keys=("model",))
+    add_schema_arguments(p)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config of a parsed command line (``--config`` file, ``--KEY VALUE``, ``--set``)."""
+    if not getattr(args, "config", None):
+        raise WsegError("--config: missing; pass an experiment config, e.g. segmentation/configs/deeplabv1_resnet38.py")
+    cfg = Config({k: getattr(args, k) for k in SCHEMA})
+    model = dict(MODEL_DEFAULTS)
+    model.update(cfg["model"] or {})
+    unknown = sorted(set(model) - set(MODEL_DEFAULTS) - set(_extra_model_keys(model.get("type"))))
+    if unknown:
+        from wseg.config import close_keys
+
+        raise WsegError(f"{args.config}: unknown model key {unknown[0]!r}{close_keys(unknown[0], list(MODEL_DEFAULTS))}")
+    cfg["model"] = model
+    cfg["config_file"] = args.config
+    return cfg
+
+
+def _extra_model_keys(model_type: Any) -> Tuple[str, ...]:
+    """Keys a registered segmentation model adds to :data:`MODEL_DEFAULTS` (see :mod:`wseg.segmentation.models`)."""
+    from wseg.segmentation.models import MODEL_KEYS
+
+    return tuple(MODEL_KEYS.get(str(model_type), ()))

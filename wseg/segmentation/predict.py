@@ -1,0 +1,127 @@
+"""Segmentation inference: published multi-scale + flip (:func:`wseg.tta.multiscale_flip`, mean of the logits, then
+softmax), the configured dense CRF in the shared worker pool, palette PNGs, confusion matrices for validation."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from wseg.data.voc import VOCRoot
+from wseg.engine.per_image import Failures, pending_shard, run_images
+from wseg.errors import WsegError
+from wseg.io import save_mask_png
+from wseg.segmentation.data import InferenceImages
+from wseg.tta import multiscale_flip
+
+
+def ms_flip_logits(model: torch.nn.Module, inputs: Sequence[torch.Tensor], out_size: Tuple[int, int],
+                   flip: bool = True, device: Optional[torch.device] = None, amp: bool = False) -> torch.Tensor:
+    """Published multi-scale + flip inference: the mean over scales (and mirrors) of the model's logits resized
+    bilinearly (``align_corners=True``) to ``out_size`` and un-mirrored. ``inputs``: per-scale ``(3, h, w)``
+    normalised images. Returns float32 ``(C, H, W)`` on ``device``. The model must be in eval mode."""
+    device = device or next(model.parameters()).device
+    return multiscale_flip(lambda x: model(x)["out"], inputs, out_size, flip=flip, align_corners=True,
+                           reduce="mean", device=device, amp=amp)
+
+
+def ms_flip_probs(model, inputs, out_size, flip=True, device=None, amp=False) -> torch.Tensor:
+    """``softmax`` over classes of :func:`ms_flip_logits` (published: softmax of the mean logits)."""
+    return torch.softmax(ms_flip_logits(model, inputs, out_size, flip, device, amp), dim=0)
+
+
+def crf_params(cfg: Mapping[str, Any]) -> Dict[str, float]:
+    """The configured CRF: ``iters`` and the two kernels' weights/stds, checked (:func:`wseg.crf.check_crf_params`)
+    before any prediction is made."""
+    from wseg.crf import check_crf_params
+
+    params = {"iters": int(cfg["crf_iters"]), "pos_w": float(cfg["crf_pos_w"]),
+              "pos_xy_std": float(cfg["crf_pos_xy_std"]), "bi_w": float(cfg["crf_bi_w"]),
+              "bi_xy_std": float(cfg["crf_bi_xy_std"]), "bi_rgb_std": float(cfg["crf_bi_rgb_std"])}
+    try:
+        check_crf_params(params["iters"], **{k: v for k, v in params.items() if k != "iters"})
+    except WsegError as exc:
+        raise WsegError(f"config crf_*: {exc}") from None
+    return params
+
+
+def crf_refine(img: np.ndarray, probs: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+    """Dense CRF (:func:`wseg.crf.crf_inference`, unary ``-log p``) on ``(C, H, W)`` probabilities with the configured
+    iterations and kernels; returns the refined ``(C, H, W)`` probabilities."""
+    from wseg.crf import crf_inference
+
+    kernels = {k: float(v) for k, v in params.items() if k != "iters"}
+    return crf_inference(img, probs, t=int(params["iters"]), **kernels)
+
+
+def _crf_save(img: np.ndarray, probs: np.ndarray, params: Mapping[str, float], path: str) -> None:
+    """Worker: CRF, argmax, palette PNG (module level so process pools can pickle it)."""
+    save_mask_png(path, np.argmax(crf_refine(img, probs, params), 0).astype(np.uint8))
+
+
+def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_dir: str, scales: Sequence[float],
+                  flip: bool = True, crf: Optional[Mapping[str, float]] = None,
+                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                  device: Optional[torch.device] = None, amp: bool = False, num_workers: int = 0,
+                  crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
+                  on_error: str = "skip") -> Dict[str, Any]:
+    """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
+    and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`).
+
+    With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
+    probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
+    while the network goes on. Returns ``{"num_images", "predicted", "seconds", "images_per_s"}``.
+    """
+    from wseg.parallel import WorkerPool
+
+    device = device or next(model.parameters()).device
+    plain_dir = plain_dir if crf is not None else None
+    todo = pending_shard(ids, [(out_dir, ".png"), (plain_dir, ".png")])
+    for d in (out_dir, plain_dir):
+        if d:
+            os.makedirs(d, exist_ok=True)
+    model.eval()
+    t0 = time.perf_counter()
+    failures = Failures("segmentation test", on_error)
+    done = 0
+    if todo:
+        def process(image_id: str, sample) -> None:
+            img, inputs = sample
+            probs = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp)
+            path = os.path.join(out_dir, image_id + ".png")
+            if crf is None or plain_dir:
+                plain = probs.argmax(0).to(torch.uint8).cpu().numpy()
+                save_mask_png(path if crf is None else os.path.join(plain_dir, image_id + ".png"), plain)
+            if crf is not None:
+                pool.submit(image_id, _crf_save, img, probs.cpu().numpy(), dict(crf), path)
+
+        with WorkerPool(crf_workers if crf is not None and crf_workers > 1 else 0, failures) as pool:
+            done = run_images(InferenceImages(voc, todo, scales, mean, std), todo, process, failures, num_workers,
+                              desc="predict" if progress else "")
+            pool.drain("crf" if progress else None)
+    failures.check(len(todo))
+    seconds = time.perf_counter() - t0
+    return {"num_images": len(ids), "predicted": done, "seconds": round(seconds, 3),
+            "images_per_s": round(done / seconds, 3) if done and seconds > 0 else None}
+
+
+@torch.no_grad()
+def confusion_on(model: torch.nn.Module, loader: DataLoader, num_classes: int, flip: bool = False,
+                 device: Optional[torch.device] = None, amp: bool = False) -> np.ndarray:
+    """Summed ``(C + 1, C + 1)`` confusion matrix (:func:`wseg.metrics.confusion_matrix`) of MS(+flip) argmax
+    predictions over a loader of ``(id, per-scale inputs, labels)``."""
+    from wseg.metrics import confusion_matrix
+
+    total = np.zeros((num_classes + 1, num_classes + 1), np.int64)
+    for _, inputs, labels in loader:
+        logits = ms_flip_logits(model, inputs, tuple(labels.shape[-2:]), flip, device, amp)
+        total += confusion_matrix(logits.argmax(0).cpu().numpy(), labels.numpy(), num_classes)
+    return total
+
+
+def server_layout_dir(out_dir: str) -> str:
+    """Official PASCAL VOC evaluation-server layout: ``<out_dir>/results/VOC2012/Segmentation/comp6_test_cls``."""
+    return os.path.join(out_dir, "results", "VOC2012", "Segmentation", "comp6_test_cls")

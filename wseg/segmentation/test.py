@@ -1,0 +1,121 @@
+"""The segmentation test stage (``segmentation/test.py``), after the published usr922/wseg
+``segmentation/experiment/*/test.py``.
+
+For each test scale the image and its mirror go through the network; the logits, resized to the image and
+un-mirrored, are averaged, soft-maxed, refined by the dense CRF (``crf``) and arg-maxed. Finished images are
+skipped. A labelled split goes to ``<out_dir>/pred_<list>_crf`` (and, without CRF, ``<out_dir>/pred_<list>``) and is
+evaluated with :mod:`wseg.stages.eval` (per-class IoU, mIoU, FP/FN, appended to ``eval_log``), with and without the
+CRF; an unlabelled one (VOC ``test``) is written in the evaluation server's layout
+``<out_dir>/results/VOC2012/Segmentation/comp6_test_cls/<id>.png``. Each prediction folder records the checkpoint and
+test settings that made it beside itself (``.<folder>.predictions.json``, :func:`wseg.io.record_folder_settings`):
+another checkpoint or other settings into a folder that already holds predictions is refused.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional
+
+from wseg.errors import WsegError
+
+PREDICTION_SETTINGS = ".predictions.json"
+
+
+def default_ckpt(cfg, out_dir: str, dataset: str) -> str:
+    from wseg.segmentation.train import LAST_CKPT, final_weights_path
+
+    for path in (final_weights_path(cfg, out_dir, dataset), os.path.join(out_dir, LAST_CKPT)):
+        if os.path.isfile(path):
+            return path
+    raise WsegError(f"{out_dir}: no trained weights ({os.path.basename(final_weights_path(cfg, out_dir, dataset))} "
+                    f"or {LAST_CKPT}); pass --ckpt or train first")
+
+
+def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str, progress: bool) -> dict:
+    """The evaluation of ``scripts/eval.py`` (same code, same report and log format) on the predictions."""
+    from wseg.cli import stage_parser
+    from wseg.data.voc import read_list
+    from wseg.stages import eval as eval_stage
+
+    n = len(read_list(ids_list))
+    workers = min(4, os.cpu_count() or 1, max(1, n // 64))  # a process pool only pays off for longer lists
+    argv = ["--list", ids_list, "--predict_dir", pred_dir, "--gt_dir", cfg.gt_dir or voc.gt_dir(), "--type", "png",
+            "--classes", voc.classes_arg(), "--logfile",
+            cfg.eval_log or os.path.join(out_dir, "eval_log.txt"), "--comment", comment, "--num_workers", str(workers),
+            "--progress", str(progress)]
+    return eval_stage.run(stage_parser(eval_stage)().parse_args(argv))
+
+
+def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bool = True) -> Dict[str, Any]:
+    """Predict (and evaluate). Returns ``{"miou", "fp", "fn", "precision", "recall", "pixel_acc", "iou"}`` of the
+    MS+flip predictions and, with ``crf``, the same keys with ``_crf`` for the CRF-refined ones (percent; absent for
+    an unlabelled split), plus ``pred_dir`` (final predictions), ``pred_dir_nocrf``, ``predicted``,
+    ``images_per_s``, ``ckpt``, ``labelled``."""
+    from wseg import io
+    from wseg.data.voc import VOCRoot
+    from wseg.engine.runtime import LOG, resolve_device, setup_logging
+    from wseg.segmentation.checks import check_test_config
+    from wseg.segmentation.models import build_model, load_segmentation_weights
+    from wseg.segmentation.predict import crf_params, predict_split, server_layout_dir
+
+    check_test_config(cfg)
+    out_dir = cfg.output_dir()
+    os.makedirs(out_dir, exist_ok=True)
+    setup_logging(os.path.join(out_dir, "test.log"))
+    voc = VOCRoot(cfg.voc12_root, cfg.classes)
+    ids = voc.ids(cfg.test_list)
+    has_gt = [voc.mask_path(i) is not None for i in ids]
+    labelled = all(has_gt)
+    if any(has_gt) and not labelled:
+        raise WsegError(f"{cfg.test_list}: {has_gt.count(False)} of {len(ids)} images have no ground truth; "
+                        "use a fully labelled or a fully unlabelled list")
+    ckpt = ckpt or default_ckpt(cfg, out_dir, voc.spec.name)
+    device = resolve_device(cfg.device)
+    model = build_model(cfg, voc.spec.num_classes, weights=False)
+    load_segmentation_weights(model, ckpt)
+    model.to(device).eval()
+
+    crf = crf_params(cfg) if cfg.crf else None
+    name = os.path.splitext(os.path.basename(cfg.test_list))[0]
+    if labelled:
+        pred_dir = cfg.pred_dir or os.path.join(out_dir, f"pred_{name}{'_crf' if crf else ''}")
+        plain_dir = (pred_dir[:-4] if pred_dir.endswith("_crf") else pred_dir + "_nocrf") if crf else None
+    else:  # the evaluation server takes one result: the final (CRF) predictions
+        pred_dir, plain_dir = cfg.pred_dir or server_layout_dir(out_dir), None
+    gt_dir = cfg.gt_dir or (voc.gt_dir() if labelled else None)
+    for d in (pred_dir, plain_dir):
+        if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
+            raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
+                            "predictions and score 100%. Set pred_dir to another folder")
+    settings = {"ckpt": os.path.abspath(ckpt), "ckpt_bytes": os.path.getsize(ckpt),
+                "ckpt_mtime": round(os.path.getmtime(ckpt), 3), "scales": list(cfg.test_scales),
+                "flip": bool(cfg.test_flip)}
+    for folder, crf_used in ((pred_dir, crf), (plain_dir, None)):   # records beside the folders: PNGs only inside
+        if folder:
+            record = os.path.join(os.path.dirname(os.path.abspath(folder)),
+                                  f".{os.path.basename(os.path.abspath(folder))}{PREDICTION_SETTINGS}")
+            io.record_folder_settings(folder, {**settings, "crf": crf_used}, PREDICTION_SETTINGS, "--pred_dir",
+                                      (".png",), record)
+    LOG.info("segmentation test %s -> %s (%d images, scales %s, flip %s, crf %s)", ckpt, pred_dir, len(ids),
+             cfg.test_scales, cfg.test_flip, crf)
+    res = predict_split(model, voc, ids, pred_dir, cfg.test_scales, cfg.test_flip, crf, cfg.mean, cfg.std, device,
+                        bool(cfg.amp), int(cfg.num_workers), int(cfg.crf_workers), progress, plain_dir,
+                        on_error=cfg.get("on_error", "skip"))
+    LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
+             res["images_per_s"], pred_dir)
+    lst = cfg.test_list if os.path.isfile(cfg.test_list) else voc.split_path(cfg.test_list)
+    result = {**res, "pred_dir": pred_dir, "pred_dir_nocrf": plain_dir, "ckpt": ckpt, "labelled": labelled,
+              "list": lst}
+    if labelled and do_eval:
+        keys = ("miou", "fp", "fn", "precision", "recall", "pixel_acc", "iou")
+        comment = f"{cfg.exp_name} {os.path.basename(ckpt)} {name} scales={list(cfg.test_scales)} flip={cfg.test_flip}"
+        if crf:
+            ev_plain = evaluate(cfg, voc, lst, plain_dir, out_dir, comment + " crf=False", progress)
+            ev = evaluate(cfg, voc, lst, pred_dir, out_dir, comment + " crf=True", progress)
+            result.update({k: ev_plain[k] for k in keys})
+            result.update({k + "_crf": ev[k] for k in keys})
+            LOG.info("mIoU %.3f%% (MS+flip), %.3f%% (+ CRF)", ev_plain["miou"], ev["miou"])
+        else:
+            ev = evaluate(cfg, voc, lst, pred_dir, out_dir, comment + " crf=False", progress)
+            result.update({k: ev[k] for k in keys})
+            LOG.info("mIoU %.3f%% (MS+flip)", ev["miou"])
+    return result
