@@ -191,3 +191,67 @@ def test_warmup_jitter_and_dropout_flags(toy_root, tmp_path):
     assert all(abs(r["loss"] - r["loss_mlsm"]) < 1e-6 for r in warm)
     _, meta = read_state_dict(out["weights"])
     assert meta["backbone"] == "resnet38_small"
+
+
+def error_line(capsys) -> str:
+    """The one ``error:`` line a failed run prints (the last line of stderr; log lines come before it)."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == [lines[-1]] and not any("Traceback" in line for line in lines), lines[-5:]
+    return errors[0]
+
+
+def test_an_unreadable_image_is_skipped_listed_and_picked_up_once_fixed(toy_root, tmp_path, capsys):
+    """One corrupt JPEG among the inference images: the others are written, the run ends in one line listing the
+    skipped image (exit 2); ``--on_error stop`` stops at it; a re-run after the fix does only that image."""
+    import shutil
+
+    from wseg.cli import main
+
+    prefix = str(tmp_path / "cam")
+    run_train(train_args(toy_root, prefix, epochs=1))
+    root = str(tmp_path / "root")
+    shutil.copytree(toy_root, root)
+    lst = os.path.join(root, "ImageSets/Segmentation/train.txt")
+    ids = open(lst).read().split()
+    bad = os.path.join(root, "JPEGImages", ids[3] + ".jpg")
+    good_bytes = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(b"not a jpeg")
+    infer = load_script("contrast_infer")
+    out = tmp_path / "npy"
+    argv = ["--weights", prefix + ".pth", "--voc12_root", root, "--infer_list", lst, "--out_cam", str(out),
+            "--out_crf", str(tmp_path / "crf"), "--num_workers", "1", "--scales", "1.0"]
+    assert main(infer.build_parser, infer.run, argv + ["--on_error", "stop"]) == 2
+    err = error_line(capsys)
+    assert ids[3] + ".jpg" in err and "cannot read image" in err
+    assert main(infer.build_parser, infer.run, argv) == 2
+    import re
+
+    assert re.search(rf"contrast_infer: 1 of \d+ images skipped \({ids[3]}\)", error_line(capsys))
+    assert sorted(os.listdir(out)) == sorted(i + ".npy" for i in ids if i != ids[3])
+    assert len(os.listdir(tmp_path / "crf")) == len(ids) - 1
+    with open(bad, "wb") as f:
+        f.write(good_bytes)
+    res = infer.run(infer.build_parser().parse_args(argv))
+    assert res["inferred"] == 1 and len(os.listdir(out)) == len(ids)
+
+
+def test_a_loader_worker_error_ends_in_one_line(toy_root, tmp_path, capsys):
+    """A corrupt training image read in a DataLoader worker: one ``error:`` line naming it, not the worker's
+    traceback."""
+    import shutil
+
+    from wseg.cli import main
+
+    root = str(tmp_path / "root")
+    shutil.copytree(toy_root, root)
+    ids = open(os.path.join(root, "ImageSets/Segmentation/train.txt")).read().split()
+    with open(os.path.join(root, "JPEGImages", ids[0] + ".jpg"), "wb") as f:
+        f.write(b"truncated")
+    mod = load_script("contrast_train")
+    argv = train_args(root, str(tmp_path / "s"), epochs=1)
+    argv[argv.index("--num_workers") + 1] = "1"
+    assert main(mod.build_parser, mod.run, argv) == 2
+    err = error_line(capsys)
+    assert ids[0] + ".jpg" in err and "DataLoader worker" not in err
