@@ -61,20 +61,17 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from wseg.data.affinity_dataset import AffinityTrainDataset
-    from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+    from wseg.engine.optim import build_optimizer, published_groups
     from wseg.engine.plans import EpochPlan
-    from wseg.engine.trainer import Trainer
     from wseg.losses.affinity import affinity_loss
     from wseg.methods.affinitynet import NETWORK_NAME, build_affinity_net_for_training
-    from wseg.models.checkpoint import save_state_dict
-    from wseg.stages.common import begin_training, finish_training
+    from wseg.stages.common import begin_training, train_session
 
     _check_args(args)
     dist, voc, ids = begin_training(args, "aff_train")
     dataset = AffinityTrainDataset(voc, ids, args.la_crf_dir, args.ha_crf_dir, args.crop_size, args.radius,
                                    args.resize_long, args.jitter)
     plan = EpochPlan(dataset, args.batch_size, args.seed, args.num_workers, dist, args.train_list)
-    max_iters = plan.steps_per_epoch * args.max_epoches
     model = build_affinity_net_for_training(args.backbone, args.weights, radius=args.radius).to(dist.device)
     optimizer = build_optimizer("sgd", published_groups(model.get_parameter_groups(), args.lr, args.wt_dec),
                                 args.lr, args.wt_dec, args.momentum)
@@ -91,16 +88,7 @@ def run(args: argparse.Namespace) -> dict:
                             "(check --backbone)")
         return affinity_loss(aff, bg, fg, neg)
 
-    prefix = args.session_name
-    trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(max_iters), plan=plan, step=step, dist=dist,
-                      max_iters=max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
-                      resume_keys=RESUME_KEYS, resume=args.resume, log_every=args.log_every, amp=args.amp,
-                      scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size * dist.world_size,
-                      desc="aff train")
-    result = trainer.run()
-    if dist.is_main:
-        save_state_dict(prefix + ".pth", model, meta={**meta, "radius": args.radius,
-                                                      "num_classes": voc.spec.num_classes})
-    finish_training(dist)
-    return {"weights": prefix + ".pth", "steps": max_iters,
+    result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "aff train",
+                           final_meta={"radius": args.radius, "num_classes": voc.spec.num_classes})
+    return {"weights": result["weights"], "steps": result["steps"],
             "first_loss": (result["first_losses"] or {}).get("loss"), "last_loss": result["last_losses"].get("loss")}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from wseg.cli import add_bool_flag
 from wseg.data.voc import VOCRoot
@@ -69,6 +69,26 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
         raise WsegError(f"--resize_long {resize[0]} {resize[1]}: need 0 < MIN <= MAX")
 
 
-def finish_training(dist: Dist) -> None:
+def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, step, meta: dict,
+                  resume_keys, desc: str, final_meta: Optional[dict] = None) -> dict:
+    """The epoch-based published trainers on the one engine: ``max_epoches`` epochs of ``plan`` with the poly
+    schedule, ``<session_name>_last.pth`` (resume), ``_scalars.jsonl``, and the final plain state dict
+    ``<session_name>.pth`` in the published layout (``meta`` + ``final_meta`` saved with it)."""
+    from wseg.engine.optim import PolyLR
+    from wseg.engine.trainer import Trainer
+    from wseg.models.checkpoint import save_state_dict
+
+    prefix = args.session_name
+    max_iters = plan.steps_per_epoch * args.max_epoches
+    trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(max_iters), plan=plan, step=step, dist=dist,
+                      max_iters=max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
+                      resume_keys=resume_keys, resume=args.resume, log_every=args.log_every, amp=args.amp,
+                      scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size * dist.world_size,
+                      desc=desc)
+    result = trainer.run()
+    if dist.is_main:
+        save_state_dict(prefix + ".pth", model, meta={**meta, **(final_meta or {})})
+        LOG.info("saved %s.pth", prefix)
     dist.barrier()
     dist.close()
+    return {"weights": prefix + ".pth", "steps": max_iters, **result}

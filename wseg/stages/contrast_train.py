@@ -77,12 +77,10 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     from wseg.data.datasets import ClsDataset
     from wseg.data.transforms import CamTrainTransform
-    from wseg.engine.optim import PolyLR, adamw_groups, build_optimizer, published_groups
+    from wseg.engine.optim import adamw_groups, build_optimizer, published_groups
     from wseg.engine.plans import EpochPlan
-    from wseg.engine.trainer import Trainer
     from wseg.methods.base import build_for_training
-    from wseg.models.checkpoint import save_state_dict
-    from wseg.stages.common import begin_training, finish_training
+    from wseg.stages.common import begin_training, train_session
 
     method = get_method(args.network)(args)
     _check_args(args)
@@ -91,7 +89,6 @@ def run(args: argparse.Namespace) -> dict:
     transform = CamTrainTransform(args.crop_size, tuple(args.resize_long), jitter=args.color_jitter)
     dataset = ClsDataset(voc, ids, transform, maps=method.data_maps(voc, args))
     plan = EpochPlan(dataset, args.batch_size, args.seed, args.num_workers, dist, args.train_list)
-    max_iters = plan.steps_per_epoch * args.max_epoches
     warmup_iters = plan.steps_per_epoch * args.cls_warmup_epochs
 
     model = build_for_training(method, args.backbone, voc.spec.num_classes, args.weights, args.freeze,
@@ -106,15 +103,6 @@ def run(args: argparse.Namespace) -> dict:
         ctx.cls_only = ctx.iteration < warmup_iters
         return method.training_step(net, batch, ctx)
 
-    prefix = args.session_name
-    trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(max_iters), plan=plan, step=step, dist=dist,
-                      max_iters=max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
-                      resume_keys=RESUME_KEYS, resume=args.resume, log_every=args.log_every, amp=args.amp,
-                      scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size * dist.world_size,
-                      desc="cam train")
-    result = trainer.run()
-    if dist.is_main:
-        save_state_dict(prefix + ".pth", model, meta=meta)
-    finish_training(dist)
-    return {"weights": prefix + ".pth", "steps": max_iters, "first_losses": result["first_losses"],
+    result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "cam train")
+    return {"weights": result["weights"], "steps": result["steps"], "first_losses": result["first_losses"],
             "last_losses": result["last_losses"]}
