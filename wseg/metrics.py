@@ -5,6 +5,13 @@ pixels whose ground truth is not ignored (``gt != 255``). Then ``IoU = TP / (T +
 mean over *all* classes (a class absent from both counts as 0), and the published false-positive / false-negative
 shares are ``FP = mean_i (P - TP) / (T + P - TP + 1e-10)`` and ``FN = mean_i (T - TP) / (...)``.
 
+Classes absent from the ground truth (``absent``, see :data:`ABSENT_MODES`): ``zero`` averages over all classes as
+above (SEAM/PSA/PPC ``eval.py``, the published VOC numbers); ``skip`` leaves classes with no ground-truth pixel out of
+every mean, as the published COCO evaluations do (PMM ``pipeline/evaluation.py``: ``IoU = -1`` if ``T == 0`` and
+``miou = ious[ious >= 0].mean()``; ToCo ``utils/evaluate.py``: ``valid = hist.sum(axis=1) > 0``); ``nan`` leaves
+out only classes with an empty union ``T + P - TP == 0`` (``np.nanmean`` of mmseg's ``mean_iou`` in WSSS_MMSeg, EPS
+``evaluate_png.py``, RS+EPM ``evaluators.py``): a class predicted but absent from the ground truth counts as 0.
+
 A CAM dict ``{class index without background: HxW}`` becomes a label map as published: a dense ``(C, H, W)``
 float32 tensor with ``tensor[k + 1] = cam_k``, zeros for absent classes, ``tensor[0] = t`` (the background
 threshold), argmax (ties to the lowest index). :func:`cam_fg_argmax` computes the same from the present maps
@@ -22,13 +29,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from wseg.errors import WsegError
 
 EPS = 1e-10  # the published denominator guard
+#: How classes absent from the ground truth enter the means (see the module docstring).
+ABSENT_MODES = ("zero", "skip", "nan")
 
 # --------------------------------------------------------------------------------------------- confusion matrices
 
@@ -88,12 +97,25 @@ def counts(conf: np.ndarray, num_classes: Optional[int] = None) -> Tuple[np.ndar
     return T, P, TP
 
 
-def scores(conf: np.ndarray, num_classes: Optional[int] = None) -> Dict[str, object]:
+def present_classes(T: np.ndarray, P: np.ndarray, TP: np.ndarray, absent: str = "zero") -> np.ndarray:
+    """Boolean mask of the classes that enter the means under ``absent`` (:data:`ABSENT_MODES`)."""
+    if absent == "zero":
+        return np.ones(len(T), bool)
+    if absent == "skip":
+        return T > 0
+    if absent == "nan":
+        return (T + P - TP) > 0
+    raise WsegError(f"--absent {absent}: unknown mode; use one of {', '.join(ABSENT_MODES)}")
+
+
+def scores(conf: np.ndarray, num_classes: Optional[int] = None, absent: str = "zero") -> Dict[str, object]:
     """Published metrics from a confusion matrix (fractions in [0, 1], not percent).
 
     Returns ``iou``, ``precision`` (TP/P), ``recall`` (TP/T), ``fp_share`` ((P-TP)/union), ``fn_share``
     ((T-TP)/union) per class as float64 arrays, their means ``miou``, ``mean_precision``, ``mean_recall``,
-    ``fp``, ``fn`` (means over all classes, as published), ``pixel_acc`` and the counts ``T``, ``P``, ``TP``.
+    ``fp``, ``fn``, ``pixel_acc`` and the counts ``T``, ``P``, ``TP``. The means run over all classes (``absent=
+    "zero"``, as published for VOC) or over the classes in ``present`` (``skip``/``nan``: a nan-mean; the per-class
+    values of the others are NaN); ``num_present`` counts them (a mean over no class is NaN).
     """
     T, P, TP = counts(conf, num_classes)
     union = T + P - TP + EPS
@@ -103,14 +125,22 @@ def scores(conf: np.ndarray, num_classes: Optional[int] = None) -> Dict[str, obj
     precision = TP / (P + EPS)
     recall = TP / (T + EPS)
     total = int(T.sum())
+    present = present_classes(T, P, TP, absent)
+    if absent != "zero":
+        for a in (iou, fp_share, fn_share, precision, recall):
+            a[~present] = np.nan
+
+    def mean(a: np.ndarray) -> float:
+        return float(np.mean(a[present])) if present.any() else float("nan")
+
     return {
-        "iou": iou, "miou": float(np.mean(iou)),
-        "precision": precision, "mean_precision": float(np.mean(precision)),
-        "recall": recall, "mean_recall": float(np.mean(recall)),
-        "fp_share": fp_share, "fp": float(np.mean(fp_share)),
-        "fn_share": fn_share, "fn": float(np.mean(fn_share)),
+        "iou": iou, "miou": mean(iou),
+        "precision": precision, "mean_precision": mean(precision),
+        "recall": recall, "mean_recall": mean(recall),
+        "fp_share": fp_share, "fp": mean(fp_share),
+        "fn_share": fn_share, "fn": mean(fn_share),
         "pixel_acc": float(TP.sum() / total) if total else 0.0,
-        "T": T, "P": P, "TP": TP,
+        "T": T, "P": P, "TP": TP, "present": present, "num_present": int(present.sum()), "absent": absent,
     }
 
 
@@ -221,16 +251,41 @@ def _missing(folder: str, ids: Sequence[str], ext: str) -> List[str]:
     return [i for i in ids if not os.path.isfile(os.path.join(folder, i + ext))]
 
 
-def check_files(ids: Sequence[str], predict_dir: str, gt_dir: str, input_type: str) -> None:
-    """Raise a one-line :class:`WsegError` when a prediction or ground-truth file of ``ids`` is missing."""
+GtSource = Union[str, Sequence[str]]
+
+
+def _gt_paths(ids: Sequence[str], gt: GtSource) -> Optional[List[str]]:
+    """Per-id ground-truth paths when ``gt`` gives them (a sequence aligned with ``ids``), else None (a folder)."""
+    if isinstance(gt, (str, os.PathLike)):
+        return None
+    paths = [os.fspath(p) for p in gt]
+    if len(paths) != len(ids):
+        raise ValueError(f"{len(paths)} ground-truth paths for {len(ids)} ids")
+    return paths
+
+
+def check_files(ids: Sequence[str], predict_dir: str, gt_dir: GtSource, input_type: str) -> None:
+    """Raise a one-line :class:`WsegError` when a prediction or ground-truth file of ``ids`` is missing.
+    ``gt_dir`` is a folder of ``<id>.png`` or one mask path per id (a dataset root's masks)."""
     if len(ids) == 0:
         raise WsegError("the image list is empty; pass a --list with at least one image id")
-    if os.path.isdir(predict_dir) and os.path.isdir(gt_dir) and os.path.samefile(predict_dir, gt_dir):
-        raise WsegError(f"{predict_dir}: the prediction folder is the ground-truth folder ({gt_dir}); every mask "
-                        "would score 100% against itself. Point --predict_dir at the predictions")
+    paths = _gt_paths(ids, gt_dir)
+    gt_folders = sorted({os.path.dirname(p) for p in paths}) if paths is not None else [gt_dir]
+    for folder in gt_folders:
+        if os.path.isdir(predict_dir) and os.path.isdir(folder) and os.path.samefile(predict_dir, folder):
+            raise WsegError(f"{predict_dir}: the prediction folder is the ground-truth folder ({folder}); every mask "
+                            "would score 100% against itself. Point --predict_dir at the predictions")
     ext = ".npy" if input_type == "npy" else ".png"
-    for folder, e, what, fix in ((predict_dir, ext, "prediction", "run the stage that writes them or fix --list"),
-                                 (gt_dir, ".png", "ground-truth mask", "check --gt_dir and --list")):
+    if paths is not None:
+        miss = [i for i, p in zip(ids, paths) if not os.path.isfile(p)]
+        if miss:
+            more = f" and {len(miss) - 1} more" if len(miss) > 1 else ""
+            raise WsegError(f"{paths[list(ids).index(miss[0])]}: no ground-truth mask for image {miss[0]}{more}; "
+                            "check the dataset root and --list")
+    checks = [(predict_dir, ext, "prediction", "run the stage that writes them or fix --list")]
+    if paths is None:
+        checks.append((gt_dir, ".png", "ground-truth mask", "check --gt_dir and --list"))
+    for folder, e, what, fix in checks:
         if not os.path.isdir(folder):
             raise WsegError(f"{folder}: {what} folder not found; {fix}")
         miss = _missing(folder, ids, e)
@@ -253,13 +308,15 @@ def _check_labels(mask: np.ndarray, num_classes: int, path: str, allowed_extra: 
                         f"pass the right --classes/--num_classes or regenerate the file")
 
 
-def evaluate_file(image_id: str, predict_dir: str, gt_dir: str, num_classes: int, input_type: str = "npy",
-                  thresholds: Optional[np.ndarray] = None, ignore_index: int = 255) -> np.ndarray:
+def evaluate_file(image_id: str, predict_dir: str, gt_dir: Optional[str], num_classes: int, input_type: str = "npy",
+                  thresholds: Optional[np.ndarray] = None, ignore_index: int = 255,
+                  gt_path: Optional[str] = None) -> np.ndarray:
     """Histogram of one image: ``(n + 1, C + 1, C + 1)`` for a CAM dict (``.npy``, ``thresholds`` sorted
-    float32), ``(C + 1, C + 1)`` for a predicted label PNG. Module-level so worker processes can run it."""
+    float32), ``(C + 1, C + 1)`` for a predicted label PNG. The ground truth is ``gt_path`` when given, else
+    ``<gt_dir>/<id>.png``. Module-level so worker processes can run it."""
     from wseg.io import load_cam_dict, load_mask_png
 
-    gt_path = os.path.join(gt_dir, image_id + ".png")
+    gt_path = gt_path or os.path.join(gt_dir, image_id + ".png")
     gt = load_mask_png(gt_path)
     _check_labels(gt, num_classes, gt_path)
     if input_type == "png":
@@ -284,10 +341,10 @@ def evaluate_file(image_id: str, predict_dir: str, gt_dir: str, num_classes: int
 
 def _evaluate_chunk(job) -> Tuple[int, np.ndarray]:
     """Sum of :func:`evaluate_file` over a chunk of ids (one pickled result per chunk, not per image)."""
-    ids, rest = job
+    ids, gts, rest = job
     total = None
-    for image_id in ids:
-        h = evaluate_file(image_id, *rest)
+    for k, image_id in enumerate(ids):
+        h = evaluate_file(image_id, *rest, gt_path=gts[k] if gts is not None else None)
         if total is None:
             total = h.astype(np.int64, copy=True)
         else:
@@ -295,13 +352,14 @@ def _evaluate_chunk(job) -> Tuple[int, np.ndarray]:
     return len(ids), total
 
 
-def evaluate_list(ids: Sequence[str], predict_dir: str, gt_dir: str, num_classes: int, input_type: str = "npy",
+def evaluate_list(ids: Sequence[str], predict_dir: str, gt_dir: GtSource, num_classes: int, input_type: str = "npy",
                   thresholds: Optional[Sequence[float]] = None, num_workers: int = 1, ignore_index: int = 255,
                   progress: bool = False, chunk_size: Optional[int] = None) -> np.ndarray:
     """Confusion matrices ``(len(thresholds), C + 1, C + 1)`` of a list of images, each file read once.
 
     ``input_type="npy"``: CAM dicts thresholded at every value of ``thresholds`` (the published ``--t``; a
     whole curve costs about one evaluation). ``"png"``: predicted label maps; returns shape ``(1, C + 1, C + 1)``.
+    ``gt_dir``: a folder of ``<id>.png`` masks, or one mask path per id (roots whose masks lie in several folders).
     Files are spread over ``num_workers`` processes (a Pool over chunks of files, with a tqdm progress bar).
     """
     ids = list(ids)
@@ -316,11 +374,13 @@ def evaluate_list(ids: Sequence[str], predict_dir: str, gt_dir: str, num_classes
         if not np.isfinite(t32).all():
             raise WsegError(f"--t {' '.join(f'{float(t):g}' for t in thresholds)}: thresholds must be finite numbers")
         order, inverse = np.unique(t32, return_inverse=True)  # sorted float32, as the published tensor holds t
-    rest = (predict_dir, gt_dir, int(num_classes), input_type, order, ignore_index)
+    gt_paths = _gt_paths(ids, gt_dir)
+    rest = (predict_dir, None if gt_paths is not None else gt_dir, int(num_classes), input_type, order, ignore_index)
     num_workers = max(1, min(int(num_workers), len(ids)))
     if chunk_size is None:
         chunk_size = max(1, min(16, len(ids) // (num_workers * 4) or 1))
-    jobs = [(ids[i:i + chunk_size], rest) for i in range(0, len(ids), chunk_size)]
+    jobs = [(ids[i:i + chunk_size], gt_paths[i:i + chunk_size] if gt_paths is not None else None, rest)
+            for i in range(0, len(ids), chunk_size)]
 
     from wseg.parallel import imap_pool
 
@@ -333,8 +393,8 @@ def evaluate_list(ids: Sequence[str], predict_dir: str, gt_dir: str, num_classes
     return histogram_to_confusions(total)[inverse.reshape(-1)]
 
 
-def best_threshold(thresholds: Sequence[float], confs: np.ndarray) -> Tuple[int, float]:
+def best_threshold(thresholds: Sequence[float], confs: np.ndarray, absent: str = "zero") -> Tuple[int, float]:
     """Index and mIoU (fraction) of the threshold with the highest mIoU (the first one on ties)."""
-    mious = [scores(c)["miou"] for c in confs]
-    j = int(np.argmax(mious))
+    mious = [scores(c, absent=absent)["miou"] for c in confs]
+    j = int(np.argmax(np.nan_to_num(mious, nan=-1.0)))
     return j, float(mious[j])

@@ -53,7 +53,27 @@ COCO14 = DatasetSpec("coco14", (
     "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
     "toothbrush"))
 
-BUILTIN = {"voc12": VOC12, "voc": VOC12, "coco14": COCO14, "coco": COCO14}
+#: The 10 MS COCO category ids (1..90) that no 2014 annotation uses ("street sign", "hat", "shoe", "eye glasses",
+#: "plate", "mirror", "window", "desk", "door", "blender" in the COCO paper's list of 91).
+COCO_UNUSED_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+#: The raw COCO category id of each ``COCO14`` foreground class, in order (``COCO14`` index ``k`` = id
+#: ``COCO_CATEGORY_IDS[k - 1]``): the json's ``category_id`` values.
+COCO_CATEGORY_IDS = tuple(i for i in range(1, 91) if i not in COCO_UNUSED_IDS)
+
+# COCO-2014 with the raw category ids as labels (PMM / WSSS_MMSeg's ``voc_format/class_labels``, coco2voc's
+# ``class_labels``): 91 entries, index = category id, 0 = background; the 10 ids no annotation uses are kept as
+# placeholders ``unused_<id>`` (the published code names all 91 classes by their number, ``str(i)``).
+COCO14_91 = DatasetSpec("coco14_91", tuple(
+    ["background"] + [COCO14.class_names[COCO_CATEGORY_IDS.index(i) + 1] if i in COCO_CATEGORY_IDS else f"unused_{i}"
+                      for i in range(1, 91)]))
+
+BUILTIN = {"voc12": VOC12, "voc": VOC12, "coco14": COCO14, "coco": COCO14, "coco14_91": COCO14_91,
+           "coco91": COCO14_91}
+
+
+def is_coco(spec: DatasetSpec) -> bool:
+    """Whether ``spec`` holds the MS COCO classes (81 contiguous or 91 raw ids), whatever its name."""
+    return spec.class_names in (COCO14.class_names, COCO14_91.class_names)
 
 CLASSES_TXT = "classes.txt"
 
@@ -61,7 +81,7 @@ CLASSES_TXT = "classes.txt"
 def read_classes_txt(path: str) -> DatasetSpec:
     """Read a ``classes.txt`` (one class name per line, the first being ``background``)."""
     if not os.path.isfile(path):
-        raise WsegError(f"{path}: class list not found; pass --classes voc12|coco14 or a classes.txt path")
+        raise WsegError(f"{path}: class list not found; pass --classes voc12|coco14|coco14_91 or a classes.txt path")
     with open(path) as f:
         names = tuple(line.strip() for line in f if line.strip())
     if len(names) < 2 or names[0].lower() != "background":
@@ -78,17 +98,17 @@ def write_classes_txt(root: str, class_names: Sequence[str]) -> str:
     return path
 
 
-def get_spec(name_or_path: Optional[str] = None, root: Optional[str] = None) -> DatasetSpec:
+def get_spec(name_or_path: Optional[str] = None, root: Optional[str] = None, default: str = "voc12") -> DatasetSpec:
     """Resolve a dataset definition.
 
-    ``name_or_path`` is ``voc12``/``coco14``, a path to a ``classes.txt``, or a dataset root holding one.
+    ``name_or_path`` is ``voc12``/``coco14``/``coco14_91``, a path to a ``classes.txt``, or a dataset root holding one.
     With ``None`` (or ``auto``), ``<root>/classes.txt`` is used when present (the synthetic dataset writes it),
-    else VOC 2012.
+    else the built-in ``default`` (VOC 2012; a dataset layout may imply another, e.g. PMM's COCO ``coco14_91``).
     """
     if name_or_path is None or name_or_path == "auto":
         if root and os.path.isfile(os.path.join(root, CLASSES_TXT)):
             return read_classes_txt(os.path.join(root, CLASSES_TXT))
-        return VOC12
+        return BUILTIN[default]
     key = str(name_or_path).lower()
     if key in BUILTIN:
         return BUILTIN[key]
@@ -96,5 +116,5 @@ def get_spec(name_or_path: Optional[str] = None, root: Optional[str] = None) -> 
         return read_classes_txt(os.path.join(name_or_path, CLASSES_TXT))
     if os.path.isfile(name_or_path):
         return read_classes_txt(name_or_path)
-    raise WsegError(f"{name_or_path}: unknown dataset; use voc12, coco14, or a classes.txt path "
+    raise WsegError(f"{name_or_path}: unknown dataset; use voc12, coco14, coco14_91, or a classes.txt path "
                     "(one class per line, background first)")
