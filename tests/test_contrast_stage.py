@@ -255,3 +255,35 @@ def test_a_loader_worker_error_ends_in_one_line(toy_root, tmp_path, capsys):
     assert main(mod.build_parser, mod.run, argv) == 2
     err = error_line(capsys)
     assert ids[0] + ".jpg" in err and "DataLoader worker" not in err
+
+
+def test_a_network_that_does_not_learn_is_flagged(toy_root, tmp_path):
+    """lr 1e-9: the classification loss stays at the label prior's; the run warns in its log and its result says
+    so; with a real lr the same run learns."""
+    from wseg.engine.trainer import multilabel_prior_loss
+
+    prefix = str(tmp_path / "flat")
+    out = run_train(train_args(toy_root, prefix, epochs=3, extra=["--lr", "1e-9", "--cls_warmup_epochs", "3"]))
+    assert out["learned"] is False and out["cls_loss"] > 0.8 * out["prior_loss"]
+    assert "did not learn" in open(prefix + ".log").read()
+    labels = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 1], [1, 0, 0]], np.float32)
+    p = labels.mean(0)
+    assert multilabel_prior_loss(labels) == pytest.approx(float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p)))))
+
+
+def test_the_report_marks_rows_fed_by_a_network_that_did_not_learn():
+    from wseg.pipeline import Stage, report_markdown, unlearned_sources
+
+    stages = [Stage("cam_train", "scripts/contrast_train.py", ["--session_name", "/w/models/cam"]),
+              Stage("cam_infer", "scripts/contrast_infer.py", ["--weights", "/w/models/cam.pth", "--out_cam", "/w/cam"]),
+              Stage("eval_cam", "scripts/eval.py", ["--predict_dir", "/w/cam"], report=[{"label": "CAM"}]),
+              Stage("eval_gt", "scripts/eval.py", ["--predict_dir", "/w/other"], report=[{"label": "other"}])]
+    results = {"cam_train": {"seconds": 1, "result": {"learned": False, "cls_loss": 0.6, "prior_loss": 0.6}},
+               "cam_infer": {"seconds": 1, "result": {}},
+               "eval_cam": {"seconds": 1, "result": {}, "metrics": {"miou": 15.0}},
+               "eval_gt": {"seconds": 1, "result": {}, "metrics": {"miou": 50.0}}}
+    assert unlearned_sources(stages, results) == {"cam_train": "cam_train", "cam_infer": "cam_train",
+                                                  "eval_cam": "cam_train"}
+    table = report_markdown(stages, results)
+    assert "| CAM (fed by cam_train, which did not learn) |" in table and "| other |" in table
+    assert "cam_train did not learn" in table

@@ -284,8 +284,34 @@ def _jsonable(obj):
     return str(obj)
 
 
+def _outputs(stage: Stage) -> List[str]:
+    """The paths a stage writes: the values of its ``--out*`` and ``--session_name`` flags."""
+    argv = stage.argv
+    return [argv[k + 1] for k, a in enumerate(argv[:-1]) if a.startswith("--out") or a == "--session_name"]
+
+
+def unlearned_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> Dict[str, str]:
+    """``{stage: the training stage whose network did not learn}`` for every stage fed, directly or through files,
+    by a trainer whose classification loss did not beat the label prior (its result says ``learned: False``)."""
+    tainted: Dict[str, str] = {}                 # path prefix -> the stage that did not learn
+    out: Dict[str, str] = {}
+    for st in stages:
+        res = (results.get(st.name) or {}).get("result") or {}
+        source = next((src for tok in st.argv for path, src in tainted.items()
+                       if os.sep in tok and tok.startswith(path) and tok not in _outputs(st)), None)
+        if res.get("learned") is False:
+            source = st.name
+        if source:
+            out[st.name] = source
+            for path in _outputs(st):
+                tainted[path] = source
+    return out
+
+
 def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
-    """The stage-by-stage quality table (rows from the config's ``report`` entries) and the time table."""
+    """The stage-by-stage quality table (rows from the config's ``report`` entries) and the time table. Rows fed by
+    a network that did not learn (see :func:`unlearned_sources`) are marked."""
+    bad = unlearned_sources(stages, results)
     lines = ["| result | split | mIoU (%) | best bg threshold |", "|---|---|---:|---:|"]
     for st in stages:
         m = results.get(st.name, {}).get("metrics", {})
@@ -293,7 +319,13 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
             key = row.get("metric", "miou")
             if key in m:
                 thr = f"{m['best_threshold']:.2f}" if "best_threshold" in m and key == "miou" else ""
-                lines.append(f"| {row['label']} | {row.get('split', '')} | {m[key]:.2f} | {thr} |")
+                mark = f" (fed by {bad[st.name]}, which did not learn)" if st.name in bad else ""
+                lines.append(f"| {row['label']}{mark} | {row.get('split', '')} | {m[key]:.2f} | {thr} |")
+    for name in sorted(set(bad.values())):
+        res = (results.get(name) or {}).get("result") or {}
+        lines.append(f"\n**Warning**: {name} did not learn: its classification loss ended at "
+                     f"{res.get('cls_loss', float('nan')):.4g}, the label prior's loss is "
+                     f"{res.get('prior_loss', float('nan')):.4g}; every row marked above is built on it.")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     total = 0.0
     for name, rec in results.items():

@@ -13,10 +13,12 @@ every trainer. Works under ``torchrun`` (DDP; rank 0 logs and writes).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, ContextManager, Deque, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
@@ -40,6 +42,9 @@ class StepContext:
     autocast: Callable[[], ContextManager] = contextlib.nullcontext
 
 
+#: A run learned when its final classification loss is at most this fraction of the label prior's loss.
+LEARNED_RATIO = 0.8
+
 StepFn = Callable[[torch.nn.Module, Any, StepContext], Dict[str, torch.Tensor]]
 
 
@@ -52,6 +57,24 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def multilabel_prior_loss(labels) -> float:
+    """The multilabel soft-margin loss of predicting each class's frequency ``p_c`` (the label prior):
+    ``mean_c -(p_c log p_c + (1 - p_c) log(1 - p_c))``. ``labels``: ``(N, C)`` 0/1 image-level labels."""
+    import numpy as np
+
+    p = np.clip(np.asarray(labels, np.float64).mean(0), 1e-6, 1 - 1e-6)
+    return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+
+
+def categorical_prior_loss(counts) -> float:
+    """The cross-entropy of predicting the class frequencies (the entropy of the label distribution)."""
+    import numpy as np
+
+    p = np.asarray(counts, np.float64)
+    p = p[p > 0] / p.sum()
+    return float(-(p * np.log(p)).sum()) if len(p) else math.log(2)
 
 
 def _norm(v: Any) -> Any:
@@ -81,7 +104,8 @@ class Trainer:
                  images_per_step: int = 1, validate: Optional[Callable[[int], Dict[str, Any]]] = None,
                  val_every: int = 0, on_best: Optional[Callable[[int, Dict[str, Any]], None]] = None,
                  on_step: Optional[Callable[[int, Dict[str, torch.Tensor]], None]] = None,
-                 resume_hint: str = "--resume False", desc: str = "train"):
+                 resume_hint: str = "--resume False", desc: str = "train",
+                 prior: Optional[Tuple[str, float]] = None):
         self.model, self.optimizer, self.schedule, self.plan, self.step = model, optimizer, schedule, plan, step
         self.dist, self.max_iters, self.checkpoint, self.settings = dist, int(max_iters), checkpoint, dict(settings)
         self.resume_keys, self.resume, self.resume_hint = tuple(resume_keys), bool(resume), resume_hint
@@ -96,6 +120,8 @@ class Trainer:
         self.last_val: Optional[Dict[str, Any]] = None
         self.first_losses: Optional[Dict[str, float]] = None
         self.last_losses: Dict[str, float] = {}
+        self.prior = prior
+        self.recent: Deque[float] = collections.deque(maxlen=max(10, self.end_iter // 10))
 
     # -- checkpoints
     def _resume(self) -> int:
@@ -151,6 +177,24 @@ class Trainer:
             if self.on_best is not None and self.dist.is_main:
                 self.on_best(itr, self.last_val)
 
+    def _learned(self, itr: int) -> Dict[str, Any]:
+        """Did the network learn? Its classification loss (``prior[0]``), averaged over the last tenth of the run,
+        against the loss of predicting the label prior (``prior[1]``: each class's frequency); a run that does not
+        beat it by a clear margin (:data:`LEARNED_RATIO`) is warned about in the log and flagged in the result (the
+        pipeline report marks every stage it feeds)."""
+        if self.prior is None or not self.recent or itr < self.max_iters:
+            return {}
+        key, prior = self.prior
+        final = float(sum(self.recent) / len(self.recent))
+        learned = final <= LEARNED_RATIO * prior
+        if not learned:
+            LOG.warning("the network did not learn: its %s ended at %.4g, the label prior's loss is %.4g (a network "
+                        "that learned ends below %.2f x the prior); check the learning rate, the weights and the "
+                        "labels", key, final, prior, LEARNED_RATIO)
+        else:
+            LOG.info("%s ended at %.4g, %.0f%% of the label prior's %.4g", key, final, 100 * final / prior, prior)
+        return {"learned": learned, "cls_loss": final, "prior_loss": prior}
+
     # -- the loop
     def run(self) -> Dict[str, Any]:
         start = itr = self._resume()
@@ -187,6 +231,8 @@ class Trainer:
                 values = {k: float(v.detach()) for k, v in losses.items()}
                 self.first_losses = self.first_losses or values
                 self.last_losses = values
+                if self.prior is not None and self.prior[0] in values:
+                    self.recent.append(values[self.prior[0]])
                 meter.add(**values)
                 bar.update(1)
                 bar.set_postfix(loss=f"{values['loss']:.4f}")
@@ -203,7 +249,8 @@ class Trainer:
         seconds = time.perf_counter() - t0
         if itr < self.max_iters:
             LOG.info("stopped at iteration %d of %d (stop_iter); re-run to continue", itr, self.max_iters)
-        return {"iters": itr, "trained_iters": itr - start, "seconds": round(seconds, 2),
+        learned = self._learned(itr)
+        return {**learned, "iters": itr, "trained_iters": itr - start, "seconds": round(seconds, 2),
                 "iters_per_s": round((itr - start) / seconds, 3) if seconds > 0 and itr > start else None,
                 "val_miou": None if self.last_val is None else self.last_val["miou"], "best_miou": self.best["miou"],
                 "finished": itr >= self.max_iters, "first_losses": self.first_losses, "last_losses": self.last_losses}

@@ -48,6 +48,8 @@ class CamMethod:
     fields: Tuple[str, ...] = ("image", "label")
     #: CAM normalisation of the published inference (``minmax`` or ``max``).
     default_norm = "minmax"
+    #: The loss term that is the image classification loss (checked against the label prior: did it learn?).
+    cls_loss_key = "loss_mlsm"
 
     def __init__(self, args: Optional[argparse.Namespace] = None):
         self.args = args

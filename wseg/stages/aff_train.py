@@ -23,6 +23,7 @@ Outputs: ``<session_name>.pth`` (final weights, a plain state dict as published)
 from __future__ import annotations
 
 import argparse
+import math
 
 from wseg.affinity import DEFAULT_RADIUS
 from wseg.cli import add_bool_flag
@@ -88,7 +89,10 @@ def run(args: argparse.Namespace) -> dict:
                             "(check --backbone)")
         return affinity_loss(aff, bg, fg, neg)
 
+    # the label prior of the published loss: a constant affinity 0.5 gives ln 2 whatever the pair counts
     result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "aff train",
-                           final_meta={"radius": args.radius, "num_classes": voc.spec.num_classes})
-    return {"weights": result["weights"], "steps": result["steps"],
-            "first_loss": (result["first_losses"] or {}).get("loss"), "last_loss": result["last_losses"].get("loss")}
+                           final_meta={"radius": args.radius, "num_classes": voc.spec.num_classes},
+                           prior=("loss", math.log(2)))
+    return {"weights": result["weights"], "steps": result["steps"], "first_loss": (result["first_losses"] or {}).get(
+        "loss"), "last_loss": result["last_losses"].get("loss"), "learned": result.get("learned"),
+        "cls_loss": result.get("cls_loss"), "prior_loss": result.get("prior_loss")}

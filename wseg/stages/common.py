@@ -70,10 +70,11 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
 
 
 def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, step, meta: dict,
-                  resume_keys, desc: str, final_meta: Optional[dict] = None) -> dict:
+                  resume_keys, desc: str, final_meta: Optional[dict] = None, prior=None) -> dict:
     """The epoch-based published trainers on the one engine: ``max_epoches`` epochs of ``plan`` with the poly
     schedule, ``<session_name>_last.pth`` (resume), ``_scalars.jsonl``, and the final plain state dict
-    ``<session_name>.pth`` in the published layout (``meta`` + ``final_meta`` saved with it)."""
+    ``<session_name>.pth`` in the published layout (``meta`` + ``final_meta`` saved with it). ``prior``:
+    ``(loss key, the label prior's loss)`` for the did-it-learn check of the trainer."""
     from wseg.engine.optim import PolyLR
     from wseg.engine.trainer import Trainer
     from wseg.models.checkpoint import save_state_dict
@@ -84,7 +85,7 @@ def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, 
                       max_iters=max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
                       resume_keys=resume_keys, resume=args.resume, log_every=args.log_every, amp=args.amp,
                       scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size * dist.world_size,
-                      desc=desc)
+                      desc=desc, prior=prior)
     result = trainer.run()
     if dist.is_main:
         save_state_dict(prefix + ".pth", model, meta={**meta, **(final_meta or {})})

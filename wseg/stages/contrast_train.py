@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+import numpy as np
+
 from wseg.cli import add_bool_flag
 from wseg.data.transforms import PUBLISHED_JITTER
 from wseg.errors import WsegError
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.data.transforms import CamTrainTransform
     from wseg.engine.optim import adamw_groups, build_optimizer, published_groups
     from wseg.engine.plans import EpochPlan
+    from wseg.engine.trainer import multilabel_prior_loss
     from wseg.methods.base import build_for_training
     from wseg.stages.common import begin_training, train_session
 
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> dict:
         ctx.cls_only = ctx.iteration < warmup_iters
         return method.training_step(net, batch, ctx)
 
-    result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "cam train")
-    return {"weights": result["weights"], "steps": result["steps"], "first_losses": result["first_losses"],
-            "last_losses": result["last_losses"]}
+    prior = (method.cls_loss_key, multilabel_prior_loss(np.stack([dataset.labels[i] for i in dataset.ids])))
+    result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "cam train", prior=prior)
+    return {k: result.get(k) for k in ("weights", "steps", "first_losses", "last_losses", "learned", "cls_loss",
+                                       "prior_loss")}
