@@ -58,11 +58,13 @@ class AffinityTrainDataset(Dataset):
     """``(image (3, S, S), bg_pos (K, M), fg_pos (K, M), neg (K, M))`` for a random crop of side ``S``."""
 
     def __init__(self, voc: VOCRoot, ids: Sequence[str], la_dir: str, ha_dir: str, crop_size: int,
-                 radius: int = DEFAULT_RADIUS, resize_range: Optional[Tuple[int, int]] = None, jitter: bool = True):
+                 radius: int = DEFAULT_RADIUS, resize_range: Optional[Tuple[int, int]] = None, jitter: bool = True,
+                 resize_scale: Optional[Tuple[float, float]] = None):
         self.voc, self.ids = voc, list(ids)
         self.la_dir, self.ha_dir = la_dir, ha_dir
         self.crop = int(crop_size)
         self.resize_range = tuple(resize_range) if resize_range else None
+        self.resize_scale = tuple(resize_scale) if resize_scale else None
         self.jitter = ColorJitter() if jitter else None
         self.extract = AffinityLabelExtractor(self.crop // STRIDE, radius)
         self._check_files()
@@ -99,8 +101,10 @@ class AffinityTrainDataset(Dataset):
         img = open_rgb(self.voc.image_path(image_id))
         la = io.load_mask_png(os.path.join(self.la_dir, image_id + ".png"))
         ha = io.load_mask_png(os.path.join(self.ha_dir, image_id + ".png"))
-        if self.resize_range:
-            img = resize_long(img, random.randint(*self.resize_range))
+        if self.resize_range or self.resize_scale:
+            target = (random.randint(*self.resize_range) if self.resize_range
+                      else max(8, int(round(max(img.size) * random.uniform(*self.resize_scale)))))
+            img = resize_long(img, target)
             la = _resize_nearest(la, img.size)
             ha = _resize_nearest(ha, img.size)
         if self.jitter is not None:

@@ -6,7 +6,7 @@ the main process' torch seed, so ``--seed`` makes a run repeatable.
 from __future__ import annotations
 
 import random
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -107,17 +107,23 @@ class CamTrainTransform:
     resize (``image`` bicubic, other maps such as ``saliency`` bilinear), flip, colour jitter on the image only,
     ImageNet normalisation, one random ``crop x crop`` window (zero padding) for every map, CHW float tensors.
     ``jitter``: True = :data:`PUBLISHED_JITTER`, False/all zeros = none, or (brightness, contrast, saturation, hue).
+    ``resize_scale``: the long side is resized to a random factor of its own length instead of a random length
+    (the published 448-768 on ~500-pixel VOC images is about 0.9-1.5).
     The random draws are those of the published image-only ``Compose`` in its order."""
 
     def __init__(self, crop_size: int, resize_long_range: Tuple[int, int] = (448, 768),
-                 jitter: Sequence[float] | bool = True):
+                 jitter: Sequence[float] | bool = True, resize_scale: Optional[Tuple[float, float]] = None):
         self.crop, self.resize_range = int(crop_size), tuple(resize_long_range)
+        self.resize_scale = tuple(resize_scale) if resize_scale else None
         if jitter is True:
             jitter = PUBLISHED_JITTER
         self.jitter = ColorJitter(*(float(v) for v in jitter)) if jitter and any(float(v) for v in jitter) else None
 
     def __call__(self, sample: Dict[str, Image.Image]) -> Dict[str, torch.Tensor]:
-        target = random.randint(*self.resize_range)
+        if self.resize_scale:       # relative to the image's own long side (datasets of other image sizes)
+            target = max(8, int(round(max(sample["image"].size) * random.uniform(*self.resize_scale))))
+        else:
+            target = random.randint(*self.resize_range)
         out = {k: resize_long(v, target, Image.BICUBIC if k == "image" else Image.BILINEAR) for k, v in sample.items()}
         if random.random() < 0.5:
             out = {k: v.transpose(Image.FLIP_LEFT_RIGHT) for k, v in out.items()}

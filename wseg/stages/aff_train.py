@@ -46,6 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize_long", type=int, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="random long-side rescale before the crop (off by default as published; e.g. for small "
                         "images)")
+    p.add_argument("--resize_scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="instead of --resize_long: a random factor of the image's own long side")
     p.add_argument("--radius", type=int, default=DEFAULT_RADIUS, help="pair radius at 1/8 resolution (published 5)")
     add_bool_flag(p, "--jitter", "colour jitter (published)", default=True)
 
@@ -58,6 +60,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise WsegError(f"--crop_size {args.crop_size}: must be a multiple of {STRIDE} and at least {min_crop} "
                         f"for --radius {args.radius} (published 448)")
     check_schedule_flags(args)
+    if args.resize_scale and not 0 < args.resize_scale[0] <= args.resize_scale[1] <= 8:
+        raise WsegError(f"--resize_scale {args.resize_scale[0]:g} {args.resize_scale[1]:g}: need 0 < MIN <= MAX <= 8")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
     _check_args(args)
     dist, voc, ids = begin_training(args, "aff_train")
     dataset = AffinityTrainDataset(voc, ids, args.la_crf_dir, args.ha_crf_dir, args.crop_size, args.radius,
-                                   args.resize_long, args.jitter)
+                                   args.resize_long, args.jitter, args.resize_scale)
     plan = EpochPlan(dataset, args.batch_size, args.seed, args.num_workers, dist, args.train_list)
     model = build_affinity_net_for_training(args.backbone, args.weights, radius=args.radius).to(dist.device)
     optimizer = build_optimizer("sgd", published_groups(model.get_parameter_groups(), args.lr, args.wt_dec),

@@ -48,7 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sgd: the published poly SGD (default); adamw: poly AdamW, for training from scratch")
     p.add_argument("--crop_size", type=int, default=448)
     p.add_argument("--resize_long", type=int, nargs=2, default=[448, 768], metavar=("MIN", "MAX"),
-                   help="random long-side resize range before the crop (published 448 768)")
+                   help="random long-side resize range in pixels before the crop (published 448 768)")
+    p.add_argument("--resize_scale", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="instead of --resize_long: resize the long side to a random factor of its own length, for "
+                        "datasets whose images are not VOC-sized (the published 448-768 on ~500 px is 0.9-1.5)")
     p.add_argument("--color_jitter", type=float, nargs=4, default=list(PUBLISHED_JITTER),
                    metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
                    help="colour jitter (published 0.3 0.3 0.3 0.1; 0 0 0 0 turns it off)")
@@ -68,6 +71,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.crop_size < 8:
         raise WsegError(f"--crop_size {args.crop_size}: must be at least 8 (one feature pixel at output stride 8; "
                         "published 448)")
+    if args.resize_scale and not 0 < args.resize_scale[0] <= args.resize_scale[1] <= 8:
+        raise WsegError(f"--resize_scale {args.resize_scale[0]:g} {args.resize_scale[1]:g}: need 0 < MIN <= MAX <= 8")
     if args.cls_warmup_epochs < 0:
         raise WsegError(f"--cls_warmup_epochs {args.cls_warmup_epochs}: must be >= 0")
     brightness, contrast, saturation, hue = args.color_jitter
@@ -89,7 +94,8 @@ def run(args: argparse.Namespace) -> dict:
     _check_args(args)
     method.check_args(args)
     dist, voc, ids = begin_training(args, "contrast_train")
-    transform = CamTrainTransform(args.crop_size, tuple(args.resize_long), jitter=args.color_jitter)
+    transform = CamTrainTransform(args.crop_size, tuple(args.resize_long), jitter=args.color_jitter,
+                                  resize_scale=args.resize_scale)
     dataset = ClsDataset(voc, ids, transform, maps=method.data_maps(voc, args))
     plan = EpochPlan(dataset, args.batch_size, args.seed, args.num_workers, dist, args.train_list)
     warmup_iters = plan.steps_per_epoch * args.cls_warmup_epochs
