@@ -2,8 +2,9 @@
 
 ``build_backbone(name, **overrides)``: ``resnet38`` (PSA/SEAM/PPC wide ResNet-38), its channel-scaled
 ``resnet38_small`` (1/8) and ``resnet38_tiny`` (1/16), torchvision-layout ``resnet50`` / ``resnet101`` (stem,
-output stride and dilation options of :class:`~wseg.models.backbones.resnet.ResNet`) and ``resnet_tiny`` (one block
-per stage, for tests). A new backbone is one module here plus one registry line.
+output stride and dilation options of :class:`~wseg.models.backbones.resnet.ResNet`), ``resnet_tiny`` (one block
+per stage, for tests) and the timm ViTs of ToCo / LOC-BE (``vit_base_patch16_224``, ``vit_tiny_patch16``,
+``vit_test``; :mod:`~wseg.models.backbones.vit`). A new backbone is one module here plus one registry line.
 """
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ BACKBONES: Dict[str, tuple] = {
     "resnet101": (ResNet, {"depth": 101}),
     "resnet_tiny": (ResNet, dict(TINY)),
 }
+
+
+from wseg.models.backbones.vit import VIT_BACKBONES, ViT  # noqa: E402  (timm, imported lazily by ViT)
+
+BACKBONES.update({name: (ViT, dict(kw)) for name, kw in VIT_BACKBONES.items()})
 
 
 def register_backbone(name: str, factory: Callable[..., Backbone], **defaults: Any) -> None:

@@ -149,11 +149,3 @@ def load_vit_weights(backbone: ViT, path: str, allow_missing: Optional[Sequence[
     from wseg.models.checkpoint import load_state_dict_strict
 
     load_state_dict_strict(backbone, read_vit_weights(path), path, allow_missing=tuple(allow_missing or ()))
-
-
-def register_vit_backbones() -> None:
-    """Add :data:`VIT_BACKBONES` to :data:`wseg.models.backbones.BACKBONES` (idempotent)."""
-    from wseg.models.backbones import register_backbone
-
-    for name, kw in VIT_BACKBONES.items():
-        register_backbone(name, ViT, **kw)
