@@ -104,13 +104,21 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(rgb, np.float32) * 255.0
 
 
-def class_designs(num_classes: int) -> List[ClassDesign]:
+def class_designs(num_classes: int, cue: str = "part") -> List[ClassDesign]:
     """Designs of the ``num_classes`` foreground classes (fixed by the class count, not by the seed).
 
-    Classes ``c`` and ``c + G`` (``G = max(1, num_classes // 2)`` groups) share body shape, texture and colour;
-    within a group heads differ in shape, pattern and hue. Head hues are evenly spaced over all classes and lie
-    opposite their body's hue, so the discriminative part stands out from the body it sits on.
+    ``cue="part"``: classes ``c`` and ``c + G`` (``G = max(1, num_classes // 2)`` groups) share body shape, texture
+    and colour; within a group heads differ in shape, pattern and hue. Head hues are evenly spaced over all classes
+    and lie opposite their body's hue, so the discriminative part stands out from the body it sits on.
+    ``cue="whole"``: every class has its own body (shape, texture, colour) and all share one head design, so the
+    class is told by the whole object, not by a part.
     """
+    if cue == "whole":
+        common = class_designs(num_classes, "part")[0]
+        return [ClassDesign(c, BODY_KINDS[c % len(BODY_KINDS)],
+                            BODY_TEXTURES[(c + c // len(BODY_KINDS)) % len(BODY_TEXTURES)],
+                            ((0.08 + c / num_classes) % 1.0, 0.5 + 0.15 * ((c // 3) % 2), 0.7), common.head_shape,
+                            common.head_pattern, common.head_rgb, common.head_rgb2) for c in range(num_classes)]
     groups = max(1, num_classes // 2)
     out = []
     for c in range(num_classes):
@@ -149,6 +157,9 @@ class ToyConfig:
     headless_prob: float = 0.15
     occluder_prob: float = 0.3
     jpeg_quality: Tuple[int, int] = (70, 95)
+    long_side: Tuple[int, int] = (0, 0)  # (min, max) > 0: each image's long side drawn from it (width x height unused)
+    aspect: Tuple[float, float] = (0.75, 0.75)  # short / long side of those images (portrait with probability 0.3)
+    cue: str = "part"  # part: shared bodies, class-specific heads; whole: class-specific bodies, one common head
     version: int = GENERATOR_VERSION
 
     def validate(self) -> "ToyConfig":
@@ -167,16 +178,44 @@ class ToyConfig:
                             f"{self.width}x{self.height} images (default 2)")
         if not 0 <= self.distractors[0] <= self.distractors[1] <= 32:
             raise WsegError(f"distractors={tuple(self.distractors)}: need 0 <= min <= max <= 32")
+        if self.long_side[1] and not 32 <= self.long_side[0] <= self.long_side[1] <= 4096:
+            raise WsegError(f"long_side={tuple(self.long_side)}: need 32 <= min <= max <= 4096 pixels")
+        if not 0.3 <= self.aspect[0] <= self.aspect[1] <= 1.0:
+            raise WsegError(f"aspect={tuple(self.aspect)}: need 0.3 <= min <= max <= 1")
+        if self.cue not in ("part", "whole"):
+            raise WsegError(f"cue={self.cue!r}: choose part or whole")
         return self
+
+    def image_size(self, rng: np.random.Generator) -> Tuple[int, int]:
+        """``(height, width)`` of one image: fixed, or drawn from ``long_side`` and ``aspect``."""
+        if not self.long_side[1]:
+            return self.height, self.width
+        long = int(rng.integers(self.long_side[0], self.long_side[1] + 1))
+        short = max(32, int(round(long * rng.uniform(*self.aspect))))
+        return (long, short) if rng.random() < 0.3 else (short, long)
 
 
 # Clutter presets (ToyConfig fields); "normal" is the default task. "easy" keeps the WSSS structure (shared
 # bodies, discriminative heads, occlusion) with less clutter and bigger heads, for very short CPU trainings.
+# (Whole datasets that differ from the demo's in ways that matter are PRESETS, below.)
 DIFFICULTY = {
     "easy": {"distractors": (0, 2), "headless_prob": 0.0, "occluder_prob": 0.1, "head_ratio": (0.45, 0.55)},
     "normal": {},
     "hard": {"distractors": (3, 7), "headless_prob": 0.3, "occluder_prob": 0.5, "head_ratio": (0.32, 0.4),
              "min_scale": 0.12},
+}
+
+
+#: Datasets that differ from the demo's in ways that matter for WSSS (make_toy_voc --preset NAME; any explicit flag
+#: overrides): where the class cue sits, image sizes and aspect ratios, number of classes, clutter. ``demo`` is the
+#: embedded default's own.
+PRESETS = {
+    "demo": {"num_classes": 6, "image_size": "128x96", "difficulty": "easy"},
+    "small_part": {"num_classes": 6, "difficulty": "normal", "head_ratio": (0.26, 0.32), "long_side": (96, 192),
+                   "aspect": (0.6, 0.9)},
+    "whole_object": {"num_classes": 8, "image_size": "128x96", "difficulty": "normal", "cue": "whole"},
+    "varied_sizes": {"num_classes": 6, "difficulty": "easy", "long_side": (96, 256), "aspect": (0.5, 1.0)},
+    "many_classes": {"num_classes": 12, "image_size": "160x120", "difficulty": "hard"},
 }
 
 
@@ -507,8 +546,8 @@ def _sample_classes(rng: np.random.Generator, cfg: ToyConfig) -> List[int]:
 def render_sample(index: int, cfg: ToyConfig) -> ToySample:
     """Generate image ``index`` of the dataset ``cfg`` (deterministic in ``(cfg.seed, index)``)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), int(index), GENERATOR_VERSION]))
-    designs = class_designs(cfg.num_classes)
-    h, w = cfg.height, cfg.width
+    designs = class_designs(cfg.num_classes, cfg.cue)
+    h, w = cfg.image_size(rng)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     canvas = _background(rng, xx, yy)
 
@@ -664,7 +703,7 @@ def _write_one(index: int, root: str, cfg: ToyConfig, prefix: str) -> Optional[D
     names = toy_class_names(cfg.num_classes)
     save_image(jpg, s.image, quality=s.jpeg_quality)
     save_mask_png(png, s.mask)
-    atomic_write_text(xml, annotation_xml(iid, cfg.width, cfg.height, s.objects, names))  # last: marks done
+    atomic_write_text(xml, annotation_xml(iid, s.image.shape[1], s.image.shape[0], s.objects, names))  # last: done
     classes = {o["class_index"] for o in s.objects}
     return {"objects": len(s.objects), "classes": len(classes), "occluded": any(o["occluded"] for o in s.objects),
             "repeat": len(classes) < len(s.objects)}
@@ -812,7 +851,8 @@ def save_preview(root: str, out_png: str, n: int = 8, ids: Optional[Sequence[str
         for k, p in enumerate(panels):
             row[:, k * (ww * scale + gap):k * (ww * scale + gap) + ww * scale] = p
         tiles.append(row)
-    th, tw = tiles[0].shape[:2]
+    th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)   # images may differ in size
+    tiles = [np.pad(t, ((0, th - t.shape[0]), (0, tw - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
     columns = max(1, min(columns, len(tiles)))
     rows = int(math.ceil(len(tiles) / columns))
     grid = np.full((rows * (th + 2 * gap), columns * (tw + 4 * gap), 3), 255, np.uint8)
