@@ -10,9 +10,16 @@ Networks (``--networks``): the reduced CPU variants (DeepLab v1 on ResNet-38 at 
 one-block-per-stage ResNet, head width 64) and, by default on CUDA, the published ones (v1 ResNet-38,
 v1 ResNet-101, v2 ResNet-101). Full networks on CPU: one training iteration and one test image per size.
 
+The mmsegmentation zoo (``--zoo``, docs/segmentation_zoo.md): DeepLabV3+ and PSPNet on ResNetV1c-D8 with the
+auxiliary head, trained as mmseg does (mmseg's cross-entropy on both heads, one SGD group, poly to ``min_lr``) on
+random ``crop x crop`` batches, and tested as mmseg does on a 500x375 image (resized to fit 2048x512, i.e.
+683x512; one view, ``whole`` and ``slide`` 512/480). CPU: the reduced variants (ResNetV1c one block per stage,
+``base_channels`` 16) at ``--zoo_crop`` 256, and briefly the full R-50 ones at 512 (one iteration, one image);
+CUDA: R-50 and R-101 at 512, batch 8, fp32 and AMP.
+
     python benchmarks/bench_segmentation.py [--device cpu|cuda] [--networks deeplabv1/resnet101 ...]
         [--sizes 321 513] [--batch 2] [--iters 3] [--test_images 2] [--test_scales 0.5 0.75 1 1.25 1.5 1.75]
-        [--threads 1]
+        [--threads 1] [--deeplab False] [--zoo True] [--zoo_networks deeplabv3plus/r50 pspnet/tiny ...]
 """
 from __future__ import annotations
 
@@ -110,6 +117,125 @@ def bench_crf(size: int, repeats: int = 1) -> float:
     return (time.perf_counter() - t0) / repeats * 1000
 
 
+#: mmseg zoo cases: name -> MMSegEncoderDecoder keywords (``tiny``: the demo configs' reduced network)
+ZOO_BACKBONES = {"tiny": dict(layers=(1, 1, 1, 1), base_channels=16), "r50": dict(depth=50),
+                 "r101": dict(depth=101)}
+ZOO_CPU = ["deeplabv3plus/tiny", "pspnet/tiny", "deeplabv3plus/r50", "pspnet/r50"]
+ZOO_CUDA = ["deeplabv3plus/r50", "pspnet/r50", "deeplabv3plus/r101", "pspnet/r101"]
+VOC_IMAGE = (375, 500)   # a typical VOC image (h, w)
+
+
+def bench_zoo_train(net, device, crop: int, batch: int, iters: int, amp: bool) -> float:
+    """mmseg training iterations per second: decode + 0.4 x auxiliary cross-entropy, SGD (one group), poly."""
+    from wseg.engine import autocast, grad_scaler
+    from wseg.engine.optim import PolyLR, build_optimizer
+    from wseg.losses.segmentation import mmseg_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, crop, crop, generator=g).to(device)
+    y = torch.randint(0, NUM_CLASSES, (batch, crop, crop), generator=g)
+    y[torch.rand(batch, crop, crop, generator=g) < 0.1] = 255
+    y = y.to(device)
+    net.train()
+    opt = build_optimizer("sgd", net.param_groups(0.01, 5e-4), 0.01, 5e-4, 0.9)
+    schedule = PolyLR(20000, 0.9, min_lr=1e-4)
+    scaler = grad_scaler(device, amp)
+
+    def step(i: int) -> None:
+        schedule.apply(opt, i)
+        with autocast(device, amp):
+            out = net(x)
+        loss = mmseg_cross_entropy(out["out"], y) + mmseg_cross_entropy(out["aux"], y, loss_weight=0.4)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    step(0)
+    _sync(device)
+    t0 = time.perf_counter()
+    for i in range(iters):
+        step(i + 1)
+    _sync(device)
+    return iters / (time.perf_counter() - t0)
+
+
+def bench_zoo_test(net, device, mode: str, images: int, amp: bool) -> float:
+    """mmseg test images per second (resize to fit 2048x512, normalisation, one view, arg-max; ``mode`` whole or
+    slide 512/480)."""
+    from wseg.data.mmseg_transforms import test_views, to_input
+    from wseg.segmentation.predict import MMSegTest, mmseg_predict
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, VOC_IMAGE + (3,), dtype=np.uint8) for _ in range(images + 1)]
+    test = MMSegTest(mode=mode)
+    net.eval()
+
+    def one(img):
+        inputs = [to_input(v) for v in test_views(img, test.scales, test.resize, test.ratio_of)]
+        return mmseg_predict(net, inputs, img.shape[:2], test, device, amp)[1].cpu()
+
+    one(imgs[0])
+    _sync(device)
+    t0 = time.perf_counter()
+    for img in imgs[1:]:
+        one(img)
+    _sync(device)
+    return images / (time.perf_counter() - t0)
+
+
+def run_zoo(args, device) -> List[Dict[str, object]]:
+    from wseg.models.segmentors import MMSegEncoderDecoder
+
+    cases = args.zoo_networks or (ZOO_CUDA if device.type == "cuda" else ZOO_CPU)
+    precisions = [False, True] if device.type == "cuda" else [False]
+    rows: List[Dict[str, object]] = []
+    for case in cases:
+        decoder, _, bb = case.partition("/")
+        tiny = bb == "tiny"
+        torch.manual_seed(0)
+        net = MMSegEncoderDecoder(decoder, num_classes=NUM_CLASSES, **ZOO_BACKBONES[bb]).to(device)
+        cuda = device.type == "cuda"
+        crop = 512 if (cuda or not tiny) else args.zoo_crop
+        batch = 8 if cuda else 2          # the image-pooling BN needs 2 images
+        iters = args.iters if (cuda or tiny) else 1
+        n_test = args.test_images if (cuda or tiny) else 1
+        for amp in precisions:
+            row = {"network": decoder, "backbone": "ResNetV1c-" + ("tiny" if tiny else bb[1:]) + "-D8",
+                   "device": device.type, "precision": "AMP fp16" if amp else "fp32", "crop": crop, "batch": batch}
+            try:
+                it_s = bench_zoo_train(net, device, crop, batch, iters, amp)
+                row.update(train_it_s=it_s, train_img_s=it_s * batch)
+            except torch.OutOfMemoryError:
+                row.update(train_it_s=None, train_img_s=None)
+            if cuda:
+                torch.cuda.empty_cache()
+            for mode in ("whole", "slide"):
+                row[f"{mode}_img_s"] = bench_zoo_test(net, device, mode, n_test, amp)
+            rows.append(row)
+            print(f"  {decoder}/{bb} crop {crop} {row['precision']}: train {row.get('train_it_s') or 0:.3f} it/s, "
+                  f"test whole {row['whole_img_s']:.3f} img/s, slide {row['slide_img_s']:.3f} img/s",
+                  file=sys.stderr, flush=True)
+        del net
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(zoo_table(rows, device))
+    return rows
+
+
+def zoo_table(rows, device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    lines = [f"mmseg zoo throughput on {name} (torch {torch.__version__}); train = decode + 0.4 aux CE, SGD; "
+             f"test = one {VOC_IMAGE[1]}x{VOC_IMAGE[0]} image resized to fit 2048x512, no flip, no CRF", "",
+             "| network | backbone | precision | crop | batch | train it/s | train img/s | test whole img/s | "
+             "test slide img/s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {r['backbone']} | {r['precision']} | {r['crop']} | {r['batch']} | "
+                     f"{_f(r['train_it_s'])} | {_f(r['train_img_s'])} | {_f(r['whole_img_s'])} | "
+                     f"{_f(r['slide_img_s'])} |")
+    return "\n".join(lines)
+
+
 def run(args) -> List[Dict[str, object]]:
     from wseg.engine import resolve_device
     from wseg.models.deeplab import build_deeplab
@@ -118,7 +244,7 @@ def run(args) -> List[Dict[str, object]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = True
-    cases = args.networks or (REDUCED + FULL if device.type == "cuda" else REDUCED)
+    cases = (args.networks or (REDUCED + FULL if device.type == "cuda" else REDUCED)) if args.deeplab else []
     precisions = [False, True] if device.type == "cuda" else [False]
     rows: List[Dict[str, object]] = []
     for case in cases:
@@ -150,10 +276,13 @@ def run(args) -> List[Dict[str, object]]:
         del net
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    crf = {size: bench_crf(size) for size in args.sizes} if args.crf else {}
+    crf = {size: bench_crf(size) for size in args.sizes} if args.crf and args.deeplab else {}
     if crf:
         print("  CRF " + ", ".join(f"{k}: {v:.0f} ms" for k, v in crf.items()), file=sys.stderr, flush=True)
-    print(table(rows, args, crf, device))
+    if args.deeplab:
+        print(table(rows, args, crf, device))
+    if args.zoo:
+        rows += run_zoo(args, device)
     return rows
 
 
@@ -196,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"networks to time (default: {' '.join(REDUCED)} on CPU, plus {' '.join(FULL)} on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     add_bool_flag(p, "--crf", "time the dense CRF per image size", default=True)
+    add_bool_flag(p, "--deeplab", "time the published DeepLab networks", default=True)
+    add_bool_flag(p, "--zoo", "time the mmseg zoo (DeepLabV3+ / PSPNet on ResNetV1c-D8)", default=True)
+    p.add_argument("--zoo_networks", nargs="+", default=None, metavar="DECODER/BACKBONE",
+                   help=f"zoo cases (backbones {', '.join(ZOO_BACKBONES)}; default {' '.join(ZOO_CPU)} on CPU, "
+                        f"{' '.join(ZOO_CUDA)} on CUDA)")
+    p.add_argument("--zoo_crop", type=int, default=256, help="training crop of the reduced zoo networks on CPU")
     return p
 
 

@@ -1,5 +1,9 @@
 """Multi-scale + flip inference of a trained segmentation network, optional dense CRF, palette PNGs and the
-evaluation, after the published usr922/wseg ``segmentation/experiment/*/test.py`` (see wseg/segmentation/test.py).
+evaluation, after the published usr922/wseg ``segmentation/experiment/*/test.py`` (see wseg/segmentation/test.py);
+for mmseg's networks mmseg's test (whole / slide, TTA; docs/segmentation_zoo.md), e.g. an mmseg checkpoint:
+
+    python segmentation/test.py --config segmentation/configs/deeplabv3plus_r50-d8_512x512_20k_voc12aug.py \\
+        --voc12_root VOC2012 --ckpt mmseg.pth --set test_scales=[1.0] test_flip=False crf=False pred_dir=OUT
 
     python segmentation/test.py --config segmentation/configs/deeplabv1_resnet38.py --voc12_root VOC2012 \\
         --ckpt runs/segmentation/deeplabv1_resnet38/deeplabv1_resnet38_voc12_itr20000_all.pth

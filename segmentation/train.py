@@ -1,6 +1,7 @@
-"""Train a segmentation network (DeepLab v1 LargeFOV / v2 ASPP, ...) on pseudo masks: the segmentation stage of
-weakly-supervised semantic segmentation, after the published usr922/wseg ``segmentation/experiment/*/train.py``
-(see wseg/segmentation/train.py). Resumable; ``torchrun`` runs it data-parallel.
+"""Train a segmentation network (DeepLab v1 LargeFOV / v2 ASPP, mmseg's DeepLabV3+ / PSPNet, ...) on pseudo masks:
+the segmentation stage of weakly-supervised semantic segmentation, after the published usr922/wseg
+``segmentation/experiment/*/train.py`` and mmsegmentation / PMM's WSSS_MMSeg (see wseg/segmentation/train.py and
+docs/segmentation_zoo.md). Resumable; ``torchrun`` runs it data-parallel.
 
     python segmentation/train.py --config segmentation/configs/deeplabv1_resnet38.py \\
         --voc12_root VOCdevkit/VOC2012 --pseudo_mask_dir out_rw \\

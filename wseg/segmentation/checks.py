@@ -57,9 +57,48 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
         raise WsegError(f"crop_size {crop}: must be 0 (no crop) or at least 8, the network's output stride")
     check_model_config(cfg["model"])
     check_normalisation_config(cfg)
+    check_mmseg_config(cfg)
+    if not 0 <= float(cfg.get("min_lr") or 0) < float(cfg["lr"]):
+        raise WsegError(f"min_lr {cfg['min_lr']}: must lie in [0, lr={cfg['lr']}) (mmseg eta_min 1e-4)")
+    if cfg.get("pus_type") not in (None, "", "clamp", "pow", "ignore"):
+        raise WsegError(f"pus_type {cfg['pus_type']!r}: choose clamp, pow, ignore or '' (off; PMM: clamp)")
+    if cfg.get("pus_group") is not None and int(cfg["pus_group"]) < 1:
+        raise WsegError(f"pus_group {cfg['pus_group']}: must be at least 1 (PMM: 2 images per GPU) or none")
+    if cfg.get("pus_type") and cfg["model"]["type"] not in ("deeplabv3plus", "pspnet", "deeplabv3"):
+        raise WsegError(f"pus_type {cfg['pus_type']}: PUS is part of mmseg's cross-entropy; use an mmseg model "
+                        "(deeplabv3plus, pspnet) or pus_type ''")
+    if float(cfg.get("aux_weight", 0.4)) < 0:
+        raise WsegError(f"aux_weight {cfg['aux_weight']}: must be >= 0 (mmseg 0.4)")
+    if cfg.get("save_format", "wseg") not in ("wseg", "mmseg"):
+        raise WsegError(f"save_format {cfg['save_format']}: choose wseg or mmseg")
     if int(cfg["val_every"]) > 0:
         check_scales_config(cfg, "val_scales")
     _check_root(cfg)
+
+
+def check_mmseg_config(cfg: Mapping[str, Any]) -> None:
+    """The keys of mmseg's pipeline and test (data_pipeline, img_scale, cat_max_ratio, test_mode, tta_ratio_of)."""
+    pipeline = cfg.get("data_pipeline", "deeplab")
+    if pipeline not in ("deeplab", "mmseg"):
+        raise WsegError(f"data_pipeline {pipeline}: choose deeplab (published usr922/wseg) or mmseg")
+    mmseg_model = cfg["model"]["type"] in ("deeplabv3plus", "pspnet", "deeplabv3")
+    if mmseg_model != (pipeline == "mmseg"):
+        raise WsegError(f"data_pipeline {pipeline} with model.type {cfg['model']['type']}: mmseg's networks go with "
+                        "data_pipeline mmseg and the published DeepLab ones with deeplab; set data_pipeline")
+    if pipeline != "mmseg":
+        return
+    scale = [int(v) for v in cfg.get("img_scale") or ()]
+    if len(scale) != 2 or min(scale) < 1:
+        raise WsegError(f"img_scale {cfg.get('img_scale')}: expected [long, short] sides, e.g. [2048, 512]")
+    if not 0 < float(cfg.get("cat_max_ratio", 0.75)) <= 1:
+        raise WsegError(f"cat_max_ratio {cfg['cat_max_ratio']}: must lie in (0, 1] (mmseg 0.75; 1 = off)")
+    if cfg.get("test_mode", "whole") not in ("whole", "slide"):
+        raise WsegError(f"test_mode {cfg['test_mode']}: choose whole or slide")
+    if not 0 < int(cfg.get("test_stride", 480)) <= int(cfg.get("test_crop", 512)):
+        raise WsegError(f"test_crop {cfg.get('test_crop')} / test_stride {cfg.get('test_stride')}: need 0 < stride "
+                        "<= crop (PMM 512 / 480)")
+    if cfg.get("tta_ratio_of", "resized") not in ("resized", "original"):
+        raise WsegError(f"tta_ratio_of {cfg['tta_ratio_of']}: choose resized (mmseg 0.x) or original (mmseg 1.x)")
 
 
 def check_model_config(m: Mapping[str, Any]) -> None:
@@ -78,6 +117,7 @@ def check_test_config(cfg: Mapping[str, Any]) -> None:
     check_worker_config(cfg)
     check_normalisation_config(cfg)
     check_scales_config(cfg, "test_scales")
+    check_mmseg_config(cfg)
     if cfg.get("on_error", "skip") not in ("skip", "stop"):
         raise WsegError(f"on_error {cfg['on_error']}: choose skip or stop")
     _check_root(cfg)

@@ -5,6 +5,11 @@ dict, ``model = dict(type=..., backbone=..., ...)``, whose keys belong to the mo
 ``--set model.aspp_rates=[6,12,18,24]``), everything else is top level. Overrides as in every script:
 ``--KEY VALUE`` or ``--set KEY=VALUE`` (lists ``0.5,1,1.5`` or ``[0.5, 1.0]``; ``none`` clears an optional value).
 
+Two recipes share the keys: the published DeepLab (usr922/wseg; ``data_pipeline = "deeplab"``) and mmsegmentation's
+(``data_pipeline = "mmseg"``, models ``deeplabv3plus`` / ``pspnet`` / ``deeplabv3``: mmseg's augmentation and test
+resize, 0..255 normalisation of BGR-decoded images, mean of the softmaxes over test views, ``min_lr``, one parameter
+group, mmseg's cross-entropy with the auxiliary head and PMM's PUS). See docs/segmentation_zoo.md.
+
     python segmentation/train.py --config segmentation/configs/deeplabv1_resnet38.py \\
         --voc12_root VOC2012 --pseudo_mask_dir out_rw --set batch_size=8 max_iters=30000
 """
@@ -31,6 +36,10 @@ MODEL_DEFAULTS: Dict[str, Any] = {
     "aspp_rates": [6, 12, 18, 24],  # deeplabv2 ASPP dilation rates
     "aspp_global": True,          # deeplabv2 ASPP image-pooling branch (published MODEL_ASPP_HASGLOBAL)
 }
+# mmseg models (deeplabv3plus, pspnet, deeplabv3) read: backbone (resnet50_v1c | resnet101_v1c | resnet_v1c with
+# layers), stem (must be v1c), head_dim (decode channels, default 8 x base_channels = 512), bn_momentum (every BN),
+# aspp_rates (the DeepLabV3(+) dilations, 1 12 24 36), frozen_layers, freeze_backbone_bn, and the keys of
+# wseg.segmentation.models.MODEL_KEYS (base_channels, layers, c1_channels, aux, aux_channels, pool_scales, ...).
 
 # key: (default, type, help). Types: str, int, float, bool, list[int], list[float], list[str], dict; "?" = may be None.
 SCHEMA: Dict[str, Tuple[Any, str, str]] = {
@@ -50,11 +59,22 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "mean": (list(IMAGENET_MEAN), "list[float]", "normalisation mean (RGB, 0..1)"),
     "std": (list(IMAGENET_STD), "list[float]", "normalisation std (RGB, 0..1)"),
     "num_workers": (4, "int", "data-loading processes per training/inference process"),
+    "data_pipeline": ("deeplab", "str", "deeplab (published usr922/wseg augmentation and test) | mmseg (RandomResize "
+                                        "img_scale x scale_range, RandomCrop with cat_max_ratio, flip, "
+                                        "PhotoMetricDistortion, pad; OpenCV test resize to img_scale)"),
     # ---------------------------------------------------------------- augmentation
     "crop_size": (448, "int", "random crop side (image padded with 0, labels with 255)"),
     "scale_range": ([0.5, 1.5], "list[float]", "random rescale factor range [low, high]"),
     "flip_prob": (0.5, "float", "horizontal flip probability"),
-    "hsv_jitter": ([10, 10, 10], "list[int]", "max random HSV shifts [h (of 180), s, v]"),
+    "hsv_jitter": ([10, 10, 10], "list[int]", "max random HSV shifts [h (of 180), s, v] (deeplab pipeline)"),
+    "img_scale": ([2048, 512], "list[int]", "mmseg pipeline: resize target [long, short] (RandomResize base, test "
+                                            "Resize)"),
+    "cat_max_ratio": (0.75, "float", "mmseg pipeline: RandomCrop redraws (10x) windows where one class covers this "
+                                     "share of the labelled pixels or more (1: off)"),
+    "photometric": (True, "bool", "mmseg pipeline: PhotoMetricDistortion (brightness 32, contrast/saturation "
+                                  "0.5-1.5, hue 18, each p 0.5)"),
+    "pad_before_normalize": (True, "bool", "mmseg pipeline: pad crops with black pixels before normalising (mmseg "
+                                           "1.x voc12aug); False: zeros after it (mmseg 0.x / PMM)"),
     # ---------------------------------------------------------------- network
     "model": (dict(MODEL_DEFAULTS), "dict", "the network: dict(type=deeplabv1|deeplabv2, backbone=..., stem=..., "
                                             "head_dim=..., ...); override one key with --set model.KEY=VALUE"),
@@ -64,8 +84,22 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     # ---------------------------------------------------------------- optimisation
     "lr": (0.001, "float", "base learning rate (groups x1/x2/x10/x20)"),
     "momentum": (0.9, "float", "SGD momentum"),
-    "weight_decay": (0.0005, "float", "weight decay of the two weight groups (biases: 0)"),
-    "power": (0.9, "float", "poly power: lr * (1 - itr / (max_iters + 1)) ** power"),
+    "weight_decay": (0.0005, "float", "weight decay of the two weight groups (biases: 0); mmseg models: of every "
+                                      "parameter"),
+    "power": (0.9, "float", "poly power: lr * (1 - itr / (max_iters + 1)) ** power; mmseg models: (lr - min_lr) * "
+                            "(1 - itr / max_iters) ** power + min_lr"),
+    "min_lr": (0.0, "float", "mmseg models: poly floor eta_min (mmseg 1e-4; PMM 1e-4 at 20k, 5e-5 at 40k)"),
+    "sync_bn": (False, "bool", "BatchNorm as SyncBatchNorm under torchrun (mmseg's SyncBN)"),
+    "aux_weight": (0.4, "float", "mmseg models: loss weight of the auxiliary FCN head"),
+    "avg_non_ignore": (False, "bool", "mmseg models: average the cross-entropy over labelled pixels only (mmseg's "
+                                      "default False: over all pixels, ignored ones as 0)"),
+    "pus_type": ("", "str", "PMM's pretended under-fitting on both heads: clamp | pow | ignore | '' (off)"),
+    "pus_beta": (0.5, "float", "PUS trigger: the batch-mean loss below beta (PMM: 0.5 VOC, 0.8 COCO)"),
+    "pus_k": (0.5, "float", "PUS k: clamp level / power / ignore threshold (PMM: 0.5 VOC, 0.8 COCO)"),
+    "pus_group": (None, "int?", "PUS test per this many images of a process batch (PMM: 2 per GPU); none: the "
+                                "whole process batch"),
+    "save_format": ("wseg", "str", "final/best weights: wseg (plain state dict + metadata) | mmseg "
+                                   "({'meta', 'state_dict'}, loads in mmsegmentation)"),
     "batch_size": (10, "int", "images per iteration over all processes (split evenly under torchrun)"),
     "max_iters": (20000, "int", "training iterations"),
     "stop_iter": (None, "int?", "stop after this iteration with a checkpoint (e.g. a job time limit); re-run to "
@@ -80,6 +114,15 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "test_list": ("val", "str", "split to predict (labelled: evaluated; unlabelled, e.g. test: server layout)"),
     "test_scales": ([0.5, 0.75, 1.0, 1.25, 1.5, 1.75], "list[float]", "multi-scale test factors"),
     "test_flip": (True, "bool", "add horizontally flipped inputs at test time"),
+    "test_mode": ("whole", "str", "mmseg pipeline: whole (one pass per view) | slide (test_crop windows every "
+                                  "test_stride pixels, logits averaged)"),
+    "test_crop": (512, "int", "slide window side (mmseg / PMM 512)"),
+    "test_stride": (480, "int", "slide window stride (PMM 480)"),
+    "test_resize": (True, "bool", "mmseg pipeline: resize the test image to fit img_scale first (mmseg's test "
+                                  "Resize keep_ratio)"),
+    "tta_ratio_of": ("resized", "str", "mmseg pipeline: a test scale multiplies the resize target (resized: mmseg "
+                                       "0.x MultiScaleFlipAug) or the original image (original: mmseg 1.x "
+                                       "tta_pipeline)"),
     "crf": (True, "bool", "dense CRF on the averaged probabilities"),
     "crf_iters": (10, "int", "CRF mean-field iterations"),
     "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),

@@ -14,7 +14,23 @@ from wseg.data.voc import VOCRoot
 from wseg.errors import WsegError
 
 
-def train_transform(cfg: Mapping[str, Any]) -> SegTrainTransform:
+PIPELINES = ("deeplab", "mmseg")
+
+
+def train_transform(cfg: Mapping[str, Any]):
+    """The joint train transform of ``data_pipeline``: the published DeepLab one (:class:`SegTrainTransform`) or
+    mmseg's (:class:`~wseg.data.mmseg_transforms.MMSegTrainTransform`); both reseeded per sample."""
+    pipeline = cfg.get("data_pipeline", "deeplab")
+    if pipeline == "mmseg":
+        from wseg.data.mmseg_transforms import MMSegTrainTransform
+
+        return MMSegTrainTransform(crop=int(cfg["crop_size"]), img_scale=cfg["img_scale"],
+                                   ratio_range=cfg["scale_range"], cat_max_ratio=float(cfg["cat_max_ratio"]),
+                                   flip=float(cfg["flip_prob"]), photometric=bool(cfg["photometric"]),
+                                   pad_before_normalize=bool(cfg["pad_before_normalize"]), mean=cfg["mean"],
+                                   std=cfg["std"])
+    if pipeline != "deeplab":
+        raise WsegError(f"data_pipeline {pipeline}: choose {' or '.join(PIPELINES)}")
     return SegTrainTransform(crop=int(cfg["crop_size"]), scale_range=cfg["scale_range"], flip=float(cfg["flip_prob"]),
                              hsv=cfg["hsv_jitter"], mean=cfg["mean"], std=cfg["std"])
 
@@ -65,3 +81,37 @@ class InferenceImages(Dataset):
     def __getitem__(self, i):
         img = np.asarray(open_rgb(self.voc.image_path(self.ids[i])))
         return img, multiscale_inputs(img, self.scales, self.mean, self.std)
+
+
+def mmseg_inputs(path: str, test: Any, mean: Sequence[float], std: Sequence[float]):
+    """``(RGB uint8 image, normalised views)`` of mmseg's test (:func:`~wseg.data.mmseg_transforms.test_views` of
+    the OpenCV-decoded image, :func:`~wseg.data.mmseg_transforms.to_input`)."""
+    from wseg.data.mmseg_transforms import read_bgr, test_views, to_input
+
+    bgr = read_bgr(path)
+    views = test_views(bgr, test.scales, test.resize, test.ratio_of)
+    return np.ascontiguousarray(bgr[:, :, ::-1]), [to_input(v, mean, std) for v in views]
+
+
+class MMSegInferenceImages(Dataset):
+    """``(uint8 RGB image, normalised views)`` for mmseg's test (:class:`~wseg.segmentation.predict.MMSegTest`)."""
+
+    def __init__(self, voc: VOCRoot, ids: Sequence[str], test: Any, mean: Sequence[float], std: Sequence[float]):
+        self.voc, self.ids, self.test, self.mean, self.std = voc, list(ids), test, list(mean), list(std)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return mmseg_inputs(self.voc.image_path(self.ids[i]), self.test, self.mean, self.std)
+
+
+class MMSegValImages(MMSegInferenceImages):
+    """``(id, normalised views, labels)`` for validation with mmseg's test during training."""
+
+    def __getitem__(self, i):
+        from wseg.io import load_mask_png
+
+        image_id = self.ids[i]
+        _, views = mmseg_inputs(self.voc.image_path(image_id), self.test, self.mean, self.std)
+        return image_id, views, torch.from_numpy(load_mask_png(self.voc.mask_path(image_id)).astype(np.int64))

@@ -1,9 +1,25 @@
 """Segmentation inference: published multi-scale + flip (:func:`wseg.tta.multiscale_flip`, mean of the logits, then
-softmax), the configured dense CRF in the shared worker pool, palette PNGs, confusion matrices for validation."""
+softmax), the configured dense CRF in the shared worker pool, palette PNGs, confusion matrices for validation.
+
+mmsegmentation's test (:class:`MMSegTest`, :func:`mmseg_predict`), as mmseg 1.2.2 runs it for these configs
+(``EncoderDecoder.inference``/``whole_inference``/``slide_inference`` and ``BaseDecodeHead.predict_by_feat`` in
+``mmseg/models/segmentors/encoder_decoder.py`` and ``decode_heads/decode_head.py``, ``BaseSegmentor
+.postprocess_result`` in ``segmentors/base.py``, ``SegTTAModel.merge_preds`` in ``segmentors/seg_tta.py``):
+
+1. each view is the OpenCV-decoded image resized (:func:`wseg.data.mmseg_transforms.test_views`; ``Resize(2048,
+   512, keep_ratio)`` for a plain test) and normalised, not padded;
+2. ``whole``: the decode head's logits resized (bilinear, ``align_corners=False``) to the *resized* image;
+   ``slide``: windows of ``crop`` every ``stride`` (the last window aligned to the border; a window larger than
+   the image is the image), each window's logits resized to the window and summed, divided by the window count;
+3. mirrored views' logits are un-mirrored, then resized to the original image (a second bilinear resize);
+4. one view: arg-max of the logits (mmseg's ``predict``); several (TTA): the mean of their softmaxes, arg-max
+   (``SegTTAModel``; mmseg 0.x ``aug_test`` also averages softmaxes). The CRF refines the softmax (mean).
+"""
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -14,7 +30,7 @@ from wseg.data.voc import VOCRoot
 from wseg.engine.per_image import Failures, pending_shard, run_images
 from wseg.errors import WsegError
 from wseg.io import save_mask_png
-from wseg.segmentation.data import InferenceImages
+from wseg.segmentation.data import InferenceImages, MMSegInferenceImages
 from wseg.tta import multiscale_flip
 
 
@@ -31,6 +47,76 @@ def ms_flip_logits(model: torch.nn.Module, inputs: Sequence[torch.Tensor], out_s
 def ms_flip_probs(model, inputs, out_size, flip=True, device=None, amp=False) -> torch.Tensor:
     """``softmax`` over classes of :func:`ms_flip_logits` (published: softmax of the mean logits)."""
     return torch.softmax(ms_flip_logits(model, inputs, out_size, flip, device, amp), dim=0)
+
+
+@dataclass(frozen=True)
+class MMSegTest:
+    """mmseg's test settings (module docstring): ``scales`` (TTA ratios), ``flip``, ``mode`` (whole | slide),
+    slide ``crop``/``stride``, the test ``resize`` target (``None``: none) and what a ratio multiplies
+    (``ratio_of``: resized = mmseg 0.x, original = 1.x)."""
+
+    scales: Tuple[float, ...] = (1.0,)
+    flip: bool = False
+    mode: str = "whole"
+    crop: int = 512
+    stride: int = 480
+    resize: Optional[Tuple[int, int]] = (2048, 512)
+    ratio_of: str = "resized"
+
+    @property
+    def views(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], val: bool = False) -> "MMSegTest":
+        scales, flip = (cfg["val_scales"], cfg["val_flip"]) if val else (cfg["test_scales"], cfg["test_flip"])
+        resize = tuple(int(v) for v in cfg["img_scale"]) if cfg.get("test_resize", True) else None
+        return cls(tuple(float(v) for v in scales), bool(flip), str(cfg.get("test_mode", "whole")),
+                   int(cfg.get("test_crop", 512)), int(cfg.get("test_stride", 480)), resize,  # type: ignore[arg-type]
+                   str(cfg.get("tta_ratio_of", "resized")))
+
+
+def slide_logits(model: torch.nn.Module, x: torch.Tensor, crop: int, stride: int) -> torch.Tensor:
+    """mmseg ``EncoderDecoder.slide_inference``: the mean over overlapping ``crop`` windows (every ``stride``
+    pixels, the last aligned to the border) of each window's logits at the window size."""
+    n, _, h, w = x.shape
+    rows = max(h - crop + stride - 1, 0) // stride + 1
+    cols = max(w - crop + stride - 1, 0) // stride + 1
+    total: Optional[torch.Tensor] = None
+    count = x.new_zeros((n, 1, h, w))
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * stride + crop, h), min(c * stride + crop, w)
+            y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
+            out = model(x[:, :, y1:y2, x1:x2])["out"]
+            if total is None:
+                total = out.new_zeros((n, out.shape[1], h, w))
+            total[:, :, y1:y2, x1:x2] += out
+            count[:, :, y1:y2, x1:x2] += 1
+    assert total is not None
+    return total / count.to(total.dtype)
+
+
+def mmseg_predict(model: torch.nn.Module, inputs: Sequence[torch.Tensor], out_size: Tuple[int, int],
+                  test: MMSegTest, device: Optional[torch.device] = None, amp: bool = False
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """mmseg's test of one image (module docstring): ``inputs`` are the normalised views of
+    :func:`wseg.data.mmseg_transforms.test_views`. Returns ``(probs (C, H, W) float32, prediction (H, W) int64)``:
+    one view, the softmax of its logits and their arg-max; several, the mean softmax and its arg-max."""
+    device = device or next(model.parameters()).device
+    if test.mode not in ("whole", "slide"):
+        raise WsegError(f"test_mode {test.mode}: choose whole or slide")
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return slide_logits(model, x, test.crop, test.stride) if test.mode == "slide" else model(x)["out"]
+
+    if len(inputs) == 1 and not test.flip:
+        logits = multiscale_flip(fn, inputs, out_size, flip=False, align_corners=False, reduce="mean",
+                                 device=device, amp=amp)
+        return torch.softmax(logits, 0), logits.argmax(0)
+    probs = multiscale_flip(fn, inputs, out_size, flip=test.flip, align_corners=False, reduce="mean",
+                            per_scale=lambda o: torch.softmax(o, 1), device=device, amp=amp)
+    return probs, probs.argmax(0)
 
 
 def crf_params(cfg: Mapping[str, Any]) -> Dict[str, float]:
@@ -67,9 +153,10 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                   mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
                   device: Optional[torch.device] = None, amp: bool = False, num_workers: int = 0,
                   crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
-                  on_error: str = "skip") -> Dict[str, Any]:
+                  on_error: str = "skip", mmseg: Optional[MMSegTest] = None) -> Dict[str, Any]:
     """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
-    and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`).
+    and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`). With ``mmseg``, mmseg's
+    test instead (:func:`mmseg_predict`; ``scales``/``flip`` are then ``mmseg``'s).
 
     With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
@@ -90,17 +177,22 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     if todo:
         def process(image_id: str, sample) -> None:
             img, inputs = sample
-            probs = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp)
+            if mmseg is not None:
+                probs, pred = mmseg_predict(model, inputs, img.shape[:2], mmseg, device, amp)
+            else:
+                probs = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp)
+                pred = probs.argmax(0)
             path = os.path.join(out_dir, image_id + ".png")
             if crf is None or plain_dir:
-                plain = probs.argmax(0).to(torch.uint8).cpu().numpy()
+                plain = pred.to(torch.uint8).cpu().numpy()
                 save_mask_png(path if crf is None else os.path.join(plain_dir, image_id + ".png"), plain)
             if crf is not None:
                 pool.submit(image_id, _crf_save, img, probs.cpu().numpy(), dict(crf), path)
 
         with WorkerPool(crf_workers if crf is not None and crf_workers > 1 else 0, failures) as pool:
-            done = run_images(InferenceImages(voc, todo, scales, mean, std), todo, process, failures, num_workers,
-                              desc="predict" if progress else "")
+            data = (MMSegInferenceImages(voc, todo, mmseg, mean, std) if mmseg is not None else
+                    InferenceImages(voc, todo, scales, mean, std))
+            done = run_images(data, todo, process, failures, num_workers, desc="predict" if progress else "")
             pool.drain("crf" if progress else None)
     failures.check(len(todo))
     seconds = time.perf_counter() - t0
@@ -110,15 +202,19 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
 
 @torch.no_grad()
 def confusion_on(model: torch.nn.Module, loader: DataLoader, num_classes: int, flip: bool = False,
-                 device: Optional[torch.device] = None, amp: bool = False) -> np.ndarray:
+                 device: Optional[torch.device] = None, amp: bool = False,
+                 mmseg: Optional[MMSegTest] = None) -> np.ndarray:
     """Summed ``(C + 1, C + 1)`` confusion matrix (:func:`wseg.metrics.confusion_matrix`) of MS(+flip) argmax
-    predictions over a loader of ``(id, per-scale inputs, labels)``."""
+    predictions over a loader of ``(id, per-scale inputs, labels)`` (mmseg's test with ``mmseg``)."""
     from wseg.metrics import confusion_matrix
 
     total = np.zeros((num_classes + 1, num_classes + 1), np.int64)
     for _, inputs, labels in loader:
-        logits = ms_flip_logits(model, inputs, tuple(labels.shape[-2:]), flip, device, amp)
-        total += confusion_matrix(logits.argmax(0).cpu().numpy(), labels.numpy(), num_classes)
+        if mmseg is not None:
+            pred = mmseg_predict(model, inputs, tuple(labels.shape[-2:]), mmseg, device, amp)[1]
+        else:
+            pred = ms_flip_logits(model, inputs, tuple(labels.shape[-2:]), flip, device, amp).argmax(0)
+        total += confusion_matrix(pred.cpu().numpy(), labels.numpy(), num_classes)
     return total
 
 

@@ -9,6 +9,12 @@ CRF; an unlabelled one (VOC ``test``) is written in the evaluation server's layo
 ``<out_dir>/results/VOC2012/Segmentation/comp6_test_cls/<id>.png``. Each prediction folder records the checkpoint and
 test settings that made it beside itself (``.<folder>.predictions.json``, :func:`wseg.io.record_folder_settings`):
 another checkpoint or other settings into a folder that already holds predictions is refused.
+
+With ``data_pipeline = "mmseg"`` the predictions are mmseg's (:class:`wseg.segmentation.predict.MMSegTest`): the
+test resize to ``img_scale``, ``test_mode`` whole or slide (``test_crop``/``test_stride``), the TTA ratios
+``test_scales`` (multiplying the resize target, mmseg 0.x, or the original image, 1.x: ``tta_ratio_of``) x
+``test_flip`` with the mean of the softmaxes, then the optional CRF. ``test_scales=[1.0] test_flip=False
+crf=False`` is mmseg 1.2.2's own single-scale ``inference`` of the config, PNG for PNG.
 """
 from __future__ import annotations
 
@@ -86,9 +92,16 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
             raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
                             "predictions and score 100%. Set pred_dir to another folder")
+    from wseg.segmentation.predict import MMSegTest
+
+    mmseg = MMSegTest.from_config(cfg) if cfg.get("data_pipeline") == "mmseg" else None
     settings = {"ckpt": os.path.abspath(ckpt), "ckpt_bytes": os.path.getsize(ckpt),
                 "ckpt_mtime": round(os.path.getmtime(ckpt), 3), "scales": list(cfg.test_scales),
                 "flip": bool(cfg.test_flip)}
+    if mmseg is not None:
+        settings["mmseg_test"] = {"mode": mmseg.mode, "crop": mmseg.crop, "stride": mmseg.stride,
+                                  "resize": None if mmseg.resize is None else list(mmseg.resize),
+                                  "ratio_of": mmseg.ratio_of}
     for folder, crf_used in ((pred_dir, crf), (plain_dir, None)):   # records beside the folders: PNGs only inside
         if folder:
             record = os.path.join(os.path.dirname(os.path.abspath(folder)),
@@ -99,7 +112,7 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
              cfg.test_scales, cfg.test_flip, crf)
     res = predict_split(model, voc, ids, pred_dir, cfg.test_scales, cfg.test_flip, crf, cfg.mean, cfg.std, device,
                         bool(cfg.amp), int(cfg.num_workers), int(cfg.crf_workers), progress, plain_dir,
-                        on_error=cfg.get("on_error", "skip"))
+                        on_error=cfg.get("on_error", "skip"), mmseg=mmseg)
     LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
              res["images_per_s"], pred_dir)
     lst = cfg.test_list if os.path.isfile(cfg.test_list) else voc.split_path(cfg.test_list)
@@ -117,5 +130,5 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         else:
             ev = evaluate(cfg, voc, lst, pred_dir, out_dir, comment + " crf=False", progress)
             result.update({k: ev[k] for k in keys})
-            LOG.info("mIoU %.3f%% (MS+flip)", ev["miou"])
+            LOG.info("mIoU %.3f%% (scales %s, flip %s)", ev["miou"], list(cfg.test_scales), cfg.test_flip)
     return result

@@ -5,6 +5,15 @@ SGD with four parameter groups (lr x1/x2/x10/x20), ``lr = base * (1 - itr / (max
 each iteration, momentum 0.9, weight decay 5e-4 on the weight groups. The data order and every augmentation draw are
 a function of ``(seed, iteration)`` (:class:`~wseg.engine.plans.StepPlan`), so a run resumed at any checkpoint equals
 an uninterrupted one.
+
+mmsegmentation's recipe (models ``deeplabv3plus`` / ``pspnet`` / ``deeplabv3``; mmseg 1.2.2
+``configs/_base_/schedules/schedule_{20k,40k}.py``, WSSS_MMSeg's for PMM): SGD over *one* group of every parameter
+(no ``paramwise_cfg``: BN and biases decay too) at ``lr``, ``lr = (lr - min_lr) * (1 - itr / max_iters) ** power
++ min_lr`` (mmengine ``PolyLR`` with ``eta_min``, mmcv 0.x ``PolyLrUpdaterHook`` with ``min_lr``: the same closed
+form), the decode head's mmseg cross-entropy plus ``aux_weight`` x the auxiliary head's, optionally with PMM's PUS
+on both (:mod:`wseg.losses.segmentation`), SyncBN under ``torchrun`` (``sync_bn``), validation with mmseg's test,
+weights saved in mmseg's layout with ``save_format=mmseg``. The image-pooling BatchNorm of both heads (a 1x1 map)
+needs at least 2 images per BN group.
 """
 from __future__ import annotations
 
@@ -27,7 +36,8 @@ from wseg.segmentation.predict import confusion_on
 
 LAST_CKPT = "last.pth"
 #: Config keys that must not change between a checkpoint and its resumption.
-RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "power", "seed", "train_list", "pseudo_mask_dir", "crop_size")
+RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "power", "seed", "train_list", "pseudo_mask_dir", "crop_size",
+               "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
 
 
 def final_weights_path(cfg: Mapping[str, Any], out_dir: str, dataset: str) -> str:
@@ -44,8 +54,15 @@ def _val_loader(cfg, voc: VOCRoot, dist: Dist) -> Optional[DataLoader]:
     if missing:
         raise WsegError(f"{cfg['val_list']}: {len(missing)} of {len(ids)} validation images have no ground truth "
                         f"(first: {missing[0]}); pass a labelled val_list or --val_every 0")
-    ds = ImageMaskDataset(voc, ids[dist.rank::dist.world_size], None,
-                          MultiScaleJoint(cfg["val_scales"], cfg["mean"], cfg["std"]))
+    if cfg.get("data_pipeline") == "mmseg":
+        from wseg.segmentation.data import MMSegValImages
+        from wseg.segmentation.predict import MMSegTest
+
+        ds = MMSegValImages(voc, ids[dist.rank::dist.world_size], MMSegTest.from_config(cfg, val=True), cfg["mean"],
+                            cfg["std"])
+    else:
+        ds = ImageMaskDataset(voc, ids[dist.rank::dist.world_size], None,
+                              MultiScaleJoint(cfg["val_scales"], cfg["mean"], cfg["std"]))
     return DataLoader(ds, batch_size=1, shuffle=False, num_workers=min(int(cfg["num_workers"]), 2),
                       collate_fn=unbatch_one)
 
@@ -55,9 +72,12 @@ def validate(model: torch.nn.Module, loader: DataLoader, num_classes: int, dist:
     """Validation mIoU (percent) over all ranks' shards: confusion matrices summed with ``all_reduce``."""
     from wseg.metrics import scores
 
+    from wseg.segmentation.predict import MMSegTest
+
     was_training = model.training
     model.eval()
-    conf = confusion_on(model, loader, num_classes, bool(cfg["val_flip"]), dist.device, bool(cfg["amp"]))
+    test = MMSegTest.from_config(cfg, val=True) if cfg.get("data_pipeline") == "mmseg" else None
+    conf = confusion_on(model, loader, num_classes, bool(cfg["val_flip"]), dist.device, bool(cfg["amp"]), test)
     model.train(was_training)
     if dist.enabled:
         t = torch.from_numpy(conf).to(dist.device)
@@ -79,7 +99,7 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
     from wseg.engine.optim import PolyLR, build_optimizer, published_groups
     from wseg.engine.plans import StepPlan
     from wseg.engine.trainer import Trainer
-    from wseg.models.checkpoint import save_state_dict
+    from wseg.segmentation.models import is_mmseg, save_weights
 
     check_train_config(cfg)
     out_dir = cfg.get("out_dir") or os.path.join("runs", "segmentation", cfg["exp_name"])
@@ -108,24 +128,59 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
             raise WsegError(f"batch_size {cfg['batch_size']} over {dist.world_size} process(es) gives {per_rank} "
                             "image per process: the image-pooling BatchNorm of deeplabv2 needs at least 2; raise "
                             "batch_size or set model.aspp_global=False")
+        mmseg_model = cfg["model"]["type"] in ("deeplabv3plus", "pspnet", "deeplabv3")
+        sync = bool(cfg.get("sync_bn")) and dist.enabled
+        if mmseg_model and (int(cfg["batch_size"]) if sync else per_rank) < 2:
+            raise WsegError(f"batch_size {cfg['batch_size']} over {dist.world_size} process(es) gives {per_rank} "
+                            f"image(s) per BatchNorm group{'' if sync else ' (sync_bn off)'}: the image-pooling BN of "
+                            f"{cfg['model']['type']} (a 1x1 map) needs at least 2; raise batch_size or set sync_bn")
+        group = cfg.get("pus_group")
+        if cfg.get("pus_type") and group and per_rank > int(group) and per_rank % int(group):
+            raise WsegError(f"pus_group {group}: the {per_rank} images per process are not a multiple of it; pick "
+                            "batch_size = processes x a multiple of pus_group")
         val_loader = _val_loader(cfg, voc, dist)
 
         torch.manual_seed(int(cfg["seed"]))  # the heads' random initialisation
-        model = build_model(cfg, num_classes).to(dist.device)
-        groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
-                                  split_mult=True)
+        model = build_model(cfg, num_classes)
+        if sync:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(dist.device)
+        if is_mmseg(model):
+            groups = model.param_groups(float(cfg["lr"]), float(cfg["weight_decay"]))
+            schedule = PolyLR(max_iters, float(cfg["power"]), min_lr=float(cfg.get("min_lr") or 0.0))
+        else:
+            groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
+                                      split_mult=True)
+            schedule = PolyLR(max_iters + 1, float(cfg["power"]))
         optimizer = build_optimizer("sgd", groups, float(cfg["lr"]), float(cfg["weight_decay"]), float(cfg["momentum"]))
         arch = model.architecture()
+        save_format = str(cfg.get("save_format") or "wseg")
+        if mmseg_model:
+            from wseg.losses.segmentation import mmseg_cross_entropy
 
-        def step(net, batch, ctx):
-            _, images, labels = batch
-            with ctx.autocast():
-                logits = net(images)["out"]
-            return {"loss": seg_loss(logits, labels)}
+            ce = dict(avg_non_ignore=bool(cfg.get("avg_non_ignore")), pus_type=str(cfg.get("pus_type") or ""),
+                      pus_beta=float(cfg.get("pus_beta", 0.5)), pus_k=float(cfg.get("pus_k", 0.5)),
+                      pus_group=cfg.get("pus_group"))
+            aux_weight = float(cfg.get("aux_weight", 0.4))
+
+            def step(net, batch, ctx):
+                _, images, labels = batch
+                with ctx.autocast():
+                    out = net(images)
+                losses = {"decode": mmseg_cross_entropy(out["out"], labels, **ce)}
+                if "aux" in out:
+                    losses["aux"] = mmseg_cross_entropy(out["aux"], labels, loss_weight=aux_weight, **ce)
+                return {"loss": sum(losses.values()), **losses}
+        else:
+            def step(net, batch, ctx):
+                _, images, labels = batch
+                with ctx.autocast():
+                    logits = net(images)["out"]
+                return {"loss": seg_loss(logits, labels)}
 
         def on_best(itr: int, val: Dict[str, Any]) -> None:
-            save_state_dict(os.path.join(out_dir, "best.pth"), model, meta={**arch, "iter": itr,
-                                                                              "val_miou": val["miou"]})
+            save_weights(os.path.join(out_dir, "best.pth"), model, {**arch, "iter": itr, "val_miou": val["miou"]},
+                         save_format, voc.spec)
 
         if cfg.get("resume", True) and os.path.isfile(last) and os.path.isfile(final):
             from wseg.models.checkpoint import load_checkpoint
@@ -136,7 +191,7 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
                 return {"weights": final, "iters": max_iters, "trained_iters": 0,
                         "best_miou": ((state.get("meta") or {}).get("best") or {}).get("miou"),
                         "out_dir": out_dir, "checkpoint": last}
-        trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(max_iters + 1, float(cfg["power"])),
+        trainer = Trainer(model=model, optimizer=optimizer, schedule=schedule,
                           plan=plan, step=step, dist=dist, max_iters=max_iters, checkpoint=last, settings=dict(cfg),
                           resume_keys=RESUME_KEYS, resume=bool(cfg.get("resume", True)),
                           ckpt_every=int(cfg["ckpt_every"]), log_every=int(cfg["log_every"]), amp=bool(cfg["amp"]),
@@ -150,7 +205,8 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
         result.update(out_dir=out_dir, checkpoint=last, weights=None)
         if result["finished"]:
             if dist.is_main:
-                save_state_dict(final, model, meta={**arch, "exp_name": cfg["exp_name"], "iters": result["iters"]})
+                save_weights(final, model, {**arch, "exp_name": cfg["exp_name"], "iters": result["iters"]},
+                             save_format, voc.spec)
                 LOG.info("saved %s", final)
             result["weights"] = final
         dist.barrier()

@@ -17,6 +17,13 @@ dilated stage the first block uses half the dilation (``first_dilation="contract
 (``first_dilation="one"``, RS+EPM's ResNet); explicit ``strides``/``dilations`` override the output stride (RS+EPM's
 OS16 keeps layer4 at stride 1 *without* dilation: ``strides=(1, 2, 2, 1), dilations=(1, 1, 1, 1)``).
 Levels: ``layer1`` (stride 4) .. ``layer4``. ``base_channels`` scales every width for CPU runs (64 = published).
+
+mmsegmentation's ``ResNetV1c`` (``deep_stem=True, avg_down=False, style='pytorch'``, mmseg 1.2.2
+``mmseg/models/backbones/resnet.py`` ``ResNet._make_stem_layer``/``Bottleneck``, ``mmseg/models/utils/res_layer.py``
+``ResLayer``) is ``stem="v1c"`` key for key and layer for layer: the stride sits on the 3x3 ``conv2``, padding =
+dilation, the downsample is a 1x1 convolution + BN (stride 2 only where the stage strides), and a dilated stage's
+first block uses ``dilation // 2`` (``contract_dilation``). ``zero_init_residual=True`` is mmseg's initialisation
+from scratch (every ``bn3`` weight 0); any loaded checkpoint overwrites it.
 """
 from __future__ import annotations
 
@@ -48,7 +55,7 @@ class ResNet(Backbone):
                  output_stride: int = 8, strides: Optional[Sequence[int]] = None,
                  dilations: Optional[Sequence[int]] = None, first_dilation: str = "contract",
                  base_channels: int = 64, width_per_group: int = 64, frozen: Sequence[str] = (),
-                 freeze_bn: bool = False):
+                 freeze_bn: bool = False, zero_init_residual: bool = False):
         super().__init__()
         if stem not in STEMS:
             raise WsegError(f"stem {stem!r}: choose one of {', '.join(STEMS)}")
@@ -91,6 +98,10 @@ class ResNet(Backbone):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
+        if zero_init_residual:     # mmseg's from-scratch init: each residual branch starts as zero
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.constant_(m.bn3.weight, 0)
         first_layers = ("stem",) if stem == "v1c" else ("conv1", "bn1")
         self.cam_frozen = first_layers + ("layer1",)
         self.set_frozen(frozen)
