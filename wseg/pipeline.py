@@ -5,7 +5,8 @@ A pipeline is a config (``scripts/pipelines/<method>_<dataset>.py``, composed fr
 ``args`` are the script's own keys (its flags without ``--``; dict values reach into dict-valued keys, e.g.
 a segmentation ``model``); ``report`` rows name what the report table shows of the stage's result
 (``dict(label=..., split=..., metric="miou")``). A stage set to ``None`` in a derived config is dropped. Values may
-use the placeholders ``{work}`` (the work folder), ``{root}`` (the dataset root), ``{classes}`` (the dataset's own
+use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights), ``{root}`` (the
+dataset root), ``{classes}`` (the dataset's own
 class list: the config's ``dataset.classes``, else the root's ``classes.txt``, else ``voc12``), ``{gt}`` (the
 root's ground-truth folder), and ``{train_list}``, ``{infer_list}``, ``{eval_list}`` (default: the infer list),
 ``{val_list}`` (split list files).
@@ -184,7 +185,7 @@ def stages_from_config(cfg: Mapping[str, Any], work_dir: str) -> List[Stage]:
     """The runnable stage list of a pipeline config (placeholders filled)."""
     ds = cfg["dataset"]
     work = os.path.abspath(work_dir)
-    env = {"work": work}
+    env = {"work": work, "repo": REPO}
     root = dataset_root(cfg, work_dir)
     made_here = any(st.get("creates_root") for st in cfg["stages"].values())
     env.update(root=root, classes=_classes(ds, root, made_here), gt=_gt_dir(root))
