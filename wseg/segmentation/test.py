@@ -39,12 +39,12 @@ def default_ckpt(cfg, out_dir: str, dataset: str) -> str:
 def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str, progress: bool) -> dict:
     """The evaluation of ``scripts/eval.py`` (same code, same report and log format) on the predictions."""
     from wseg.cli import stage_parser
-    from wseg.data.voc import read_list
     from wseg.stages import eval as eval_stage
 
-    n = len(read_list(ids_list))
+    n = len(voc.ids(ids_list))
     workers = min(4, os.cpu_count() or 1, max(1, n // 64))  # a process pool only pays off for longer lists
-    argv = ["--list", ids_list, "--predict_dir", pred_dir, "--gt_dir", cfg.gt_dir or voc.gt_dir(), "--type", "png",
+    argv = ["--list", ids_list, "--data_root", voc.root, "--predict_dir", pred_dir, "--gt_dir",
+            cfg.gt_dir or voc.gt_dir(cfg.test_list), "--type", "png",
             "--classes", voc.classes_arg(), "--logfile",
             cfg.eval_log or os.path.join(out_dir, "eval_log.txt"), "--comment", comment, "--num_workers", str(workers),
             "--progress", str(progress)]
@@ -87,7 +87,7 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         plain_dir = (pred_dir[:-4] if pred_dir.endswith("_crf") else pred_dir + "_nocrf") if crf else None
     else:  # the evaluation server takes one result: the final (CRF) predictions
         pred_dir, plain_dir = cfg.pred_dir or server_layout_dir(out_dir), None
-    gt_dir = cfg.gt_dir or (voc.gt_dir() if labelled else None)
+    gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
     for d in (pred_dir, plain_dir):
         if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
             raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
@@ -115,7 +115,7 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
                         on_error=cfg.get("on_error", "skip"), mmseg=mmseg)
     LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
              res["images_per_s"], pred_dir)
-    lst = cfg.test_list if os.path.isfile(cfg.test_list) else voc.split_path(cfg.test_list)
+    lst = voc.list_path(cfg.test_list) or cfg.test_list      # a list file, or a split name of a folder layout
     result = {**res, "pred_dir": pred_dir, "pred_dir_nocrf": plain_dir, "ckpt": ckpt, "labelled": labelled,
               "list": lst}
     if labelled and do_eval:
