@@ -379,17 +379,10 @@ def _seg_terms(out, inputs, cams, labels, img_box, cfg, par, energy, with_reg: b
     return seg_loss(segs, pseudo), reg, pseudo
 
 
-def locbe_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img_box: Optional[torch.Tensor],
-                 iteration: int, cfg: LocBeConfig = LocBeConfig(), par: Optional[PAR] = None,
-                 energy: Optional[DenseEnergyLoss] = None, generator: Optional[torch.Generator] = None,
-                 autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, torch.Tensor]:
-    """One LOC-BE VOC iteration (see the module docstring): named terms, ``loss`` the published total
-    ``cls + aux + w_be BE + w_sc sc`` up to ``seg_start``, then ``+ w_seg seg + w_reg reg + w_loc LOC`` (the
-    published line reads the undefined ``args.seg`` there; ``w_seg`` = its ``--w_seg`` 0.1). ``autocast``: the
-    mixed-precision context of the forwards (:class:`~wseg.engine.trainer.StepContext`); losses run in fp32.
-    ``generator``: a CPU generator for the crop draws."""
-    par = par or PAR()
-    energy = energy or DenseEnergyLoss()
+def _locbe_terms(net, inputs, labels, img_box, cfg, par, energy, generator, autocast, with_reg: bool,
+                 seg_from_aux: bool = False) -> Dict[str, torch.Tensor]:
+    """The LOC-BE terms of one batch, with their graphs: cls, aux, BE, LOC, seg (pseudo labels from the main CAM,
+    or from the aux CAM with ``seg_from_aux``: the COCO script's first 12 000 iterations), reg, sc."""
     with autocast():
         cams, cams_aux = multiscale_cams(net, inputs, cfg.cam_scales)
     roi = roi_partition(cams_aux, labels, cfg.low, cfg.high)
@@ -401,15 +394,72 @@ def locbe_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img
     terms = {"cls": classification_loss(out["cls"], labels), "aux": classification_loss(out["cls_aux"], labels),
              "be": classification_loss(out_be["cls"], labels),
              "loc": loc_loss(out["cls_token"], crop_toks, labels, cfg.num_crops, stop_grad_global=cfg.loc_stop_grad)}
-    terms["seg"], terms["reg"], _ = _seg_terms(out, inputs, cams, labels, img_box, cfg, par, energy,
-                                               iteration > cfg.seg_start)
+    terms["seg"], terms["reg"], _ = _seg_terms(out, inputs, cams_aux if seg_from_aux else cams, labels, img_box,
+                                               cfg, par, energy, with_reg)
     aff = token_aff_mask(cams_aux, labels, out["fmap"].shape[-2:], img_box, cfg.bkg, cfg.high, cfg.low,
                          cfg.box_stride)
     terms["sc"] = ptc_loss(out["fmap"], aff)
-    loss = terms["cls"] + terms["aux"] + cfg.w_be * terms["be"] + cfg.w_sc * terms["sc"]
-    if iteration > cfg.seg_start:
-        loss = loss + cfg.w_seg * terms["seg"] + cfg.w_reg * terms["reg"] + cfg.w_loc * terms["loc"]
+    return terms
+
+
+def _named(loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+
+def locbe_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img_box: Optional[torch.Tensor],
+                 iteration: int, cfg: LocBeConfig = LocBeConfig(), par: Optional[PAR] = None,
+                 energy: Optional[DenseEnergyLoss] = None, generator: Optional[torch.Generator] = None,
+                 autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, torch.Tensor]:
+    """One LOC-BE VOC iteration (see the module docstring): named terms, ``loss`` the published total
+    ``cls + aux + w_be BE + w_sc sc + 0.0 seg`` up to ``seg_start``, then ``+ w_seg seg + w_reg reg + w_loc LOC``
+    (the published line reads the undefined ``args.seg`` there; ``w_seg`` = its ``--w_seg`` 0.1). The published
+    ``0.0 * seg_loss`` of the warm phase is kept: the decoder gets zero gradients, so AdamW decays it and counts
+    its steps from iteration 0, and data-parallel training sees every parameter used. ``autocast``: the
+    mixed-precision context of the forwards (:class:`~wseg.engine.trainer.StepContext`); losses run in fp32.
+    ``generator``: a CPU generator for the crop draws."""
+    par = par or PAR()
+    energy = energy or DenseEnergyLoss()
+    late = iteration > cfg.seg_start
+    terms = _locbe_terms(net, inputs, labels, img_box, cfg, par, energy, generator, autocast, late)
+    loss = terms["cls"] + terms["aux"] + cfg.w_be * terms["be"] + cfg.w_sc * terms["sc"]
+    if late:
+        loss = loss + cfg.w_seg * terms["seg"] + cfg.w_reg * terms["reg"] + cfg.w_loc * terms["loc"]
+    else:
+        loss = loss + 0.0 * terms["seg"]
+    return _named(loss, terms)
+
+
+#: LOC-BE's COCO values (L:scripts/dist_train_coco_seg_neg.py:67-69 and :352: ``0.2 * seg_loss`` in phase 3).
+COCO_LOCBE = dict(high=0.65, low=0.25, bkg=0.45, w_seg=0.2)
+#: The COCO script's phase ends (``n_iter <= 8000``, ``n_iter <= 12000``, :325, :347-352).
+COCO_PHASES = (8000, 12000)
+
+
+def locbe_coco_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img_box: Optional[torch.Tensor],
+                      iteration: int, cfg: LocBeConfig = LocBeConfig(**COCO_LOCBE),
+                      phases: Tuple[int, int] = COCO_PHASES, w_seg_mid: float = 0.1, par: Optional[PAR] = None,
+                      energy: Optional[DenseEnergyLoss] = None, generator: Optional[torch.Generator] = None,
+                      autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, torch.Tensor]:
+    """One LOC-BE COCO iteration (L:scripts/dist_train_coco_seg_neg.py:274-352): up to ``phases[0]``
+    ``cls + aux + 0.0 seg``; up to ``phases[1]`` ``cls + aux + w_seg_mid seg + w_reg reg`` with the pseudo labels
+    refined from the *aux* CAM; then ``cls + aux + w_seg seg + w_reg reg + w_be BE + w_loc LOC + w_sc sc`` with
+    the main CAM's. The published script cannot run (``cachu`` and ``attn_mask`` are undefined, :277, :337; its
+    ``get_aux_loss`` term is in no total and is left out); ``cachu`` is taken to be VOC's ``mask(..., BQD=True)``
+    (:func:`be_input`), the only BE input of the code drop."""
+    par = par or PAR()
+    energy = energy or DenseEnergyLoss()
+    first, second = int(phases[0]), int(phases[1])
+    terms = _locbe_terms(net, inputs, labels, img_box, cfg, par, energy, generator, autocast, iteration > first,
+                         seg_from_aux=iteration <= second)
+    loss = terms["cls"] + terms["aux"]
+    if iteration <= first:
+        loss = loss + 0.0 * terms["seg"]
+    elif iteration <= second:
+        loss = loss + w_seg_mid * terms["seg"] + cfg.w_reg * terms["reg"]
+    else:
+        loss = (loss + cfg.w_seg * terms["seg"] + cfg.w_reg * terms["reg"] + cfg.w_be * terms["be"]
+                + cfg.w_loc * terms["loc"] + cfg.w_sc * terms["sc"])
+    return _named(loss, terms)
 
 
 def toco_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img_box: Optional[torch.Tensor],
@@ -418,8 +468,9 @@ def toco_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img_
                 generator: Optional[torch.Generator] = None,
                 autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> Dict[str, torch.Tensor]:
     """One ToCo VOC iteration: ``views`` = the loader's ``crops`` (global view 1 = ``inputs``, global view 2, the
-    local view); ``loss = cls + aux + w_ptc PTC + w_ctc CTC`` and ``+ w_seg seg + w_reg reg`` after ``seg_start``
-    (``autocast``, ``generator``: as :func:`locbe_losses`)."""
+    local view); ``loss = cls + aux + w_ptc PTC + w_ctc CTC`` (+ the published ``0.0 * seg_loss``, see
+    :func:`locbe_losses`) and ``+ w_seg seg + w_reg reg`` after ``seg_start`` (``autocast``, ``generator``: as
+    :func:`locbe_losses`)."""
     par = par or PAR()
     energy = energy or DenseEnergyLoss()
     with autocast():
@@ -438,7 +489,9 @@ def toco_losses(net: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, img_
     loss = terms["cls"] + terms["aux"] + cfg.w_ptc * terms["ptc"] + cfg.w_ctc * terms["ctc"]
     if iteration > cfg.seg_start:
         loss = loss + cfg.w_seg * terms["seg"] + cfg.w_reg * terms["reg"]
-    return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+    else:
+        loss = loss + 0.0 * terms["seg"]
+    return _named(loss, terms)
 
 
 # ------------------------------------------------------------------------------------------------------ inference
@@ -458,3 +511,24 @@ def multiscale_seg_logits(net: nn.Module, x: torch.Tensor, out_size: Tuple[int, 
         seg = seg[:b] + seg[b:].flip(-1)
         best = seg if best is None else torch.max(best, seg)
     return best
+
+
+COCO_SEG_SCALES = (1.0, 1.25, 1.5)   # published COCO inference (L:tools/infer_seg_coco_ddp.py:37)
+
+
+@torch.no_grad()
+def multiscale_seg_logits_coco(net: nn.Module, x: torch.Tensor, out_size: Tuple[int, int],
+                               scales: Sequence[float] = COCO_SEG_SCALES, size: int = 448) -> torch.Tensor:
+    """Published COCO inference (L:tools/infer_seg_coco_ddp.py:57-73 = T's): the image resized (bilinear) to
+    ``size x size`` first; per scale ``int(size * s)``, the element-wise max of the image's and the un-flipped
+    mirror's logits, bilinear to ``out_size``; the *sum* over scales. ``(N, C, H, W)``."""
+    b = x.shape[0]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    total = None
+    for s in scales:
+        xs = F.interpolate(x, size=(int(size * s), int(size * s)), mode="bilinear", align_corners=False)
+        seg = F.interpolate(net(torch.cat([xs, xs.flip(-1)]))["seg"].float(), size=out_size, mode="bilinear",
+                            align_corners=False)
+        seg = torch.max(seg[:b], seg[b:].flip(-1))
+        total = seg if total is None else total + seg
+    return total

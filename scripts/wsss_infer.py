@@ -1,0 +1,11 @@
+"""Segmentation predictions (+ CRF, logits) of a single-stage WSSS network (see wseg/stages/wsss_infer.py)."""
+import sys
+
+from wseg.cli import main, stage_parser
+from wseg.stages import wsss_infer as stage
+
+build_parser = stage_parser(stage)
+run = stage.run
+
+if __name__ == "__main__":
+    sys.exit(main(build_parser, run))
