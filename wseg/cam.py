@@ -26,7 +26,17 @@ def max_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return cam / (cam.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
-NORMALIZERS = {"minmax": minmax_normalize, "max": max_normalize}
+def minmax_noclip_normalize(cam: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """PMM's multi-crop normalisation (``pipeline/infer_multi_crop.py``:74-77): min-max per map *without* clipping
+    negatives to 0 and without the ``- eps`` shift of :func:`minmax_normalize`: values within ``eps`` of the minimum
+    set to 0, then ``(x - min) / (max - min + eps)`` with the minimum taken before the zeroing."""
+    mx = cam.amax(dim=(-2, -1), keepdim=True)
+    mn = cam.amin(dim=(-2, -1), keepdim=True)
+    cam = torch.where(cam < mn + eps, torch.zeros_like(cam), cam)
+    return (cam - mn) / (mx - mn + eps)
+
+
+NORMALIZERS = {"minmax": minmax_normalize, "max": max_normalize, "minmax_noclip": minmax_noclip_normalize}
 
 
 def multiscale_cam(cam_fn: Callable[[torch.Tensor], torch.Tensor], scale_batches: Sequence[torch.Tensor],
