@@ -287,3 +287,39 @@ def test_the_report_marks_rows_fed_by_a_network_that_did_not_learn():
     table = report_markdown(stages, results)
     assert "| CAM (fed by cam_train, which did not learn) |" in table and "| other |" in table
     assert "cam_train did not learn" in table
+
+
+def test_the_report_marks_rows_fed_by_a_checkpoint_chosen_with_val_ground_truth():
+    """PMM's cyclic step picks its checkpoint by val mIoU (pick_best_pth): every row downstream says so."""
+    from wseg.pipeline import Stage, report_markdown, val_selected_sources
+
+    stages = [Stage("seg_test_pus", "segmentation/test.py", ["--out_dir", "/w/pus"], report=[{"label": "PUS"}]),
+              Stage("cyclic", "scripts/cyclic_pseudo.py", ["--out_dir", "/w/pus", "--out_masks", "/w/cyc"]),
+              Stage("seg_train_cyc", "segmentation/train.py", ["--pseudo_mask_dir", "/w/cyc", "--out_dir", "/w/s2"]),
+              Stage("seg_test_cyc", "segmentation/test.py", ["--pseudo_mask_dir", "/w/cyc", "--out_dir", "/w/s2"],
+                    report=[{"label": "cyclic"}])]
+    results = {"seg_test_pus": {"seconds": 1, "result": {}, "metrics": {"miou": 30.0}},
+               "cyclic": {"seconds": 1, "result": {"selected_by_val": True}},
+               "seg_train_cyc": {"seconds": 1, "result": {}},
+               "seg_test_cyc": {"seconds": 1, "result": {}, "metrics": {"miou": 33.0}}}
+    assert val_selected_sources(stages, results) == {"cyclic": "cyclic", "seg_train_cyc": "cyclic",
+                                                     "seg_test_cyc": "cyclic"}
+    table = report_markdown(stages, results)
+    assert "| cyclic (checkpoint chosen with val ground truth) |" in table and "| PUS |" in table
+    assert "cyclic picked its checkpoint by val mIoU" in table
+    results["cyclic"]["result"]["selected_by_val"] = False
+    assert "val ground truth" not in report_markdown(stages, results)
+
+
+def test_max_iters_replaces_epochs_and_may_end_mid_epoch(toy_root, tmp_path):
+    """--max_iters (EPS trains 20000 iterations): the poly schedule spans exactly that many steps, the last epoch
+    is partial, and the count is a resume setting."""
+    from wseg.errors import WsegError
+
+    prefix = str(tmp_path / "it")
+    out = run_train(train_args(toy_root, prefix, "seam", epochs=1, extra=["--max_iters", "4"]))
+    rows = [__import__("json").loads(line) for line in open(prefix + "_scalars.jsonl")]
+    assert out["steps"] == len(rows) == 4
+    assert rows[-1]["lr"] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9)
+    with pytest.raises(WsegError, match="max_iters"):
+        run_train(train_args(toy_root, prefix, "seam", epochs=1, extra=["--max_iters", "5"]))

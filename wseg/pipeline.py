@@ -291,16 +291,16 @@ def _outputs(stage: Stage) -> List[str]:
     return [argv[k + 1] for k, a in enumerate(argv[:-1]) if a.startswith("--out") or a == "--session_name"]
 
 
-def unlearned_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> Dict[str, str]:
-    """``{stage: the training stage whose network did not learn}`` for every stage fed, directly or through files,
-    by a trainer whose classification loss did not beat the label prior (its result says ``learned: False``)."""
-    tainted: Dict[str, str] = {}                 # path prefix -> the stage that did not learn
+def _fed_by(stages: Sequence[Stage], results: Dict[str, dict], flagged: Callable[[dict], bool]) -> Dict[str, str]:
+    """``{stage: the flagged stage it depends on}`` for every stage fed, directly or through files (a path under
+    another stage's ``--out*`` / ``--session_name``), by a stage whose result is ``flagged``."""
+    tainted: Dict[str, str] = {}                 # path prefix -> the flagged stage
     out: Dict[str, str] = {}
     for st in stages:
         res = (results.get(st.name) or {}).get("result") or {}
         source = next((src for tok in st.argv for path, src in tainted.items()
                        if os.sep in tok and tok.startswith(path) and tok not in _outputs(st)), None)
-        if res.get("learned") is False:
+        if flagged(res):
             source = st.name
         if source:
             out[st.name] = source
@@ -309,10 +309,23 @@ def unlearned_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> Dict
     return out
 
 
+def unlearned_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> Dict[str, str]:
+    """Stages fed by a trainer whose classification loss did not beat the label prior (``learned: False``)."""
+    return _fed_by(stages, results, lambda res: res.get("learned") is False)
+
+
+def val_selected_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> Dict[str, str]:
+    """Stages fed by a checkpoint picked by its val mIoU (``selected_by_val: True``, e.g. PMM's
+    ``pick_best_pth``): their val rows have seen the val ground truth."""
+    return _fed_by(stages, results, lambda res: res.get("selected_by_val") is True)
+
+
 def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
     """The stage-by-stage quality table (rows from the config's ``report`` entries) and the time table. Rows fed by
-    a network that did not learn (see :func:`unlearned_sources`) are marked."""
+    a network that did not learn (see :func:`unlearned_sources`) or by a checkpoint chosen with the val ground
+    truth (:func:`val_selected_sources`) are marked."""
     bad = unlearned_sources(stages, results)
+    by_val = val_selected_sources(stages, results)
     lines = ["| result | split | mIoU (%) | best bg threshold |", "|---|---|---:|---:|"]
     for st in stages:
         m = results.get(st.name, {}).get("metrics", {})
@@ -321,12 +334,16 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
             if key in m:
                 thr = f"{m['best_threshold']:.2f}" if "best_threshold" in m and key == "miou" else ""
                 mark = f" (fed by {bad[st.name]}, which did not learn)" if st.name in bad else ""
+                mark += " (checkpoint chosen with val ground truth)" if st.name in by_val else ""
                 lines.append(f"| {row['label']}{mark} | {row.get('split', '')} | {m[key]:.2f} | {thr} |")
     for name in sorted(set(bad.values())):
         res = (results.get(name) or {}).get("result") or {}
         lines.append(f"\n**Warning**: {name} did not learn: its classification loss ended at "
                      f"{res.get('cls_loss', float('nan')):.4g}, the label prior's loss is "
                      f"{res.get('prior_loss', float('nan')):.4g}; every row marked above is built on it.")
+    for name in sorted(set(by_val.values())):
+        lines.append(f"\n**Note**: {name} picked its checkpoint by val mIoU (as the published pick_best_pth); the "
+                     "rows marked above are not a clean val measurement.")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     total = 0.0
     for name, rec in results.items():

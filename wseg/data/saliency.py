@@ -179,3 +179,22 @@ def write_saliency(mask_path: str, out_path: str, seed: int, image_id: str, miss
     except WsegError as exc:
         return str(exc)
     return None
+
+
+def fg_bg_iou(saliency_root: str, masks: dict, threshold: float = 0.5) -> dict:
+    """What the saliency alone gives: the maps thresholded at ``threshold`` (of 255) as a foreground/background mask,
+    scored against the ground truth with every class merged into foreground (255 ignored). Returns the IoUs in
+    percent: ``bg_iou``, ``fg_iou`` and their mean ``miou`` (2 classes)."""
+    from wseg.io import load_mask_png
+
+    inter, union = np.zeros(2), np.zeros(2)
+    for image_id, mask_path in masks.items():
+        gt = load_mask_png(mask_path)
+        sal = np.asarray(Image.open(saliency_path(saliency_root, image_id)).convert("L"), dtype=np.float32)
+        valid = gt != 255
+        pred, truth = (sal > threshold * 255)[valid], (gt > 0)[valid]
+        for k, (p, t) in enumerate(((~pred, ~truth), (pred, truth))):
+            inter[k] += np.count_nonzero(p & t)
+            union[k] += np.count_nonzero(p | t)
+    iou = 100 * inter / np.maximum(union, 1)
+    return {"bg_iou": float(iou[0]), "fg_iou": float(iou[1]), "miou": float(iou.mean())}

@@ -47,8 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out_crf", default=None, help="output root: writes <out_crf>/crf_la and <out_crf>/crf_ha")
     p.add_argument("--la_crf_dir", default=None, help="low-alpha label folder (instead of --out_crf)")
     p.add_argument("--ha_crf_dir", default=None, help="high-alpha label folder (instead of --out_crf)")
-    p.add_argument("--alphas", type=float, nargs=2, default=[LOW_ALPHA, SEAM_HIGH_ALPHA], metavar=("LOW", "HIGH"),
-                   help=f"background powers (default {LOW_ALPHA:g} {SEAM_HIGH_ALPHA}: SEAM/PPC; PSA uses 4 32)")
+    p.add_argument("--alphas", type=float, nargs="+", default=[LOW_ALPHA, SEAM_HIGH_ALPHA], metavar="ALPHA",
+                   help=f"LOW HIGH background powers (default {LOW_ALPHA:g} {SEAM_HIGH_ALPHA}: SEAM/PPC; PSA uses 4 "
+                        "32); one value writes only the --la_crf_dir folder: CRF pseudo masks with one alpha "
+                        "(EPS+PPC's pseudo_label_gen: 8 with --crf_iters 5)")
     p.add_argument("--crf_mode", choices=["scores", "labels"], default="scores",
                    help="scores: PSA/SEAM CRF with alpha on the scores (default); labels: PPC's CRF on the argmax")
     p.add_argument("--crf_iters", type=int, default=CRF_ITERS, help="mean-field iterations (published 10)")
@@ -59,8 +61,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_on_error_flag(p)
 
 
-def resolve_dirs(args: argparse.Namespace) -> Tuple[str, str]:
-    """``(la_dir, ha_dir)`` from ``--out_crf`` or ``--la_crf_dir``/``--ha_crf_dir``."""
+def resolve_dirs(args: argparse.Namespace) -> Tuple[str, Optional[str]]:
+    """``(la_dir, ha_dir)`` from ``--out_crf`` or ``--la_crf_dir``/``--ha_crf_dir``; ``ha_dir`` is None with one
+    alpha."""
+    if len(args.alphas) == 1:
+        if args.ha_crf_dir:
+            raise WsegError("--ha_crf_dir: one --alphas value writes only --la_crf_dir (or <out_crf>/crf_la)")
+        if args.la_crf_dir:
+            return args.la_crf_dir, None
+        if not args.out_crf:
+            raise WsegError("nothing to write: pass --la_crf_dir DIR (or --out_crf ROOT) with one --alphas value")
+        return os.path.join(args.out_crf, LA_SUBDIR), None
     if args.la_crf_dir or args.ha_crf_dir:
         if not (args.la_crf_dir and args.ha_crf_dir):
             raise WsegError("--la_crf_dir/--ha_crf_dir: pass both folders (or only --out_crf ROOT)")
@@ -101,9 +112,12 @@ def _job(item: Tuple) -> Optional[str]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if len(args.alphas) not in (1, 2):
+        raise WsegError(f"--alphas {' '.join(f'{a:g}' for a in args.alphas)}: pass LOW HIGH (published 4 24/32) or "
+                        "one alpha for CRF pseudo masks")
     la_dir, ha_dir = resolve_dirs(args)
-    low, high = (float(a) for a in args.alphas)
-    if not 0 < low < high < 1000:
+    low, high = float(args.alphas[0]), float(args.alphas[-1])
+    if not (0 < low < high < 1000 or (ha_dir is None and 0 < low < 1000)):
         raise WsegError(f"--alphas {low:g} {high:g}: need 0 < LOW < HIGH < 1000 (published 4 and 24/32)")
     if not 1 <= args.crf_iters <= MAX_CRF_ITERS:
         raise WsegError(f"--crf_iters {args.crf_iters}: need 1 to {MAX_CRF_ITERS} mean-field iterations (published 10)")
@@ -120,15 +134,18 @@ def run(args: argparse.Namespace) -> dict:
     if args.crf_mode == "labels":
         common["gt_prob"] = float(args.gt_prob)
     io.record_folder_settings(la_dir, {**common, "alpha": low}, SETTINGS_FILE, "--out_crf")
-    io.record_folder_settings(ha_dir, {**common, "alpha": high}, SETTINGS_FILE, "--out_crf")
-    todo = pending_shard(ids, [(la_dir, ".png"), (ha_dir, ".png")])
-    LOG.info("aff_prepare: %d images, %d to do in this process; alphas %g/%g, crf %s -> %s, %s", len(ids),
-             len(todo), low, high, args.crf_mode, la_dir, ha_dir)
+    outs = [(low, la_dir)]
+    if ha_dir is not None:
+        io.record_folder_settings(ha_dir, {**common, "alpha": high}, SETTINGS_FILE, "--out_crf")
+        outs.append((high, ha_dir))
+    todo = pending_shard(ids, [(d, ".png") for _, d in outs])
+    LOG.info("aff_prepare: %d images, %d to do in this process; alphas %s, crf %s -> %s", len(ids), len(todo),
+             "/".join(f"{a:g}" for a, _ in outs), args.crf_mode, ", ".join(d for _, d in outs))
     failures = Failures("aff_prepare", args.on_error)
     if todo:
         require_cams(args.cam_dir, todo, "aff_prepare")
         items = [(i, voc.image_path(i), os.path.join(args.cam_dir, i + ".npy"),
-                  ((low, os.path.join(la_dir, i + ".png")), (high, os.path.join(ha_dir, i + ".png"))),
+                  tuple((a, os.path.join(d, i + ".png")) for a, d in outs),
                   args.crf_mode, int(args.crf_iters), float(args.gt_prob), voc.spec.num_classes) for i in todo]
         for index, error in imap_pool(_job, items, num_workers=args.num_workers, desc="aff_prepare"):
             if error is not None:

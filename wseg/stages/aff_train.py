@@ -32,7 +32,8 @@ from wseg.errors import WsegError
 from wseg.stages.common import add_training_arguments, check_schedule_flags
 
 #: Settings a resume checkpoint must share with the current run (they fix the schedule and the network).
-RESUME_KEYS = ("backbone", "batch_size", "max_epoches", "lr", "wt_dec", "crop_size", "radius", "train_list")
+RESUME_KEYS = ("backbone", "batch_size", "max_epoches", "max_iters", "lr", "wt_dec", "crop_size", "radius",
+               "train_list")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

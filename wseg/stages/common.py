@@ -23,6 +23,9 @@ def add_training_arguments(p: argparse.ArgumentParser, session_default: str, lr:
                    help="output prefix (path allowed): <name>.pth, <name>.log, <name>_last.pth")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_epoches", type=int, default=epochs)
+    p.add_argument("--max_iters", type=int, default=None,
+                   help="train this many iterations instead of --max_epoches epochs (the poly schedule spans them; "
+                        "EPS trains 20000); the last epoch may be partial")
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--wt_dec", type=float, default=5e-4)
     p.add_argument("--momentum", type=float, default=None,
@@ -53,6 +56,8 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
     traceback from the data loader, the optimiser or ``random.randint`` later."""
     if args.batch_size < 1 or args.max_epoches < 1:
         raise WsegError(f"--batch_size {args.batch_size} / --max_epoches {args.max_epoches}: both must be at least 1")
+    if getattr(args, "max_iters", None) is not None and args.max_iters < 1:
+        raise WsegError(f"--max_iters {args.max_iters}: must be at least 1 (or leave it out for --max_epoches)")
     if not (0 < args.lr < float("inf") and 0 <= args.wt_dec < 1):
         raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g}: need a finite lr > 0 and 0 <= wt_dec < 1 "
                         "(published 0.01 and 5e-4)")
@@ -71,7 +76,8 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
 
 def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, step, meta: dict,
                   resume_keys, desc: str, final_meta: Optional[dict] = None, prior=None) -> dict:
-    """The epoch-based published trainers on the one engine: ``max_epoches`` epochs of ``plan`` with the poly
+    """The epoch-based published trainers on the one engine: ``max_epoches`` epochs (or ``max_iters`` iterations)
+    of ``plan`` with the poly
     schedule, ``<session_name>_last.pth`` (resume), ``_scalars.jsonl``, and the final plain state dict
     ``<session_name>.pth`` in the published layout (``meta`` + ``final_meta`` saved with it). ``prior``:
     ``(loss key, the label prior's loss)`` for the did-it-learn check of the trainer."""
@@ -80,7 +86,7 @@ def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, 
     from wseg.models.checkpoint import save_state_dict
 
     prefix = args.session_name
-    max_iters = plan.steps_per_epoch * args.max_epoches
+    max_iters = getattr(args, "max_iters", None) or plan.steps_per_epoch * args.max_epoches
     trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(max_iters), plan=plan, step=step, dist=dist,
                       max_iters=max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
                       resume_keys=resume_keys, resume=args.resume, log_every=args.log_every, amp=args.amp,

@@ -27,8 +27,8 @@ from wseg.methods import METHODS, get_method
 from wseg.stages.common import add_training_arguments, check_schedule_flags
 
 #: Settings a resume checkpoint must share with the current run (they fix the schedule and the network).
-RESUME_KEYS = ("network", "backbone", "batch_size", "max_epoches", "lr", "wt_dec", "optimizer", "crop_size",
-               "train_list", "seed", "cls_warmup_epochs")
+RESUME_KEYS = ("network", "backbone", "batch_size", "max_epoches", "max_iters", "lr", "wt_dec", "optimizer",
+               "crop_size", "train_list", "seed", "cls_warmup_epochs")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import argparse
 import os
 
 from wseg import io
-from wseg.data.saliency import BLOB_RATE, DEFAULT_DIR, EDGE_SIGMA, MISS_RATE, write_saliency
+from wseg.data.saliency import BLOB_RATE, DEFAULT_DIR, EDGE_SIGMA, MISS_RATE, fg_bg_iou, write_saliency
 from wseg.data.voc import VOCRoot, folder_ids
 from wseg.engine.per_image import Failures, add_on_error_flag
 from wseg.engine.runtime import LOG
@@ -81,4 +81,8 @@ def run(args: argparse.Namespace) -> dict:
         if error is not None:
             failures.record(todo[index], error)
     failures.check(len(todo))
-    return {"saliency_root": out, "done": len(ids), "written": len(todo)}
+    done = {i: m for i, m in masks.items() if os.path.isfile(os.path.join(out, i + ".png"))}
+    score = fg_bg_iou(out, done)
+    LOG.info("make_saliency: the maps alone as a foreground/background mask (> 0.5): bg IoU %.1f, fg IoU %.1f, "
+             "mIoU (2 classes) %.1f", score["bg_iou"], score["fg_iou"], score["miou"])
+    return {"saliency_root": out, "done": len(ids), "written": len(todo), **score}
