@@ -1,6 +1,6 @@
 """Run every benchmark with the settings the README reports and print their tables.
 
-    python benchmarks/run_all.py            # CPU settings for a 2-core machine (about 15 minutes)
+    python benchmarks/run_all.py            # CPU settings for a 2-core machine (about 25 minutes)
     python benchmarks/run_all.py --gpu      # adds the full-size GPU settings (fp32 vs AMP) when CUDA is present
 
 Each benchmark runs in its own process; its Markdown table is printed as it comes.
@@ -24,6 +24,10 @@ CPU = [
       "--crop", "448"]),
     ("CAM inference images/s per scale set", ["bench_cam_infer.py", "--backbone", "resnet38_tiny"]),
     ("DeepLab training iterations/s and test images/s", ["bench_segmentation.py", "--device", "cpu"]),
+    ("COCO: masks written per second (1 and 2 workers); eval over 81 classes vs 21",
+     ["bench_coco.py", "--num_images", "200", "--eval_images", "200", "--workers", "1", "2"]),
+    ("PMM: PPMG images/s, 1 and 2 workers, vs the published per-class loop", ["bench_ppmg.py", "--workers", "1", "2"]),
+    ("EPS+PPC losses and training step vs the published code", ["bench_eps_ppc.py", "--threads", "1"]),
 ]
 GPU = [
     ("PPC loss on GPU; training step, full ResNet-38, batch 8, crop 448, fp32",
@@ -33,6 +37,8 @@ GPU = [
       "--skip_loss"]),
     ("CAM inference, full ResNet-38", ["bench_cam_infer.py", "--backbone", "resnet38", "--device", "cuda"]),
     ("DeepLab on GPU, fp32 vs AMP", ["bench_segmentation.py", "--device", "cuda"]),
+    ("EPS+PPC training step, full ResNet-38, fp32 and AMP", ["bench_eps_ppc.py", "--device", "cuda", "--backbone",
+                                                             "resnet38", "--gpu_rows"]),
 ]
 
 
