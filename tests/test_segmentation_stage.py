@@ -226,6 +226,11 @@ def test_resume_equals_uninterrupted(trained, toy_root, pseudo, tmp_path):
     assert _train(_train_args(toy_root, pseudo, b))["trained_iters"] == 0       # finished: nothing to do
     with pytest.raises(WsegError, match="another configuration.*max_iters"):
         _train(_train_args(toy_root, pseudo, b, "max_iters=8"))
+    # a finished run of other settings is refused too, not reported as "already trained" (same weights file name)
+    with pytest.raises(WsegError, match="another configuration.*head_lr_mult"):
+        _train(_train_args(toy_root, pseudo, b, "head_lr_mult=80"))
+    with pytest.raises(WsegError, match="another configuration.*model"):
+        _train(_train_args(toy_root, pseudo, b, "model.freeze_backbone_bn=True"))
 
 
 def test_bad_training_inputs(toy_root, pseudo, tmp_path):

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -50,6 +50,12 @@ class PolyLR:
         for group in optimizer.param_groups:
             group["lr"] = self.lr(group["initial_lr"], step) * group.get("lr_mult", 1.0)
         return optimizer.param_groups[0]["lr"]
+
+
+def head_lr_mults(args) -> Tuple[float, float, float, float]:
+    """The four groups' multipliers with the heads' taken from ``--head_lr_mult`` (published 10: 1, 2, 10, 20)."""
+    m = float(getattr(args, "head_lr_mult", LR_MULTS[2]))
+    return (LR_MULTS[0], LR_MULTS[1], m, 2 * m)
 
 
 def published_groups(groups: Sequence[Sequence[torch.Tensor]], lr: float, weight_decay: float,

@@ -42,8 +42,14 @@ class StepContext:
     autocast: Callable[[], ContextManager] = contextlib.nullcontext
 
 
-#: A run learned when its final classification loss is at most this fraction of the label prior's loss.
-LEARNED_RATIO = 0.8
+#: A run learned when its final classification loss is at most this fraction of the label prior's loss: the training
+#: loss of the last tenth of the run (LEARNED_RATIO), or, where the trainer is given ``final_cls_loss`` (the CAM
+#: trainers), the finished network's loss in eval mode on the un-augmented training images (LEARNED_RATIO_FINAL: that
+#: loss is deterministic, so a smaller margin is clear). Dropout, augmentation and SEAM's small second view keep the
+#: training loss high: the published PPC recipe from the stand-in weights ended its training at 0.85-0.98 of the
+#: prior with CAMs of 49-59 mIoU, and at 0.79-0.89 in eval mode; networks that learned nothing stay at 0.98-1.00.
+LEARNED_RATIO = 0.9
+LEARNED_RATIO_FINAL = 0.95
 
 StepFn = Callable[[torch.nn.Module, Any, StepContext], Dict[str, torch.Tensor]]
 
@@ -105,7 +111,8 @@ class Trainer:
                  val_every: int = 0, on_best: Optional[Callable[[int, Dict[str, Any]], None]] = None,
                  on_step: Optional[Callable[[int, Dict[str, torch.Tensor]], None]] = None,
                  resume_hint: str = "--resume False", desc: str = "train",
-                 prior: Optional[Tuple[str, float]] = None):
+                 prior: Optional[Tuple[str, float]] = None, ema: Any = None,
+                 final_cls_loss: Optional[Callable[[torch.nn.Module], float]] = None):
         self.model, self.optimizer, self.schedule, self.plan, self.step = model, optimizer, schedule, plan, step
         self.dist, self.max_iters, self.checkpoint, self.settings = dist, int(max_iters), checkpoint, dict(settings)
         self.resume_keys, self.resume, self.resume_hint = tuple(resume_keys), bool(resume), resume_hint
@@ -121,6 +128,8 @@ class Trainer:
         self.first_losses: Optional[Dict[str, float]] = None
         self.last_losses: Dict[str, float] = {}
         self.prior = prior
+        self.ema = ema                    # a wseg.engine.ema.ModelEMA updated after every optimiser step, or None
+        self.final_cls_loss = final_cls_loss
         self.recent: Deque[float] = collections.deque(maxlen=max(10, self.end_iter // 10))
 
     # -- checkpoints
@@ -131,7 +140,7 @@ class Trainer:
 
         if not (self.resume and os.path.isfile(self.checkpoint)):
             return 0
-        state = load_checkpoint(self.checkpoint, self.model, self.optimizer, self.scaler)
+        state = load_checkpoint(self.checkpoint, self.model, self.optimizer, self.scaler, ema=self.ema)
         check_resume(self.checkpoint, state.get("args") or {}, self.settings, self.resume_keys, self.resume_hint)
         self.best = dict((state.get("meta") or {}).get("best") or self.best)
         start = int(state["step"])
@@ -147,7 +156,7 @@ class Trainer:
         if self.dist.is_main:
             save_checkpoint(self.checkpoint, unwrap(self.model), self.optimizer, itr, self.settings,
                             epoch=itr // self.plan.steps_per_epoch, scaler=self.scaler,
-                            meta={**self.meta, "best": self.best})
+                            meta={**self.meta, "best": self.best}, ema=self.ema)
         self.dist.barrier()
 
     def _checkpoint_due(self, itr: int) -> bool:
@@ -186,14 +195,23 @@ class Trainer:
             return {}
         key, prior = self.prior
         final = float(sum(self.recent) / len(self.recent))
-        learned = final <= LEARNED_RATIO * prior
+        train_loss, ratio = final, LEARNED_RATIO
+        if self.final_cls_loss is not None:
+            ratio = LEARNED_RATIO_FINAL
+            was = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                final = float(self.final_cls_loss(self.model))
+            self.model.train(was)
+            key = f"{key} of the final network on the un-augmented training images (training: {train_loss:.4g})"
+        learned = final <= ratio * prior
         if not learned:
             LOG.warning("the network did not learn: its %s ended at %.4g, the label prior's loss is %.4g (a network "
                         "that learned ends below %.2f x the prior); check the learning rate, the weights and the "
-                        "labels", key, final, prior, LEARNED_RATIO)
+                        "labels", key, final, prior, ratio)
         else:
             LOG.info("%s ended at %.4g, %.0f%% of the label prior's %.4g", key, final, 100 * final / prior, prior)
-        return {"learned": learned, "cls_loss": final, "prior_loss": prior}
+        return {"learned": learned, "cls_loss": final, "prior_loss": prior, "train_cls_loss": train_loss}
 
     # -- the loop
     def run(self) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ The generic stages (``scripts/contrast_train.py``, ``scripts/contrast_infer.py``
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -115,6 +115,29 @@ def build_for_training(method: CamMethod, backbone: str, num_classes: int, weigh
         load_weights(net, weights, allow_missing=published_prefixes(net, net.new_layer_prefixes()),
                      ignore_unexpected=tuple(net.backbone.checkpoint_ignore))
     return net
+
+
+def eval_cls_loss(method: CamMethod, net: nn.Module, voc: Any, ids: Sequence[str], labels: Mapping[str, Any],
+                  device: Any = "cpu") -> float:
+    """The method's classification loss (its classification-only step) of a network in eval mode, averaged over
+    ``ids`` fed one at a time as they are (no augmentation, no dropout): what the did-it-learn check compares with the
+    label prior (:data:`wseg.engine.trainer.LEARNED_RATIO_FINAL`)."""
+    import numpy as np
+
+    from wseg.data.transforms import hwc_to_chw, normalize
+    from wseg.io import load_image
+
+    ctx = StepContext(cls_only=True)
+    was = net.training
+    net.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in ids:
+            x = torch.from_numpy(hwc_to_chw(normalize(load_image(voc.image_path(i)))))[None].to(device)
+            label = torch.from_numpy(np.asarray(labels[i], np.float32))[None].to(device)
+            total += float(method.training_step(net, {"image": x, "label": label}, ctx)[method.cls_loss_key])
+    net.train(was)
+    return total / max(1, len(ids))
 
 
 def build_from_weights(path: str, network: Optional[str] = None, backbone: Optional[str] = None,

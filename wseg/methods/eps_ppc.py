@@ -67,15 +67,16 @@ class EPSPPC(EPS):
 
     def training_step(self, net, batch: Dict[str, torch.Tensor], ctx: StepContext) -> Dict[str, torch.Tensor]:
         s = int(self.option("view2_size", VIEW2_SIZE))
-        img1, sal1, label = batch["image"], batch["saliency"], batch["label"]
+        img1, label = batch["image"], batch["label"]
         img2 = F.interpolate(img1, size=(s, s), mode="bilinear", align_corners=True)
-        sal2 = F.interpolate(sal1, size=(s, s), mode="bilinear", align_corners=True)
         with ctx.autocast():
             out1, out2 = net(img1), net(img2)
         out1, out2 = ({k: v.float() for k, v in o.items()} for o in (out1, out2))
-        if ctx.cls_only:
+        if ctx.cls_only:             # the classification loss alone reads no saliency (warm-up, did-it-learn check)
             mlsm = (cls_loss(out1["cam"], label) + cls_loss(out2["cam"], label)) / 2
             return {"loss": mlsm, "loss_mlsm": mlsm.detach()}
+        sal1 = batch["saliency"]
+        sal2 = F.interpolate(sal1, size=(s, s), mode="bilinear", align_corners=True)
         out = eps_ppc_losses(out1, out2, sal1, sal2, label, tau=float(self.option("tau", TAU)),
                              lam=float(self.option("lam", LAM)),
                              bg_threshold=float(self.option("bg_threshold", ESP_BG_THRESHOLD)),

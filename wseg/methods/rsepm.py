@@ -43,7 +43,7 @@ VOC_ITERS_PER_EPOCH = math.ceil(10582 / 16)
 #: Schedule (docs/rsepm.md "Reconstruction" 7): 30 epochs, RS from epoch 5, mixing from epoch 15 (the tag's
 #: ``RS(ep=5)`` / ``CM(ep=15)``), SGD lr 0.1, wd 1e-4, poly 0.9, batch 16, crop 512.
 RSEPM_DEFAULTS = dict(backbone="resnet50", max_iters=30 * VOC_ITERS_PER_EPOCH, batch_size=16, crop_size=512,
-                      lr=0.1, wt_decay=1e-4, warmup_iters=0, warmup_lr=1e-6, power=0.9)
+                      lr=0.1, wt_decay=1e-4, warmup_iters=0, warmup_lr=1e-6, power=0.9, ema_decay=0.9999)
 RS_START = 5 * VOC_ITERS_PER_EPOCH
 MIX_START = 15 * VOC_ITERS_PER_EPOCH
 #: ColorJitter(brightness, contrast, saturation, hue) of the authors' later trainer (D train.py:362-372).

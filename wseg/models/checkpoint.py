@@ -174,8 +174,9 @@ def save_state_dict(path: str, model: nn.Module, meta: Optional[Mapping[str, Any
 
 def save_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer], step: int,
                     args: Any = None, epoch: Optional[int] = None, scaler: Any = None,
-                    meta: Optional[Mapping[str, Any]] = None) -> None:
-    """Resume checkpoint: model, optimizer (with the poly step), AMP scaler, step, epoch, config and version."""
+                    meta: Optional[Mapping[str, Any]] = None, ema: Any = None) -> None:
+    """Resume checkpoint: model, optimizer (with the poly step), AMP scaler, step, epoch, config and version (and
+    the weights' moving average, ``ema``: a :class:`wseg.engine.ema.ModelEMA`)."""
     if args is not None and not isinstance(args, Mapping):
         args = vars(args)
     ckpt = {
@@ -189,13 +190,15 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
     }
+    if ema is not None:
+        ckpt["ema"] = ema.state_dict()
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
 
 def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    scaler: Any = None) -> Dict[str, Any]:
-    """Restore a :func:`save_checkpoint` file into ``model`` (strictly), ``optimizer`` and ``scaler``.
+                    scaler: Any = None, ema: Any = None) -> Dict[str, Any]:
+    """Restore a :func:`save_checkpoint` file into ``model`` (strictly), ``optimizer``, ``scaler`` and ``ema``.
 
     Returns ``{"step", "epoch", "args", "version", "meta"}``.
     """
@@ -214,4 +217,9 @@ def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
                             "configuration: delete it to start over")
     if scaler is not None and obj.get("scaler") is not None and scaler.is_enabled():
         scaler.load_state_dict(obj["scaler"])
+    if ema is not None:
+        if obj.get("ema") is None:
+            raise WsegError(f"{path}: written without a weights average (EMA) but this run keeps one; use the same "
+                            "EMA setting, or delete it to start over")
+        ema.load_state_dict(obj["ema"])
     return {k: obj.get(k) for k in ("step", "epoch", "args", "version", "meta")}

@@ -83,6 +83,8 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "init_weights": (None, "str?", "whole-network weights to start from (published TRAIN_CKPT)"),
     # ---------------------------------------------------------------- optimisation
     "lr": (0.001, "float", "base learning rate (groups x1/x2/x10/x20)"),
+    "head_lr_mult": (10.0, "float", "lr multiplier of the new head's weights (biases twice it); published 10 (DeepLab "
+                                    "v1/v2 groups; mmseg models use one lr)"),
     "momentum": (0.9, "float", "SGD momentum"),
     "weight_decay": (0.0005, "float", "weight decay of the two weight groups (biases: 0); mmseg models: of every "
                                       "parameter"),

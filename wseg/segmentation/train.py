@@ -36,8 +36,8 @@ from wseg.segmentation.predict import confusion_on
 
 LAST_CKPT = "last.pth"
 #: Config keys that must not change between a checkpoint and its resumption.
-RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "power", "seed", "train_list", "pseudo_mask_dir", "crop_size",
-               "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
+RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "power", "seed", "train_list", "pseudo_mask_dir",
+               "crop_size", "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
 
 
 def final_weights_path(cfg: Mapping[str, Any], out_dir: str, dataset: str) -> str:
@@ -149,8 +149,9 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
             groups = model.param_groups(float(cfg["lr"]), float(cfg["weight_decay"]))
             schedule = PolyLR(max_iters, float(cfg["power"]), min_lr=float(cfg.get("min_lr") or 0.0))
         else:
+            m = float(cfg.get("head_lr_mult", 10.0))
             groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
-                                      split_mult=True)
+                                      (1.0, 2.0, m, 2 * m), split_mult=True)
             schedule = PolyLR(max_iters + 1, float(cfg["power"]))
         optimizer = build_optimizer("sgd", groups, float(cfg["lr"]), float(cfg["weight_decay"]), float(cfg["momentum"]))
         arch = model.architecture()
@@ -185,7 +186,11 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
         if cfg.get("resume", True) and os.path.isfile(last) and os.path.isfile(final):
             from wseg.models.checkpoint import load_checkpoint
 
+            from wseg.engine.trainer import check_resume
+
             state = load_checkpoint(last, model)
+            # a finished run of other settings is not this run's result (refused as a resume would be)
+            check_resume(last, state.get("args") or {}, dict(cfg), RESUME_KEYS, "--resume False (or another out_dir)")
             if int(state["step"]) >= max_iters:
                 LOG.info("already trained: %s", final)
                 return {"weights": final, "iters": max_iters, "trained_iters": 0,

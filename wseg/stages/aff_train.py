@@ -67,7 +67,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from wseg.data.affinity_dataset import AffinityTrainDataset
-    from wseg.engine.optim import build_optimizer, published_groups
+    from wseg.engine.optim import build_optimizer, head_lr_mults, published_groups
     from wseg.engine.plans import EpochPlan
     from wseg.losses.affinity import affinity_loss
     from wseg.methods.affinitynet import NETWORK_NAME, build_affinity_net_for_training
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> dict:
                                    args.resize_long, args.jitter, args.resize_scale)
     plan = EpochPlan(dataset, args.batch_size, args.seed, args.num_workers, dist, args.train_list)
     model = build_affinity_net_for_training(args.backbone, args.weights, radius=args.radius).to(dist.device)
-    optimizer = build_optimizer("sgd", published_groups(model.get_parameter_groups(), args.lr, args.wt_dec),
+    optimizer = build_optimizer("sgd", published_groups(model.get_parameter_groups(), args.lr, args.wt_dec,
+                                                         head_lr_mults(args)),
                                 args.lr, args.wt_dec, args.momentum)
     meta = {"network": NETWORK_NAME, "backbone": args.backbone}
 

@@ -31,6 +31,10 @@ def add_training_arguments(p: argparse.ArgumentParser, session_default: str, lr:
     p.add_argument("--momentum", type=float, default=None,
                    help="SGD momentum; default reproduces the published PolyOptimizer, which passes wt_dec into "
                         "SGD's momentum slot (momentum 5e-4, i.e. none)")
+    p.add_argument("--head_lr_mult", type=float, default=10.0,
+                   help="lr multiplier of the new heads' weights (their biases get twice it); published 10. A "
+                        "reduced-width backbone feeds its head fewer, smaller features, so its head learns slower "
+                        "at the same multiplier (see README, stand-in backbones)")
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     add_bool_flag(p, "--amp", "fp16 autocast + gradient scaling on GPU")
@@ -75,12 +79,14 @@ def check_schedule_flags(args: argparse.Namespace) -> None:
 
 
 def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, step, meta: dict,
-                  resume_keys, desc: str, final_meta: Optional[dict] = None, prior=None) -> dict:
+                  resume_keys, desc: str, final_meta: Optional[dict] = None, prior=None,
+                  final_cls_loss=None) -> dict:
     """The epoch-based published trainers on the one engine: ``max_epoches`` epochs (or ``max_iters`` iterations)
     of ``plan`` with the poly
     schedule, ``<session_name>_last.pth`` (resume), ``_scalars.jsonl``, and the final plain state dict
     ``<session_name>.pth`` in the published layout (``meta`` + ``final_meta`` saved with it). ``prior``:
-    ``(loss key, the label prior's loss)`` for the did-it-learn check of the trainer."""
+    ``(loss key, the label prior's loss)`` for the did-it-learn check of the trainer (``final_cls_loss(model)``: the
+    loss it compares, default the training loss)."""
     from wseg.engine.optim import PolyLR
     from wseg.engine.trainer import Trainer
     from wseg.models.checkpoint import save_state_dict
@@ -91,7 +97,7 @@ def train_session(args: argparse.Namespace, dist: Dist, model, optimizer, plan, 
                       max_iters=max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
                       resume_keys=resume_keys, resume=args.resume, log_every=args.log_every, amp=args.amp,
                       scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size * dist.world_size,
-                      desc=desc, prior=prior)
+                      desc=desc, prior=prior, final_cls_loss=final_cls_loss)
     result = trainer.run()
     if dist.is_main:
         save_state_dict(prefix + ".pth", model, meta={**meta, **(final_meta or {})})

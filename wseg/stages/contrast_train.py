@@ -84,10 +84,10 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     from wseg.data.datasets import ClsDataset
     from wseg.data.transforms import CamTrainTransform
-    from wseg.engine.optim import adamw_groups, build_optimizer, published_groups
+    from wseg.engine.optim import adamw_groups, build_optimizer, head_lr_mults, published_groups
     from wseg.engine.plans import EpochPlan
     from wseg.engine.trainer import multilabel_prior_loss
-    from wseg.methods.base import build_for_training
+    from wseg.methods.base import build_for_training, eval_cls_loss
     from wseg.stages.common import begin_training, train_session
 
     method = get_method(args.network)(args)
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     model = build_for_training(method, args.backbone, voc.spec.num_classes, args.weights, args.freeze,
                                dropout=args.dropout).to(dist.device)
     groups = model.get_parameter_groups()
-    groups = (published_groups(groups, args.lr, args.wt_dec) if args.optimizer == "sgd"
+    groups = (published_groups(groups, args.lr, args.wt_dec, head_lr_mults(args)) if args.optimizer == "sgd"
               else adamw_groups(groups, args.wt_dec))
     optimizer = build_optimizer(args.optimizer, groups, args.lr, args.wt_dec, args.momentum)
     meta = {**method.meta(), "backbone": args.backbone, "num_classes": voc.spec.num_classes}
@@ -113,6 +113,8 @@ def run(args: argparse.Namespace) -> dict:
         return method.training_step(net, batch, ctx)
 
     prior = (method.cls_loss_key, multilabel_prior_loss(np.stack([dataset.labels[i] for i in dataset.ids])))
-    result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "cam train", prior=prior)
+    result = train_session(args, dist, model, optimizer, plan, step, meta, RESUME_KEYS, "cam train", prior=prior,
+                           final_cls_loss=lambda net: eval_cls_loss(method, net, voc, dataset.ids, dataset.labels,
+                                                                    dist.device))
     return {k: result.get(k) for k in ("weights", "steps", "first_losses", "last_losses", "learned", "cls_loss",
-                                       "prior_loss")}
+                                       "prior_loss", "train_cls_loss")}

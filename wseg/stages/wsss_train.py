@@ -9,8 +9,9 @@ augmentation seeds (:class:`~wseg.engine.plans.StepPlan`): a resume checkpoint e
 ``--resume`` (default on) continues after a crash exactly as the uninterrupted run, ``torchrun`` runs it
 data-parallel. At the end the classification loss is compared with the label prior's (did the network learn?).
 
-Outputs: ``<session_name>.pth`` (final weights: a plain state dict in the method's published layout, with the
-method, backbone, classes and method flags as metadata for ``scripts/wsss_infer.py``), ``<session_name>_last.pth``
+Outputs: ``<session_name>.pth`` (final weights, or their moving average with ``--ema_decay``: a plain state dict in
+the method's published layout, with the method, backbone, classes and method flags as metadata for
+``scripts/wsss_infer.py``), ``<session_name>_last.pth``
 (resume checkpoint), ``<session_name>.log`` and ``<session_name>_scalars.jsonl``.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from wseg.methods.single_stage import get_single_stage
 
 #: Generic settings a resume checkpoint must share with the current run (plus every flag of the method).
 RESUME_KEYS = ("network", "backbone", "weights", "batch_size", "max_iters", "crop_size", "lr", "wt_decay",
-               "warmup_iters", "warmup_lr", "power", "train_list", "seed")
+               "warmup_iters", "warmup_lr", "power", "train_list", "seed", "ema_decay")
 #: Generic flags whose defaults come from the method (``SingleStageMethod.defaults``).
 METHOD_DEFAULTS = ("backbone", "max_iters", "batch_size", "crop_size", "lr", "wt_decay", "warmup_iters", "warmup_lr",
                    "power")
@@ -51,6 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup_iters", type=int, default=None, help="linear learning-rate warm-up iterations")
     p.add_argument("--warmup_lr", type=float, default=None, help="warm-up start as a fraction of the learning rate")
     p.add_argument("--power", type=float, default=None, help="poly power")
+    p.add_argument("--ema_decay", type=float, default=None,
+                   help="keep an exponential moving average of the weights (decay d * (1 - exp(-updates / 2000)), "
+                        "as the RS+EPM trainer) and save it as the result; 0 = off (default: the method's, RS+EPM "
+                        "0.9999, others off)")
     p.add_argument("--num_workers", type=int, default=2, help="data-loading worker processes")
     p.add_argument("--device", default="auto")
     add_bool_flag(p, "--amp", "fp16 autocast + gradient scaling on GPU")
@@ -91,6 +96,8 @@ def _check_args(args: argparse.Namespace) -> None:
                         f"{args.log_every}: need >= 0 workers and >= 1 iteration between checkpoints and logs")
     if args.stop_iter is not None and not 1 <= args.stop_iter <= args.max_iters:
         raise WsegError(f"--stop_iter {args.stop_iter}: must lie in 1..--max_iters {args.max_iters}")
+    if args.ema_decay is not None and not 0 <= args.ema_decay < 1:
+        raise WsegError(f"--ema_decay {args.ema_decay:g}: must lie in [0, 1) (0 = no moving average)")
     if not 0 <= args.seed < 2 ** 32:
         raise WsegError(f"--seed {args.seed}: must lie in [0, 2**32)")
 
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from wseg.data.datasets import ClsDataset
+    from wseg.engine.ema import ModelEMA
     from wseg.engine.plans import StepPlan
     from wseg.engine.runtime import LOG
     from wseg.engine.trainer import Trainer, multilabel_prior_loss
@@ -120,6 +128,8 @@ def run(args: argparse.Namespace) -> dict:
             method.load_pretrained(model, args.weights)
         model = model.to(dist.device)
         optimizer = method.build_optimizer(model, args)
+        ema_decay = method.defaults.get("ema_decay", 0.0) if args.ema_decay is None else args.ema_decay
+        ema = ModelEMA(model, ema_decay) if ema_decay else None
         meta = {**method.meta(), "backbone": args.backbone, "num_classes": voc.spec.num_classes,
                 "classes": voc.classes_arg()}
         prior = (method.cls_loss_key, multilabel_prior_loss(np.stack([dataset.labels[i] for i in dataset.ids])))
@@ -130,13 +140,15 @@ def run(args: argparse.Namespace) -> dict:
                           resume_keys=RESUME_KEYS + tuple(method.flag_names()), resume=args.resume,
                           ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp,
                           scalars=prefix + "_scalars.jsonl", stop_iter=args.stop_iter, meta=meta,
-                          images_per_step=args.batch_size, desc=f"{method.name} train", prior=prior)
+                          images_per_step=args.batch_size, desc=f"{method.name} train", prior=prior, ema=ema)
         result = trainer.run()
         weights = None
         if result["finished"]:
             weights = prefix + ".pth"
             if dist.is_main:
-                save_state_dict(weights, model, meta={**meta, "iters": result["iters"]})
+                ema_meta = {} if ema is None else {"ema": {"decay": ema.decay, "tau": ema.tau, "updates": ema.updates}}
+                save_state_dict(weights, model if ema is None else ema.module,
+                                meta={**meta, "iters": result["iters"], **ema_meta})
                 LOG.info("saved %s", weights)
         dist.barrier()
     finally:
