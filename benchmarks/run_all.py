@@ -28,8 +28,13 @@ CPU = [
      ["bench_coco.py", "--num_images", "200", "--eval_images", "200", "--workers", "1", "2"]),
     ("PMM: PPMG images/s, 1 and 2 workers, vs the published per-class loop", ["bench_ppmg.py", "--workers", "1", "2"]),
     ("EPS+PPC losses and training step vs the published code", ["bench_eps_ppc.py", "--threads", "1"]),
+    ("single-stage RS+EPM / ToCo / LOC-BE: training s/iteration and inference images/s, reduced and full size",
+     ["bench_single_stage.py", "--iters", "2"]),
 ]
 GPU = [
+    ("single-stage methods at full size (ResNet-50 512, ViT-B/16 448), batch 4, fp32 vs AMP",
+     ["bench_single_stage.py", "--device", "cuda", "--sizes", "full", "--full_batch", "4", "--amp", "both",
+      "--iters", "5", "--infer_images", "8"]),
     ("PPC loss on GPU; training step, full ResNet-38, batch 8, crop 448, fp32",
      ["bench_ppc_loss.py", "--device", "cuda", "--backbone", "resnet38", "--batch", "8", "--crop", "448"]),
     ("PPC training step, full ResNet-38, batch 8, crop 448, AMP",

@@ -89,3 +89,30 @@ def test_shipped_weights_load_through_the_published_paths(path):
         seg = build_deeplab("deeplabv1", name, 7, head_dim=16)
         load_backbone_weights(seg, path)
         assert torch.equal(seg.backbone.bn7.running_var, state["bn7.running_var"])
+
+
+def test_init_continues_from_backbone_weights_and_object_scale_reaches_the_corpus(tmp_path):
+    """``--init`` starts the backbone from a stand-in file (continued pretraining, e.g. at another image size or
+    object scale: with lr ~0 every convolution stays the file's); the settings land in the metadata; bad values
+    are one-line errors."""
+    from wseg.cli import main
+    from wseg.models.checkpoint import read_state_dict
+    from wseg.pipeline import load_script
+
+    script = load_script("scripts/pretrain_backbone.py")
+    first = str(tmp_path / "a.pth")
+    base = ["--backbone", "resnet38_tiny", "--image_size", "32", "--batch_size", "8", "--warmup_iters", "2",
+            "--num_workers", "0", "--device", "cpu", "--eval_images", "16", "--log_every", "10"]
+    script.run(script.build_parser().parse_args(base + ["--out", first, "--max_iters", "10"]))
+    second = str(tmp_path / "b.pth")
+    script.run(script.build_parser().parse_args(base + ["--out", second, "--max_iters", "3", "--init", first,
+                                                        "--lr", "1e-9", "--object_scale", "0.1", "0.3"]))
+    a, _ = read_state_dict(first)
+    b, meta = read_state_dict(second)
+    assert meta["standin"]["init"] == "a.pth" and meta["standin"]["object_scale"] == [0.1, 0.3]
+    # lr 1e-9: only BatchNorm running statistics move; every conv weight is the --init file's
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k.endswith("weight") and a[k].ndim == 4)
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.endswith("running_mean"))   # it did train
+    for bad in (["--object_scale", "0.5", "0.2"], ["--init", str(tmp_path / "missing.pth")]):
+        argv = base + ["--out", str(tmp_path / "c.pth"), "--max_iters", "3"] + bad
+        assert main(script.build_parser, script.run, argv) == 2

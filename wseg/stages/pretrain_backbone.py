@@ -34,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="backbone weights to write (.pth)")
     p.add_argument("--image_size", type=int, default=64, help="corpus image side in pixels")
     p.add_argument("--corpus_seed", type=int, default=0, help="seed of the class definitions and images")
+    p.add_argument("--object_scale", type=float, nargs=2, default=[0.35, 0.75], metavar=("MIN", "MAX"),
+                   help="side of the class's object relative to the image side")
+    p.add_argument("--clutter_scale", type=float, nargs=2, default=[0.1, 0.3], metavar=("MIN", "MAX"),
+                   help="side of each clutter motif relative to the image side")
+    p.add_argument("--init", default=None,
+                   help="start from these backbone weights (a stand-in file, e.g. to continue at another image "
+                        "size); the classifier starts fresh")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_iters", type=int, default=3000)
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="adamw, or sgd with momentum 0.9")
@@ -97,6 +104,13 @@ def _check(args: argparse.Namespace) -> None:
     if not (0 < args.lr < 10 and 0 <= args.wt_dec < 1 and 0 <= args.warmup_iters < args.max_iters):
         raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g} / --warmup_iters {args.warmup_iters}: need "
                         "0 < lr < 10, 0 <= wt_dec < 1 and fewer warm-up iterations than --max_iters")
+    for flag in ("object_scale", "clutter_scale"):
+        lo, hi = getattr(args, flag)
+        if not 0 < lo <= hi <= 1.5:
+            raise WsegError(f"--{flag} {lo:g} {hi:g}: need 0 < MIN <= MAX <= 1.5 (relative to the image side)")
+    if args.init and not os.path.isfile(args.init):
+        raise WsegError(f"--init {args.init}: no such file; name a backbone weights file (.pth) written by "
+                        "pretrain_backbone.py")
     if not args.out.endswith((".pth", ".pt")):
         raise WsegError(f"--out {args.out}: name a .pth file")
 
@@ -108,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.engine.runtime import LOG, Dist, setup_logging
     from wseg.engine.trainer import Trainer
     from wseg.models.backbones import build_backbone
-    from wseg.models.checkpoint import save_state_dict
+    from wseg.models.checkpoint import load_weights, save_state_dict
 
     _check(args)
     dist = Dist(args.device)
@@ -116,10 +130,14 @@ def run(args: argparse.Namespace) -> dict:
     stem = os.path.splitext(args.out)[0]
     setup_logging(stem + ".log", dist.is_main)
     LOG.info("pretrain_backbone %s", vars(args))
-    cfg = StandInConfig(size=args.image_size, seed=args.corpus_seed)
+    cfg = StandInConfig(size=args.image_size, seed=args.corpus_seed, scale=tuple(args.object_scale),
+                        clutter_scale=tuple(args.clutter_scale))
     train_set = StandInCorpus(cfg, "train", length=args.max_iters * args.batch_size)
     seeded(args.seed)
-    model = Classifier(build_backbone(args.backbone, frozen=(), freeze_bn=False), cfg.factors).to(dist.device)
+    backbone = build_backbone(args.backbone, frozen=(), freeze_bn=False)
+    if args.init:
+        load_weights(backbone, args.init)
+    model = Classifier(backbone, cfg.factors).to(dist.device)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = build_optimizer(args.optimizer, [{"params": decay, "lr": args.lr, "weight_decay": args.wt_dec},
@@ -156,7 +174,10 @@ def run(args: argparse.Namespace) -> dict:
             "backbone": args.backbone, "standin": {**acc, "eval_images": args.eval_images,
                                                    "num_classes": cfg.num_classes, "image_size": args.image_size,
                                                    "iters": result["iters"], "batch_size": args.batch_size,
-                                                   "corpus_seed": args.corpus_seed, "seconds": result["seconds"]}})
+                                                   "corpus_seed": args.corpus_seed,
+                                                   "object_scale": list(args.object_scale),
+                                                   "init": os.path.basename(args.init) if args.init else None,
+                                                   "seconds": result["seconds"]}})
         LOG.info("saved %s", args.out)
     dist.barrier()
     dist.close()
