@@ -1,8 +1,10 @@
-"""What the demo's from-scratch choices are worth: re-run parts of a finished demo with one flag changed.
+"""What the from-scratch demo's choices are worth (``demo_scratch.py``: the demo before the stand-in weights): re-run
+parts of a finished run with one flag changed.
 
-Each ablation copies the finished stages it does not change from ``--demo_dir`` (default ``runs/demo``, made by
-``make demo``) into ``runs/ablate_<name>``, then runs ``scripts/run_pipeline.py --set ...`` for the stages it
-changes, and prints one Markdown row per ablation next to the demo's own numbers:
+Each ablation copies the finished stages it does not change from ``--demo_dir`` (default ``runs/demo_scratch``, made
+by ``python scripts/run_pipeline.py --config demo_scratch --work_dir runs/demo_scratch``) into
+``runs/ablate_<name>``, then runs ``scripts/run_pipeline.py --set ...`` for the stages it changes, and prints one
+Markdown row per ablation next to the run's own numbers:
 
 - ``no_warmup``: SEAM+PPC terms from the first step (``cam_train.cls_warmup_epochs=0``); retrains the CAM
   network (about 6 minutes on 2 CPU cores);
@@ -10,7 +12,7 @@ changes, and prints one Markdown row per ablation next to the demo's own numbers
 - ``walk_published``: the walk with the published background score 0.27 and 2^6 steps (beta stays 16), then
   DeepLab retrained on its pseudo masks (about 4 minutes).
 
-    python benchmarks/bench_demo_ablations.py [--only aff_x1 walk_published] [--demo_dir runs/demo]
+    python benchmarks/bench_demo_ablations.py [--only aff_x1 walk_published] [--demo_dir runs/demo_scratch]
 """
 import argparse
 import json
@@ -57,7 +59,7 @@ def seed_work_dir(demo: str, work: str, stages) -> None:
     for stage in stages:
         mark = os.path.join(demo, "stages", stage + ".done")
         if not os.path.isfile(mark):
-            sys.exit(f"error: {mark} missing; run `make demo` first (or pass --demo_dir)")
+            sys.exit(f"error: {mark} missing; run the demo_scratch pipeline into --demo_dir first")
         shutil.copy(mark, os.path.join(work, "stages"))
         for rel in OUTPUTS.get(stage, []):
             src, dst = os.path.join(demo, rel), os.path.join(work, rel)
@@ -67,8 +69,8 @@ def seed_work_dir(demo: str, work: str, stages) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--demo_dir", default="runs/demo")
-    p.add_argument("--config", default="scripts/pipelines/demo.py")
+    p.add_argument("--demo_dir", default="runs/demo_scratch")
+    p.add_argument("--config", default="scripts/pipelines/demo_scratch.py")
     p.add_argument("--only", nargs="+", choices=sorted(ABLATIONS), default=None)
     args = p.parse_args()
     rows = ["| ablation | flags changed | result (mIoU %, train unless val) | the demo |", "|---|---|---|---|"]

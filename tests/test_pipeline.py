@@ -14,8 +14,8 @@ TINY = """
 _base_ = %r
 stages = dict(
     data=dict(args=dict(num_train=8, num_val=4, num_classes=3, size="64x48", seed=1, difficulty="easy")),
-    cam_train=dict(args=dict(backbone="resnet38_tiny", batch_size=4, max_epoches=2, cls_warmup_epochs=0,
-                             crop_size=48, resize_long=[48, 64], view2_size=32, num_workers=0)),
+    cam_train=dict(args=dict(backbone="resnet38_tiny", weights=None, batch_size=4, max_epoches=2, cls_warmup_epochs=0,
+                             crop_size=48, resize_long=[48, 64], resize_scale=None, view2_size=32, num_workers=0)),
     cam_infer=dict(args=dict(scales=[0.5, 1.0], num_workers=0)),
     eval_cam=dict(args=dict(num_workers=0)), eval_cam_crf=dict(args=dict(num_workers=0)),
     eval_rw=dict(args=dict(num_workers=0)), eval_pseudo=dict(args=dict(num_workers=0)),
@@ -168,3 +168,21 @@ def test_a_root_with_its_own_classes_is_evaluated_with_them(finished, tmp_path):
         assert res[stage]["result"]["num_classes"] == 4, stage
         assert set(res[stage]["result"]["iou"]) == {"background", "class1", "class2", "class3"} or \
             len(res[stage]["result"]["iou"]) == 4
+
+
+def test_the_demo_runs_the_published_cam_recipe_from_the_shipped_stand_in():
+    """``make demo``'s CAM stage: the shipped stand-in weights through --weights, the published optimiser (SGD,
+    default lr and momentum quirk), dropout, jitter and no classification warm-up; the from-scratch recipe is
+    ``demo_scratch``."""
+    from wseg.pipeline import load_pipeline, stages_from_config
+
+    st = {s.name: s.argv for s in stages_from_config(load_pipeline("demo"), "/tmp/w")}
+    cam = st["cam_train"]
+    weights = cam[cam.index("--weights") + 1]
+    assert os.path.isfile(weights) and weights.endswith("weights/standin/resnet38_small.pth")
+    for published_default in ("--optimizer", "--cls_warmup_epochs", "--dropout", "--momentum", "--wt_dec",
+                              "--freeze"):
+        assert published_default not in cam, published_default
+    assert cam[cam.index("--lr") + 1] == "0.01"
+    scratch = {s.name: s.argv for s in stages_from_config(load_pipeline("demo_scratch"), "/tmp/w")}["cam_train"]
+    assert "--weights" not in scratch and scratch[scratch.index("--optimizer") + 1] == "adamw"

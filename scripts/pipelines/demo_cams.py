@@ -1,7 +1,7 @@
 """The demo plus the SEAM baseline's CAMs trained and evaluated with the same data, flags and budget (issue #3's
 comparison of SEAM and PPC). Run it in the demo's work folder: the demo's finished stages are skipped."""
 
-_base_ = "demo.py"
+_base_ = "demo_scratch.py"
 
 stages = dict(
     seam_cam_train=dict(script="scripts/contrast_train.py", describe="train the SEAM baseline CAM network",

@@ -5,7 +5,7 @@ The data stage writes the toy COCO (scripts/make_toy_coco.py: the demo's easy 12
 annotations/instances_*.json with polygons and crowd RLE, the 6 toy classes as COCO category ids 1, 18, 37, 53, 73,
 90) and converts it with coco14/make_coco_masks.py into the VOC-style root ``<work>/toy_coco/voc81`` (81 classes,
 crowds 255; every network has 80 foreground outputs, 74 of which never see a positive label). Then every stage of
-the demo on that root with the demo's values (``_base_ = demo.py``) at a smaller budget, each stage in one process
+the demo on that root with the demo's values (``_base_ = demo_scratch.py``) at a smaller budget, each stage in one process
 (``num_workers 0``):
 
 - 160 train / 40 val images (demo: 300 / 60);
@@ -28,7 +28,7 @@ wants 80 %): it is at ~76 % when the SEAM+PPC terms join and rises, since the cl
 classes is ~13x smaller next to them than with the demo's 6. The budget values come from timings and train-side
 numbers, not from any val score (see docs/coco.md, "README section")."""
 
-_base_ = "demo.py"
+_base_ = "demo_scratch.py"
 
 dataset = dict(root="{work}/toy_coco/voc81", classes="coco14", train_list="train", infer_list="train",
                eval_list="train", val_list="val")

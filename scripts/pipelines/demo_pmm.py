@@ -13,7 +13,7 @@ resized to a 512 short side; here the short side is 96) with the published ratio
 times the multi-scale ones (~110 crops + mirrors per image at these scales: ~1.5 s per image on one CPU core).
 """
 
-_base_ = "demo.py"
+_base_ = "demo_scratch.py"
 
 # the PMM test (WSSS_MMSeg *_cp.py: slide + ratios 0.5-1.75 x flip + CRF), windows scaled to the demo's images
 _seg = dict(config="segmentation/configs/demo_pspnet_tiny.py", voc12_root="{root}", train_list="{train_list}",

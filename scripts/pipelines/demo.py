@@ -1,0 +1,45 @@
+"""Embedded default (`make demo`): the synthetic VOC-format dataset (easy preset, 300 train / 60 val images of
+128x96, 6 classes) through PPC -> AffinityNet random walk -> DeepLab v1, with the published recipes on reduced
+ResNet-38 backbones that start from the ImageNet stand-in weights (``weights/standin/resnet38_small.pth``, made by
+``scripts/pretrain_backbone.py``; they load through the same ``--weights`` path as the ImageNet ``.params`` file).
+
+The CAM stage is the published PPC step: poly SGD at lr 0.01 (the published PolyOptimizer, its momentum quirk
+included), the published four parameter groups, fixed early blocks and frozen BatchNorm, dropout, colour jitter,
+every SEAM+PPC term from the first step. What still differs from the published values (README: "What the demo
+changes"), each scaled rather than tuned to this dataset:
+- the heads' lr multiplier x80 (CAM and DeepLab heads) = the published x10 x (ResNet-38's 4,096 feature channels /
+  this backbone's 512): a 1/8-width backbone feeds its new head 8x fewer features, which learn 8x slower at x10;
+- image sizes relative to the image: crop 112 of the image resized x0.9-1.5 of its long side (published: crop 448 of
+  448-768 on VOC's ~500-pixel images), SEAM's second view at 64 pixels (published 128);
+- 12 epochs of 300 images (published 8 of 10,582), DeepLab 1,000 iterations of crop 96;
+- no hue jitter (published 0.1): the demo's classes differ in the hue of their heads, which a hue shift of 0.1 moves
+  across classes; brightness / contrast / saturation 0.3 as published;
+- AffinityNet (1/16 width, from scratch: no stand-in at that width) on the images resized x1.5-2 (x2 at inference:
+  the 1/8 maps of 128x96 images are too coarse to walk on); the walk takes the published background score 0.27,
+  with 2^4 steps and beta 16 (published 2^6, 8);
+- DeepLab (``segmentation/configs/demo_resnet38_standin.py``: frozen backbone BN as published for ResNet-38) starts
+  from the CAM network's backbone (published: from the ImageNet weights; measured in the README), 1,000 iterations.
+
+The from-scratch recipe of earlier versions (AdamW, 20 warm-up epochs of classification alone) is
+``demo_scratch.py``; every value is the named script's own key."""
+
+_base_ = ["_base_/cam_aff_deeplab.py", "_base_/toy_data.py"]
+
+stages = dict(
+    data=dict(args=dict(num_train=300, num_val=60, num_classes=6, size="128x96", seed=0, difficulty="easy")),
+    cam_train=dict(args=dict(network="contrast", backbone="resnet38_small",
+                             weights="{repo}/weights/standin/resnet38_small.pth", batch_size=8, max_epoches=12,
+                             crop_size=112, resize_scale=[0.9, 1.5], color_jitter=[0.3, 0.3, 0.3, 0],
+                             view2_size=64, lr=0.01, head_lr_mult=80, num_workers=1, seed=0, device="cpu")),
+    cam_infer=dict(args=dict(scales=[0.5, 1.0, 1.5, 2.0], num_workers=1, device="cpu")),
+    eval_cam=dict(args=dict(num_workers=1), report=[dict(label="PPC CAM", split="train")]),
+    eval_cam_crf=dict(args=dict(num_workers=1), report=[dict(label="PPC CAM + CRF", split="train")]),
+    aff_prepare=dict(args=dict(alphas=[4, 24], num_workers=2)),
+    aff_train=dict(args=dict(backbone="resnet38_tiny", batch_size=8, max_epoches=8, crop_size=192,
+                             resize_long=[192, 256], lr=0.1, momentum=0.9, num_workers=1, device="cpu")),
+    aff_infer=dict(args=dict(scale=2, beta=16, logt=4, num_workers=1, device="cpu")),
+    eval_rw=dict(args=dict(num_workers=1)),
+    eval_pseudo=dict(args=dict(num_workers=1)),
+    seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",
+                             backbone_weights="{work}/models/cam.pth")),
+)
