@@ -54,6 +54,27 @@ class Stage:
     report: List[Dict[str, Any]] = field(default_factory=list)
 
 
+def single_stage_variant(name: str, label: str, train: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Pipeline stages of one single-stage ablation (for configs): ``<name>_train`` (``wsss_train`` with the config's
+    ``wsss_train`` values and ``train`` changed), ``<name>_infer_val`` (its val predictions and their CRF, as
+    ``infer_train``), ``<name>_eval_val`` and ``<name>_eval_val_crf`` (as ``eval_val`` / ``eval_val_crf``, reported
+    as "<label> seg" and "<label> seg + CRF"). Outputs under ``{work}/<name>_val*`` and ``{work}/models/<name>``."""
+    out = "{work}/" + name
+    return {
+        f"{name}_train": dict(script="scripts/wsss_train.py", describe=f"train {label}", args_from="wsss_train",
+                              args=dict(train, session_name="{work}/models/" + name)),
+        f"{name}_infer_val": dict(script="scripts/wsss_infer.py", describe=f"{label}: predictions (+ CRF) of val",
+                                  args_from="infer_train", args=dict(weights="{work}/models/" + name + ".pth",
+                                                                     infer_list="{val_list}", out_pred=out + "_val",
+                                                                     out_crf=out + "_val_crf")),
+        f"{name}_eval_val": dict(script="scripts/eval.py", args_from="eval_val", args=dict(predict_dir=out + "_val"),
+                                 report=[dict(label=f"{label} seg", split="val")]),
+        f"{name}_eval_val_crf": dict(script="scripts/eval.py", args_from="eval_val_crf",
+                                     args=dict(predict_dir=out + "_val_crf"),
+                                     report=[dict(label=f"{label} seg + CRF", split="val")]),
+    }
+
+
 def load_script(rel_path: str):
     """Import a file of the repo outside the package (``scripts/x.py``, ``segmentation/test.py``) as a module,
     without running its ``__main__`` block; once per process, kept in ``sys.modules`` (so its functions pickle into

@@ -15,6 +15,8 @@ likely fix.
 
     python scripts/run_pipeline.py --config demo_rsepm --work_dir runs/demo_rsepm"""
 
+from wseg.pipeline import single_stage_variant as _single_stage_variant
+
 _base_ = ["rsepm_voc.py", "_base_/toy_data.py"]
 
 dataset = dict(train_list="train", infer_list="train", eval_list="train", val_list="val")
@@ -30,9 +32,9 @@ _dev = dict(num_workers=1, device="cpu")
 def _variant(name, label, **flags):
     """Train one ablation with the demo's flags, then seeds / pseudo masks of train and val predictions."""
     weights = "{work}/models/" + name + ".pth"
+    trained = _single_stage_variant(name, label, flags)       # train, then val predictions and their evaluation
     return {
-        f"{name}_train": dict(script="scripts/wsss_train.py", describe=f"train {label}", args_from="wsss_train",
-                              args=dict(flags, session_name="{work}/models/" + name)),
+        f"{name}_train": trained.pop(f"{name}_train"),
         f"{name}_seeds": dict(script="scripts/infer_rsepm.py", describe=f"{label}: released seeds of train",
                               args=dict(root_dir="{root}", classes="{classes}", domain="train",
                                         weights=weights, out_dir="{work}/" + name + "_seeds", seed_format="npy",
@@ -51,16 +53,7 @@ def _variant(name, label, **flags):
                                     args=dict(_eval, list="{eval_list}", predict_dir="{work}/" + name + "_pseudo",
                                               type="png", absent="nan", num_workers=1),
                                     report=[dict(label=f"{label} pseudo masks (seeds + CRF)", split="train")]),
-        f"{name}_infer_val": dict(script="scripts/wsss_infer.py", describe=f"{label}: predictions (+ CRF) of val",
-                                  args_from="infer_train", args=dict(weights=weights, infer_list="{val_list}",
-                                                                     out_pred="{work}/" + name + "_val",
-                                                                     out_crf="{work}/" + name + "_val_crf")),
-        f"{name}_eval_val": dict(script="scripts/eval.py", args_from="eval_val",
-                                 args=dict(predict_dir="{work}/" + name + "_val"),
-                                 report=[dict(label=f"{label} seg", split="val")]),
-        f"{name}_eval_val_crf": dict(script="scripts/eval.py", args_from="eval_val_crf",
-                                     args=dict(predict_dir="{work}/" + name + "_val_crf"),
-                                     report=[dict(label=f"{label} seg + CRF", split="val")]),
+        **trained,
     }
 
 
