@@ -113,6 +113,8 @@ class Trainer:
                  resume_hint: str = "--resume False", desc: str = "train",
                  prior: Optional[Tuple[str, float]] = None, ema: Any = None,
                  final_cls_loss: Optional[Callable[[torch.nn.Module], float]] = None):
+        # final_cls_loss(model): the finished network's classification loss in eval mode (e.g.
+        # wseg.methods.base.eval_cls_loss), compared with the prior instead of the training loss
         self.model, self.optimizer, self.schedule, self.plan, self.step = model, optimizer, schedule, plan, step
         self.dist, self.max_iters, self.checkpoint, self.settings = dist, int(max_iters), checkpoint, dict(settings)
         self.resume_keys, self.resume, self.resume_hint = tuple(resume_keys), bool(resume), resume_hint
@@ -198,11 +200,7 @@ class Trainer:
         train_loss, ratio = final, LEARNED_RATIO
         if self.final_cls_loss is not None:
             ratio = LEARNED_RATIO_FINAL
-            was = self.model.training
-            self.model.eval()
-            with torch.no_grad():
-                final = float(self.final_cls_loss(self.model))
-            self.model.train(was)
+            final = float(self.final_cls_loss(self.model))          # it sets eval mode and no_grad itself
             key = f"{key} of the final network on the un-augmented training images (training: {train_loss:.4g})"
         learned = final <= ratio * prior
         if not learned:
