@@ -156,3 +156,19 @@ def multiscale_flip_inputs(img: Image.Image, scales: Sequence[float], flip: bool
         batch = [x, np.ascontiguousarray(x[:, :, ::-1])] if flip else [x]
         out.append(torch.from_numpy(np.stack(batch)))
     return out
+
+
+def random_crop_with_box(arr: np.ndarray, crop: int, rng) -> Tuple[np.ndarray, np.ndarray]:
+    """``random_crop(image, crop_size, mean_rgb=[0, 0, 0])`` (T:datasets/transforms.py:147-198): the image placed at
+    a random offset in a black canvas of at least ``crop x crop``, a random ``crop x crop`` window of it, and
+    ``img_box = [h0, h1, w0, w1]``: where the image lies in the window. The canvas has the array's dtype (uint8
+    pixels for ToCo / LOC-BE, normalised float32 for RS+EPM: zero there is the mean colour)."""
+    h, w = arr.shape[:2]
+    big_h, big_w = max(crop, h), max(crop, w)
+    canvas = np.zeros((big_h, big_w, 3), arr.dtype)
+    h_pad, w_pad = rng.randrange(big_h - h + 1), rng.randrange(big_w - w + 1)
+    canvas[h_pad:h_pad + h, w_pad:w_pad + w] = arr
+    h0, w0 = rng.randrange(big_h - crop + 1), rng.randrange(big_w - crop + 1)
+    box = np.asarray([max(h_pad - h0, 0), min(crop, h + h_pad - h0), max(w_pad - w0, 0), min(crop, w + w_pad - w0)],
+                     np.int64)
+    return canvas[h0:h0 + crop, w0:w0 + crop], box

@@ -34,7 +34,7 @@ from PIL import Image
 from torch import nn
 
 from wseg.cli import add_bool_flag
-from wseg.data.transforms import hwc_to_chw, normalize
+from wseg.data.transforms import hwc_to_chw, normalize, random_crop_with_box
 from wseg.errors import WsegError
 from wseg.methods.single_stage import SampleTransform, SingleStageMethod, register_single_stage
 
@@ -75,15 +75,7 @@ class RSEPMAugment(SampleTransform):
         if self.jitter:
             img = _color_jitter(img, rng, JITTER)
         arr = normalize(np.asarray(img))
-        h, w = arr.shape[:2]
-        big_h, big_w = max(crop, h), max(crop, w)
-        canvas = np.zeros((big_h, big_w, 3), np.float32)
-        ph, pw = rng.randrange(big_h - h + 1), rng.randrange(big_w - w + 1)
-        canvas[ph:ph + h, pw:pw + w] = arr
-        h0, w0 = rng.randrange(big_h - crop + 1), rng.randrange(big_w - crop + 1)
-        box = np.asarray([max(ph - h0, 0), min(crop, ph + h - h0), max(pw - w0, 0), min(crop, pw + w - w0)],
-                         np.int64)
-        window = canvas[h0:h0 + crop, w0:w0 + crop]
+        window, box = random_crop_with_box(arr, crop, rng)          # float32 canvas: zero is the mean colour
         return {"image": torch.from_numpy(hwc_to_chw(window)), "crop_box": torch.from_numpy(box)}
 
 

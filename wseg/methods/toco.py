@@ -17,7 +17,7 @@ from PIL import Image, ImageFilter, ImageOps
 from torch import nn
 
 from wseg.cli import add_bool_flag
-from wseg.data.transforms import hwc_to_chw, normalize
+from wseg.data.transforms import hwc_to_chw, normalize, random_crop_with_box
 from wseg.errors import WsegError
 from wseg.methods.single_stage import SampleTransform, SingleStageMethod, register_single_stage
 
@@ -98,21 +98,6 @@ def _random_resized_crop(img: Image.Image, size: int, rng, scale: Tuple[float, f
             w, h = width, height
         i, j = (height - h) // 2, (width - w) // 2
     return TF.resized_crop(img, i, j, h, w, [size, size], InterpolationMode.BICUBIC)
-
-
-def random_crop_with_box(arr: np.ndarray, crop: int, rng) -> Tuple[np.ndarray, np.ndarray]:
-    """``random_crop(image, crop_size, mean_rgb=[0, 0, 0])`` (T:datasets/transforms.py:147-198): the image placed at
-    a random offset in a black canvas of at least ``crop x crop``, a random ``crop x crop`` window of it, and
-    ``img_box = [h0, h1, w0, w1]``: where the image lies in the window."""
-    h, w = arr.shape[:2]
-    big_h, big_w = max(crop, h), max(crop, w)
-    canvas = np.zeros((big_h, big_w, 3), np.uint8)
-    h_pad, w_pad = rng.randrange(big_h - h + 1), rng.randrange(big_w - w + 1)
-    canvas[h_pad:h_pad + h, w_pad:w_pad + w] = arr
-    h0, w0 = rng.randrange(big_h - crop + 1), rng.randrange(big_w - crop + 1)
-    box = np.asarray([max(h_pad - h0, 0), min(crop, h + h_pad - h0), max(w_pad - w0, 0), min(crop, w + w_pad - w0)],
-                     np.int64)
-    return canvas[h0:h0 + crop, w0:w0 + crop], box
 
 
 def scale_flip_crop(img: Image.Image, crop: int, rescale_range: Sequence[float], rng
