@@ -149,6 +149,15 @@ def test_train_and_infer_end_to_end(toy, trained, tmp_path, capsys):
                                          "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and "other settings" in err and "alpha 16.0 -> 8.0" in err
+    # CRF kernels scaled to the image: other masks than the published kernels', recorded, refused on a bad value
+    rc, r = call(aff_infer, argv[:8] + ["--out_crf", str(tmp_path / "auto"), "--crf_scale_factor", "auto",
+                                        "--num_workers", "1", "--device", "cpu"])
+    assert rc == 0 and len(pngs(r["out_crf"])) == 4
+    rc, _ = call(aff_infer, argv[:8] + ["--out_crf", str(tmp_path / "bad"), "--crf_scale_factor", "x",
+                                        "--device", "cpu"])
+    assert rc == 2 and "--crf_scale_factor 'x'" in capsys.readouterr().err
+    rc, _ = call(aff_infer, argv[:8] + ["--out_crf", str(tmp_path / "auto"), "--device", "cpu"])
+    assert rc == 2 and "other settings" in capsys.readouterr().err
 
 
 def test_infer_scale_walks_a_larger_map_at_the_image_size(toy, trained, tmp_path, monkeypatch):

@@ -150,3 +150,20 @@ def test_crf_kernels_are_configurable_and_default_to_psa():
     np.testing.assert_allclose(crf_inference(img, probs, **deeplab), ref, atol=1e-6)
     labels = probs.argmax(0).astype(np.uint8)
     assert crf_label_refine(img, labels, 3, **PPC_INFER_KERNELS).shape == (20, 24)
+
+
+def test_scale_factor_auto_keeps_the_kernels_share_of_the_image():
+    from wseg.crf import CRF_REFERENCE_SIDE, resolve_scale_factor
+
+    assert resolve_scale_factor("1", (96, 128)) == 1.0 and resolve_scale_factor(2.5, (1, 1)) == 2.5
+    assert resolve_scale_factor("auto", (96, 128)) == CRF_REFERENCE_SIDE / 128
+    assert resolve_scale_factor("AUTO", (375, 500)) == 1.0          # VOC-sized images: the published kernels
+    for bad in ("0", "-1", "big", None):
+        with pytest.raises(WsegError, match="positive number"):
+            resolve_scale_factor(bad, (10, 10), "--crf_scale_factor")
+    # 'auto' on a 125-pixel image is the published CRF with every pixel width divided by 4
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (100, 125, 3), dtype=np.uint8)
+    probs = rng.random((3, 100, 125)).astype(np.float32)
+    np.testing.assert_allclose(crf_inference(img, probs, scale_factor=resolve_scale_factor("auto", img.shape[:2])),
+                               crf_inference(img, probs, pos_xy_std=0.75, bi_xy_std=20), atol=1e-6)

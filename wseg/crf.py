@@ -100,6 +100,26 @@ def _run_crf(img: np.ndarray, unary: np.ndarray, n_labels: int, t: int, scale_fa
     return np.asarray(q, dtype=np.float32).reshape((n_labels, h, w))
 
 
+#: The long side of the images the published CRF kernels were sized for (PASCAL VOC: ~500 x 375).
+CRF_REFERENCE_SIDE = 500
+
+
+def resolve_scale_factor(value, size: Tuple[int, int], flag: str = "scale_factor") -> float:
+    """``crf_inference``'s ``scale_factor`` from a number or ``"auto"``: ``CRF_REFERENCE_SIDE / max(size)``, so that
+    the kernels' pixel widths (published for VOC's ~500-pixel images) keep the same share of a smaller or larger
+    image."""
+    if str(value).strip().lower() == "auto":
+        return CRF_REFERENCE_SIDE / float(max(size))
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        factor = -1.0
+    if not factor > 0:
+        raise WsegError(f"{flag} {value!r}: give a positive number (published 1) or 'auto' "
+                        f"({CRF_REFERENCE_SIDE} / the image's long side)")
+    return factor
+
+
 def crf_inference(img: np.ndarray, probs: np.ndarray, t: int = CRF_ITERS, scale_factor: float = 1,
                   labels: Optional[int] = None, *, pos_w: float = 3, pos_xy_std: float = 3, bi_w: float = 10,
                   bi_xy_std: float = 80, bi_rgb_std: float = 13) -> np.ndarray:

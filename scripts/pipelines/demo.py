@@ -16,7 +16,8 @@ changes"), each scaled rather than tuned to this dataset:
   across classes; brightness / contrast / saturation 0.3 as published;
 - AffinityNet (1/16 width, from scratch: no stand-in at that width) on the images resized x1.5-2 (x2 at inference:
   the 1/8 maps of 128x96 images are too coarse to walk on); the walk takes the published background score 0.27,
-  with 2^4 steps and beta 16 (published 2^6, 8);
+  with 2^4 steps and beta 16 (published 2^6, 8); the pseudo-mask CRF's kernel widths scaled with the image
+  (``crf_scale_factor auto``: published widths x long side / 500, VOC's image size);
 - DeepLab (``segmentation/configs/demo_resnet38_standin.py``: frozen backbone BN as published for ResNet-38) starts
   from the CAM network's backbone (published: from the ImageNet weights; measured in the README), 1,000 iterations.
 
@@ -37,7 +38,7 @@ stages = dict(
     aff_prepare=dict(args=dict(alphas=[4, 24], num_workers=2)),
     aff_train=dict(args=dict(backbone="resnet38_tiny", batch_size=8, max_epoches=8, crop_size=192,
                              resize_long=[192, 256], lr=0.1, momentum=0.9, num_workers=1, device="cpu")),
-    aff_infer=dict(args=dict(scale=2, beta=16, logt=4, num_workers=1, device="cpu")),
+    aff_infer=dict(args=dict(scale=2, beta=16, logt=4, crf_scale_factor="auto", num_workers=1, device="cpu")),
     eval_rw=dict(args=dict(num_workers=1)),
     eval_pseudo=dict(args=dict(num_workers=1)),
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",

@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_bool_flag(p, "--crf", "dense-CRF refine the walk into pseudo masks (published pseudo-mask step)")
     p.add_argument("--out_crf", default=None, help="folder for the CRF pseudo masks (implies --crf)")
     p.add_argument("--crf_iters", type=int, default=CRF_ITERS_RW, help="CRF mean-field iterations (published 1)")
+    p.add_argument("--crf_scale_factor", default="1",
+                   help="divide the CRF kernels' pixel widths by this (published crf_inference scale_factor 1, "
+                        "kernels sized for VOC's ~500-pixel images); 'auto' = 500 / the image's long side")
     p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="Hadamard power of the affinities (8)")
     p.add_argument("--logt", type=int, default=PPC_LOGT, help="2^logt walk steps (PPC/SEAM 6, PSA 8)")
     p.add_argument("--radius", type=int, default=DEFAULT_RADIUS, help="pair radius at 1/8 resolution (5)")
@@ -102,15 +105,17 @@ class _Images(Dataset):
         return x, size
 
 
-def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: str, iters: int) -> None:
+def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: str, iters: int,
+             scale_factor: str = "1") -> None:
     """Dense CRF of the walked scores ``(C, H, W)`` -> pseudo-mask PNG (module level: runs in a process pool)."""
-    from wseg.crf import crf_inference
+    from wseg.crf import crf_inference, resolve_scale_factor
 
     img = io.load_image(image_path)
     if scores.shape[0] == 1:
         labels = np.zeros(img.shape[:2], np.uint8)
     else:
-        labels = keys[np.argmax(crf_inference(img, scores, t=iters), 0)].astype(np.uint8)
+        factor = resolve_scale_factor(scale_factor, img.shape[:2])
+        labels = keys[np.argmax(crf_inference(img, scores, t=iters, scale_factor=factor), 0)].astype(np.uint8)
     io.save_mask_png(out_path, labels)
 
 
@@ -135,6 +140,8 @@ def run(args: argparse.Namespace) -> dict:
         raise WsegError(f"--alpha {args.alpha:g}: must lie in (0, 1000) (PSA 16, SEAM 6)")
     if args.num_workers < 0:
         raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in this process)")
+    from wseg.crf import resolve_scale_factor
+    resolve_scale_factor(args.crf_scale_factor, (1, 1), "--crf_scale_factor")   # a bad value fails here, not in a worker
     crf = bool(args.crf or args.out_crf)
     crf_dir = args.out_crf or (args.out_rw if crf else None)
     rw_dir = args.out_rw if not (crf and not args.out_crf) else None
@@ -153,7 +160,9 @@ def run(args: argparse.Namespace) -> dict:
             "logt": args.logt, "radius": args.radius, "published_pairs": bool(args.published_pairs),
             "bg_score": bg_score, "alpha": args.alpha, "scale": args.scale, "classes": list(voc.spec.class_names)}
     for folder, flag, extra in ((rw_dir, "--out_rw", {}), (args.out_rw_npy, "--out_rw_npy", {}),
-                                (crf_dir, "--out_crf", {"crf_iters": args.crf_iters})):
+                                (crf_dir, "--out_crf", {"crf_iters": args.crf_iters, **(
+                                    {} if str(args.crf_scale_factor) == "1" else
+                                    {"crf_scale_factor": str(args.crf_scale_factor)})})):
         if folder:
             io.record_folder_settings(folder, {**walk, **extra}, SETTINGS_FILE, flag)
     todo = pending_shard(ids, outs)
@@ -193,7 +202,8 @@ def run(args: argparse.Namespace) -> dict:
                                  {int(k): up[i + 1] for i, k in enumerate(fg_keys)})
             if crf:
                 pool.submit(image_id, _crf_job, voc.image_path(image_id), up, keys,
-                            os.path.join(crf_dir, image_id + ".png"), int(args.crf_iters))
+                            os.path.join(crf_dir, image_id + ".png"), int(args.crf_iters),
+                            str(args.crf_scale_factor))
 
     with WorkerPool(max(1, args.num_workers) if crf else 0, failures) as pool:
         done = run_images(_Images(voc, todo, args.scale), todo, process, failures, args.num_workers, "aff_infer")
