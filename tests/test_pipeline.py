@@ -186,3 +186,36 @@ def test_the_demo_runs_the_published_cam_recipe_from_the_shipped_stand_in():
     assert cam[cam.index("--lr") + 1] == "0.01"
     scratch = {s.name: s.argv for s in stages_from_config(load_pipeline("demo_scratch"), "/tmp/w")}["cam_train"]
     assert "--weights" not in scratch and scratch[scratch.index("--optimizer") + 1] == "adamw"
+
+
+def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_path, monkeypatch):
+    """Skipping is by stage name and command line: editing a stage's value in the config re-runs that stage and
+    everything downstream of it, never reports the old result as the new setting's."""
+    import argparse
+    import types
+
+    from wseg import pipeline as pl
+
+    calls = []
+
+    def fake(rel):
+        def build_parser():
+            p = argparse.ArgumentParser()
+            p.add_argument("--v", default="0")
+            return p
+        return types.SimpleNamespace(build_parser=build_parser,
+                                     run=lambda a: calls.append((rel, a.v)) or {"miou": float(a.v)})
+
+    monkeypatch.setattr(pl, "load_script", fake)
+    stages = lambda v: [pl.Stage("a", "a.py", ["--v", "1"]), pl.Stage("b", "b.py", ["--v", v]),  # noqa: E731
+                        pl.Stage("c", "c.py", ["--v", "3"])]
+    echo = []
+    pl.Runner(str(tmp_path), stages("2")).run(echo=echo.append)
+    assert calls == [("a.py", "1"), ("b.py", "2"), ("c.py", "3")]
+    calls.clear()
+    pl.Runner(str(tmp_path), stages("2")).run(echo=echo.append)          # same config: all skipped
+    assert calls == []
+    res = pl.Runner(str(tmp_path), stages("5")).run(echo=echo.append)    # b changed: b and c again, a skipped
+    assert calls == [("b.py", "5"), ("c.py", "3")]
+    assert res["b"]["metrics"]["miou"] == 5.0
+    assert any(e.startswith("[redo] b: finished with another command") for e in echo)

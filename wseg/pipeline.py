@@ -13,7 +13,8 @@ root's ground-truth folder), and ``{train_list}``, ``{infer_list}``, ``{eval_lis
 
 Each stage is the same standalone script a user runs (``scripts/*.py``, ``segmentation/*.py``): the runner builds its
 command line, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
-``<work_dir>/stages/<name>.done``. Re-running skips finished stages (and stages skip finished images);
+``<work_dir>/stages/<name>.done`` with its command line. Re-running skips finished stages (and stages skip finished
+images), except a stage the config now gives another command line: it runs again, and every stage after it;
 ``--from STAGE`` clears the marks from that stage on. A killed run resumes where it stopped, since every artifact is
 written atomically.
 """
@@ -72,6 +73,29 @@ def single_stage_variant(name: str, label: str, train: Mapping[str, Any]) -> Dic
         f"{name}_eval_val_crf": dict(script="scripts/eval.py", args_from="eval_val_crf",
                                      args=dict(predict_dir=out + "_val_crf"),
                                      report=[dict(label=f"{label} seg + CRF", split="val")]),
+    }
+
+
+def segmentation_variant(name: str, label: str, train: Mapping[str, Any],
+                         ms_scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)) -> Dict[str, Dict[str, Any]]:
+    """Pipeline stages of one segmentation network (for configs): ``<name>_train`` (``segmentation/train.py`` with
+    ``train``, into ``{work}/<name>``), ``<name>_test`` (single scale, no flip, no CRF: mmseg's "mIoU") and
+    ``<name>_test_msf`` (``ms_scales`` x flip: mmseg's "mIoU(ms+flip)"), each into its own prediction folder and
+    reported as "<label>" and "<label> ms+flip" on val."""
+    out = "{work}/" + name
+    test = dict(test_list="{val_list}", crf=False)
+    return {
+        f"{name}_train": dict(script="segmentation/train.py", describe=f"train {label}",
+                              args=dict(train, out_dir=out, progress=False)),
+        f"{name}_test": dict(script="segmentation/test.py", describe=f"{label}: single-scale test of val",
+                             args_from=f"{name}_train",
+                             args=dict(test, test_scales=[1.0], test_flip=False, pred_dir=out + "/pred_ss"),
+                             report=[dict(label=label, split="val", metric="miou")]),
+        f"{name}_test_msf": dict(script="segmentation/test.py", describe=f"{label}: multi-scale + flip test of val",
+                                 args_from=f"{name}_train",
+                                 args=dict(test, test_scales=[float(s) for s in ms_scales], test_flip=True,
+                                           pred_dir=out + "/pred_msf"),
+                                 report=[dict(label=f"{label} ms+flip", split="val", metric="miou")]),
     }
 
 
@@ -267,14 +291,28 @@ class Runner:
             if self.is_done(s.name):
                 os.remove(self._mark(s.name))
 
+    def recorded_command(self, name: str) -> Optional[str]:
+        """The command line a finished stage ran with (``None``: not finished, or a mark without one)."""
+        if not self.is_done(name):
+            return None
+        with open(self._mark(name)) as f:
+            return json.load(f).get("command")
+
     def run(self, only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> Dict[str, dict]:
+        """Run the stages in order; a finished stage is skipped unless the config now gives it another command
+        line, in which case it and every stage after it run again (their inputs may change)."""
         for stage in self.stages:
             if only and stage.name not in only:
                 continue
-            if self.is_done(stage.name):
-                echo(f"[skip] {stage.name}: done")
-                continue
             cmd = "python " + stage.script + " " + " ".join(shlex.quote(a) for a in stage.argv)
+            if self.is_done(stage.name):
+                recorded = self.recorded_command(stage.name)
+                if recorded is None or recorded == cmd:
+                    echo(f"[skip] {stage.name}: done")
+                    continue
+                echo(f"[redo] {stage.name}: finished with another command ({recorded}); running it and the stages "
+                     "after it again")
+                self.reset_from(stage.name)
             echo(f"[run ] {stage.name}: {cmd}")
             mod = load_script(stage.script)
             parser = mod.build_parser()
