@@ -198,24 +198,57 @@ def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_p
 
     calls = []
 
+    def run(rel, a):
+        calls.append((rel, a.v))
+        os.makedirs(a.out_dir, exist_ok=True)
+        with open(os.path.join(a.out_dir, "x.txt"), "w") as f:
+            f.write(a.v)
+        return {"miou": float(a.v)}
+
     def fake(rel):
         def build_parser():
             p = argparse.ArgumentParser()
             p.add_argument("--v", default="0")
+            p.add_argument("--out_dir")
+            p.add_argument("--dataset")
             return p
-        return types.SimpleNamespace(build_parser=build_parser,
-                                     run=lambda a: calls.append((rel, a.v)) or {"miou": float(a.v)})
+        return types.SimpleNamespace(build_parser=build_parser, run=lambda a: run(rel, a))
 
     monkeypatch.setattr(pl, "load_script", fake)
-    stages = lambda v: [pl.Stage("a", "a.py", ["--v", "1"]), pl.Stage("b", "b.py", ["--v", v]),  # noqa: E731
-                        pl.Stage("c", "c.py", ["--v", "3"])]
+    outside = str(tmp_path / "user_data")
+    work = str(tmp_path / "work")
+    stages = lambda v: [  # noqa: E731
+        pl.Stage("a", "a.py", ["--v", "1", "--out_dir", os.path.join(work, "a")]),
+        pl.Stage("b", "b.py", ["--v", v, "--out_dir", os.path.join(work, "b")]),
+        pl.Stage("c", "c.py", ["--v", "3", "--out_dir", os.path.join(work, "c"), "--dataset", outside]),
+        pl.Stage("d", "d.py", ["--v", "4", "--out_dir", outside])]
     echo = []
-    pl.Runner(str(tmp_path), stages("2")).run(echo=echo.append)
-    assert calls == [("a.py", "1"), ("b.py", "2"), ("c.py", "3")]
+    pl.Runner(work, stages("2")).run(echo=echo.append)
+    assert calls == [("a.py", "1"), ("b.py", "2"), ("c.py", "3"), ("d.py", "4")]
     calls.clear()
-    pl.Runner(str(tmp_path), stages("2")).run(echo=echo.append)          # same config: all skipped
+    pl.Runner(work, stages("2")).run(echo=echo.append)          # same config: all skipped
     assert calls == []
-    res = pl.Runner(str(tmp_path), stages("5")).run(echo=echo.append)    # b changed: b and c again, a skipped
-    assert calls == [("b.py", "5"), ("c.py", "3")]
+    res = pl.Runner(work, stages("5")).run(echo=echo.append)    # b changed: b, c and d again, a skipped
+    assert calls == [("b.py", "5"), ("c.py", "3"), ("d.py", "4")]
     assert res["b"]["metrics"]["miou"] == 5.0
     assert any(e.startswith("[redo] b: finished with another command") for e in echo)
+    # the earlier outputs of b and c were set aside inside the work folder, not deleted; a is untouched and the
+    # folder outside the work folder was never moved
+    aside = sorted(n for n in os.listdir(work) if ".stale-" in n)
+    assert [n.split(".stale-")[0] for n in aside] == ["b", "c"]
+    with open(os.path.join(work, aside[0], "x.txt")) as f:
+        assert f.read() == "2"
+    assert os.path.isdir(outside) and not any(".stale-" in n for n in os.listdir(tmp_path))
+    # --from b --only c: c alone again, b's outputs stay
+    calls.clear()
+    runner = pl.Runner(work, stages("5"))
+    runner.reset_from("b", echo.append, only=["c"])
+    runner.run(only=["c"], echo=echo.append)
+    assert calls == [("c.py", "3")] and os.path.isdir(os.path.join(work, "b"))
+    # --from a: every stage again, their outputs set aside the same way
+    calls.clear()
+    runner = pl.Runner(work, stages("5"))
+    runner.reset_from("a", echo.append)
+    runner.run(echo=echo.append)
+    assert [c[0] for c in calls] == ["a.py", "b.py", "c.py", "d.py"]
+    assert sorted(n.split(".stale-")[0] for n in os.listdir(work) if ".stale-" in n) == ["a", "b", "b", "c", "c", "c"]

@@ -15,8 +15,9 @@ Each stage is the same standalone script a user runs (``scripts/*.py``, ``segmen
 command line, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
 ``<work_dir>/stages/<name>.done`` with its command line. Re-running skips finished stages (and stages skip finished
 images), except a stage the config now gives another command line: it runs again, and every stage after it;
-``--from STAGE`` clears the marks from that stage on. A killed run resumes where it stopped, since every artifact is
-written atomically.
+``--from STAGE`` re-runs from that stage on. Re-running a stage clears its mark and those after it and sets their
+outputs aside (``<path>.stale-<time>``: nothing is deleted), so they are computed again, not skipped as finished. A
+killed run resumes where it stopped, since every artifact is written atomically.
 """
 from __future__ import annotations
 
@@ -283,13 +284,34 @@ class Runner:
                     out[s.name] = json.load(f)
         return out
 
-    def reset_from(self, name: str) -> None:
+    def reset_from(self, name: str, echo: Callable[[str], None] = print,
+                   only: Optional[Sequence[str]] = None) -> None:
+        """Clear the marks of ``name`` and every stage after it (of ``only``, if given) and set their outputs aside
+        (renamed ``<path>.stale-<time>``, nothing deleted), so that they are computed again rather than skipped as
+        finished images or trained weights. Only paths inside the work folder that no earlier stage writes move."""
         names = [s.name for s in self.stages]
         if name not in names:
             raise WsegError(f"--from {name}: unknown stage; choose one of {', '.join(names)}")
-        for s in self.stages[names.index(name):]:
+        first = names.index(name)
+        keep = {os.path.abspath(p) for s in self.stages[:first] for p in _outputs(s)}
+        work = os.path.abspath(self.work_dir) + os.sep
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for s in self.stages[first:]:
+            if only and s.name not in only:
+                continue
             if self.is_done(s.name):
                 os.remove(self._mark(s.name))
+            for flag, out in zip(s.argv[:-1], s.argv[1:]):
+                out = os.path.abspath(out)
+                if not (flag.startswith("--out") or flag == "--session_name") or out in keep or not out.startswith(work):
+                    continue
+                for path in _written_paths(out, session=flag == "--session_name"):
+                    aside, n = f"{path}.stale-{stamp}", 1
+                    while os.path.lexists(aside):
+                        n += 1
+                        aside = f"{path}.stale-{stamp}-{n}"
+                    os.replace(path, aside)
+                    echo(f"[aside] {path} -> {aside}")
 
     def recorded_command(self, name: str) -> Optional[str]:
         """The command line a finished stage ran with (``None``: not finished, or a mark without one)."""
@@ -312,7 +334,7 @@ class Runner:
                     continue
                 echo(f"[redo] {stage.name}: finished with another command ({recorded}); running it and the stages "
                      "after it again")
-                self.reset_from(stage.name)
+                self.reset_from(stage.name, echo, only)
             echo(f"[run ] {stage.name}: {cmd}")
             mod = load_script(stage.script)
             parser = mod.build_parser()
@@ -348,6 +370,17 @@ def _outputs(stage: Stage) -> List[str]:
     """The paths a stage writes: the values of its ``--out*`` and ``--session_name`` flags."""
     argv = stage.argv
     return [argv[k + 1] for k, a in enumerate(argv[:-1]) if a.startswith("--out") or a == "--session_name"]
+
+
+def _written_paths(out: str, session: bool) -> List[str]:
+    """What exists of one output: the folder or file itself, or for a ``--session_name`` prefix the files a
+    training session writes (``<prefix>.pth``, ``<prefix>_last.pth``, ``<prefix>.log``, ``<prefix>_scalars.jsonl``)."""
+    import glob
+
+    if not session:
+        return [out] if os.path.lexists(out) else []
+    return sorted(p for pattern in (".*", "_last.*", "_scalars.*") for p in glob.glob(glob.escape(out) + pattern)
+                  if ".stale-" not in p)
 
 
 def _fed_by(stages: Sequence[Stage], results: Dict[str, dict], flagged: Callable[[dict], bool]) -> Dict[str, str]:
@@ -430,7 +463,7 @@ def run_pipeline(config: str, work_dir: str, root: Optional[str] = None, overrid
             print(f"{s.name:14s} python {s.script} {' '.join(shlex.quote(a) for a in s.argv)}")
         return {}
     if from_stage:
-        runner.reset_from(from_stage)
+        runner.reset_from(from_stage, only=only)
     results = runner.run(only=only)
     table = report_markdown(stages, results)
     write_report(work_dir, dataset_root(cfg, work_dir), stages, results, table)
