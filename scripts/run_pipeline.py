@@ -4,8 +4,8 @@
 
 Every stage is the standalone script a user can run alone (the exact command is printed and logged); outputs
 are cached under --work_dir, so a re-run skips finished stages and images, and a killed run resumes.
-``--from STAGE`` re-runs from a stage on (earlier outputs of those stages are set aside as ``<path>.stale-<time>``, not deleted); ``--only STAGE ...`` runs just those; ``--set STAGE.KEY=VALUE`` overrides a
-stage's value (``dataset.KEY=VALUE`` the dataset's). Ends with the stage-by-stage mIoU / time table, also written to
+``--from STAGE`` re-runs from a stage on (earlier outputs of those stages are set aside as ``<path>.stale-<time>``,
+not deleted); ``--only STAGE ...`` runs just those; ``--set STAGE.KEY=VALUE`` overrides a stage's value (``dataset.KEY=VALUE`` the dataset's). Ends with the stage-by-stage mIoU / time table, also written to
 <work_dir>/report/summary.md with the curve plots and overlay pictures.
 """
 import argparse

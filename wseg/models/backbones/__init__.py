@@ -3,7 +3,8 @@
 ``build_backbone(name, **overrides)``: ``resnet38`` (PSA/SEAM/PPC wide ResNet-38), its channel-scaled
 ``resnet38_small`` (1/8) and ``resnet38_tiny`` (1/16), torchvision-layout ``resnet50`` / ``resnet101`` (stem,
 output stride and dilation options of :class:`~wseg.models.backbones.resnet.ResNet`), ``resnet_tiny`` (one block
-per stage, for tests) and the timm ViTs of ToCo / LOC-BE (``vit_base_patch16_224``, ``vit_tiny_patch16``,
+per stage, for tests), ``resnet_v1c_small`` (deep stem, two blocks per stage, base width 16: the demos' reduced
+ResNet-50/101) and the timm ViTs of ToCo / LOC-BE (``vit_base_patch16_224``, ``vit_tiny_patch16``,
 ``vit_test``; :mod:`~wseg.models.backbones.vit`). A new backbone is one module here plus one registry line.
 """
 from __future__ import annotations
@@ -23,6 +24,9 @@ BACKBONES: Dict[str, tuple] = {
     "resnet50": (ResNet, {"depth": 50}),
     "resnet101": (ResNet, {"depth": 101}),
     "resnet_tiny": (ResNet, dict(TINY)),
+    # the reduced ResNetV1c of the synthetic demos (segmentation zoo, RS+EPM): deep stem, two bottlenecks per stage,
+    # base width 16 (stage outputs 64/128/256/512); its ImageNet stand-in is weights/standin/resnet_v1c_small.pth
+    "resnet_v1c_small": (ResNet, {"depth": "small", "layers": (2, 2, 2, 2), "stem": "v1c", "base_channels": 16}),
 }
 
 
