@@ -89,6 +89,22 @@ def test_shipped_weights_load_through_the_published_paths(path):
         seg = build_deeplab("deeplabv1", name, 7, head_dim=16)
         load_backbone_weights(seg, path)
         assert torch.equal(seg.backbone.bn7.running_var, state["bn7.running_var"])
+    else:   # the demos' reduced ResNetV1c: the segmentation zoo's backbone_weights and RS+EPM's --weights
+        from wseg.config import load_config_file
+        from wseg.segmentation.models import build_model
+
+        assert name == "resnet_v1c_small", name
+        for config in ("demo_deeplabv3plus_standin.py", "demo_pspnet_standin.py"):
+            cfg = load_config_file(os.path.join(REPO, "segmentation", "configs", config))
+            seg = build_model({**cfg, "backbone_weights": path}, 7)
+            assert torch.equal(seg.backbone.layer4[1].bn3.running_var, state["layer4.1.bn3.running_var"])
+            assert torch.equal(seg.backbone.stem[0].weight, state["stem.0.weight"])
+        from wseg.methods import get_single_stage
+
+        rsepm = get_single_stage("rsepm")(None)
+        net = rsepm.build_network(name, 7)
+        rsepm.load_pretrained(net, path)
+        assert torch.equal(net.backbone.layer3[0].conv2.weight, state["layer3.0.conv2.weight"])
 
 
 def test_init_continues_from_backbone_weights_and_object_scale_reaches_the_corpus(tmp_path):
