@@ -314,12 +314,15 @@ def test_training_and_exact_resume(toy_root, tmp_path, trained):
     assert all(math.isfinite(v) for v in out["last_losses"].values()) and out["last_losses"]["mix_seg"] > 0
     state, meta = read_state_dict(prefix + ".pth")
     assert meta["network"] == "rsepm" and "classifier.weight" in state and "decoder.classifier.4.weight" in state
+    # the saved result is the weights' moving average, updated after each of the 3 optimiser steps
+    assert meta["ema"]["updates"] == 3 and meta["ema"]["decay"] == 0.9999
     resumed = str(tmp_path / "resumed")
     first = run("wsss_train", train_argv(toy_root, resumed, ["--stop_iter", "2"]))
     assert not first["finished"]
     second = run("wsss_train", train_argv(toy_root, resumed))
     assert second["trained_iters"] == 1 and second["finished"]
-    b, _ = read_state_dict(resumed + ".pth")
+    b, meta_b = read_state_dict(resumed + ".pth")
+    assert meta_b["ema"]["updates"] == 3
     for k in state:
         torch.testing.assert_close(state[k], b[k], rtol=0, atol=0, msg=k)
 

@@ -243,6 +243,8 @@ class Trainer:
                 losses = self.step(net, to_device(batch, device), ctx)
                 optimizer_step(losses["loss"], self.optimizer, self.scaler, f"iteration {itr}", losses,
                                accumulate=self.grad_accum, iteration=itr)
+                if self.ema is not None and (itr + 1) % max(1, self.grad_accum) == 0:
+                    self.ema.update(unwrap(net))    # after every optimiser step (RS+EPM's ModelEMA)
                 itr += 1
                 values = {k: float(v.detach()) for k, v in losses.items()}
                 self.first_losses = self.first_losses or values
