@@ -13,8 +13,8 @@ v1 ResNet-101, v2 ResNet-101). Full networks on CPU: one training iteration and 
 The mmsegmentation zoo (``--zoo``, docs/segmentation_zoo.md): DeepLabV3+ and PSPNet on ResNetV1c-D8 with the
 auxiliary head, trained as mmseg does (mmseg's cross-entropy on both heads, one SGD group, poly to ``min_lr``) on
 random ``crop x crop`` batches, and tested as mmseg does on a 500x375 image (resized to fit 2048x512, i.e.
-683x512; one view, ``whole`` and ``slide`` 512/480). CPU: the reduced variants (ResNetV1c one block per stage,
-``base_channels`` 16) at ``--zoo_crop`` 256, and briefly the full R-50 ones at 512 (one iteration, one image);
+683x512; one view, ``whole`` and ``slide`` 512/480). CPU: the reduced variants (ResNetV1c, ``base_channels`` 16,
+one block per stage, ``tiny``, or the demo's two, ``small``) at ``--zoo_crop`` 256, and briefly the full R-50 ones at 512 (one iteration, one image);
 CUDA: R-50 and R-101 at 512, batch 8, fp32 and AMP.
 
     python benchmarks/bench_segmentation.py [--device cpu|cuda] [--networks deeplabv1/resnet101 ...]
@@ -117,10 +117,13 @@ def bench_crf(size: int, repeats: int = 1) -> float:
     return (time.perf_counter() - t0) / repeats * 1000
 
 
-#: mmseg zoo cases: name -> MMSegEncoderDecoder keywords (``tiny``: the demo configs' reduced network)
-ZOO_BACKBONES = {"tiny": dict(layers=(1, 1, 1, 1), base_channels=16), "r50": dict(depth=50),
+#: mmseg zoo cases: name -> MMSegEncoderDecoder keywords (``tiny``: the tests' reduced network, one block per stage;
+#: ``small``: the demo's, two blocks per stage, ``resnet_v1c_small`` of the stand-in weights)
+ZOO_BACKBONES = {"tiny": dict(layers=(1, 1, 1, 1), base_channels=16),
+                 "small": dict(layers=(2, 2, 2, 2), base_channels=16), "r50": dict(depth=50),
                  "r101": dict(depth=101)}
-ZOO_CPU = ["deeplabv3plus/tiny", "pspnet/tiny", "deeplabv3plus/r50", "pspnet/r50"]
+ZOO_CPU = ["deeplabv3plus/tiny", "pspnet/tiny", "deeplabv3plus/small", "pspnet/small", "deeplabv3plus/r50",
+           "pspnet/r50"]
 ZOO_CUDA = ["deeplabv3plus/r50", "pspnet/r50", "deeplabv3plus/r101", "pspnet/r101"]
 VOC_IMAGE = (375, 500)   # a typical VOC image (h, w)
 
@@ -192,7 +195,7 @@ def run_zoo(args, device) -> List[Dict[str, object]]:
     rows: List[Dict[str, object]] = []
     for case in cases:
         decoder, _, bb = case.partition("/")
-        tiny = bb == "tiny"
+        tiny = bb in ("tiny", "small")         # the reduced networks
         torch.manual_seed(0)
         net = MMSegEncoderDecoder(decoder, num_classes=NUM_CLASSES, **ZOO_BACKBONES[bb]).to(device)
         cuda = device.type == "cuda"
@@ -201,7 +204,7 @@ def run_zoo(args, device) -> List[Dict[str, object]]:
         iters = args.iters if (cuda or tiny) else 1
         n_test = args.test_images if (cuda or tiny) else 1
         for amp in precisions:
-            row = {"network": decoder, "backbone": "ResNetV1c-" + ("tiny" if tiny else bb[1:]) + "-D8",
+            row = {"network": decoder, "backbone": "ResNetV1c-" + (bb if tiny else bb[1:]) + "-D8",
                    "device": device.type, "precision": "AMP fp16" if amp else "fp32", "crop": crop, "batch": batch}
             try:
                 it_s = bench_zoo_train(net, device, crop, batch, iters, amp)
