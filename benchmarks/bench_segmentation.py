@@ -14,8 +14,8 @@ The mmsegmentation zoo (``--zoo``, docs/segmentation_zoo.md): DeepLabV3+ and PSP
 auxiliary head, trained as mmseg does (mmseg's cross-entropy on both heads, one SGD group, poly to ``min_lr``) on
 random ``crop x crop`` batches, and tested as mmseg does on a 500x375 image (resized to fit 2048x512, i.e.
 683x512; one view, ``whole`` and ``slide`` 512/480). CPU: the reduced variants (ResNetV1c, ``base_channels`` 16,
-one block per stage, ``tiny``, or the demo's two, ``small``) at ``--zoo_crop`` 256, and briefly the full R-50 ones at 512 (one iteration, one image);
-CUDA: R-50 and R-101 at 512, batch 8, fp32 and AMP.
+one block per stage, ``tiny``, or the demo's two, ``small``) at ``--zoo_crop`` 256, and briefly the full R-50
+ones at 512 (one iteration, one image); CUDA: R-50 and R-101 at 512, batch 8, fp32 and AMP.
 
     python benchmarks/bench_segmentation.py [--device cpu|cuda] [--networks deeplabv1/resnet101 ...]
         [--sizes 321 513] [--batch 2] [--iters 3] [--test_images 2] [--test_scales 0.5 0.75 1 1.25 1.5 1.75]
