@@ -303,7 +303,8 @@ class Runner:
                 os.remove(self._mark(s.name))
             for flag, out in zip(s.argv[:-1], s.argv[1:]):
                 out = os.path.abspath(out)
-                if not (flag.startswith("--out") or flag == "--session_name") or out in keep or not out.startswith(work):
+                written = flag.startswith("--out") or flag == "--session_name"
+                if not written or out in keep or not out.startswith(work):
                     continue
                 for path in _written_paths(out, session=flag == "--session_name"):
                     aside, n = f"{path}.stale-{stamp}", 1

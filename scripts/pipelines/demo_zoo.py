@@ -1,11 +1,12 @@
-"""The segmentation zoo on the demo (issue #18): the demo's stages as they are (PPC CAMs -> AffinityNet RW + CRF
-pseudo masks -> DeepLab v1, whose rows stay for comparison), then mmsegmentation's DeepLabV3+ and PSPNet on the
-reduced ResNetV1c from its ImageNet stand-in weights (``weights/standin/resnet_v1c_small.pth``;
+"""The segmentation zoo on the demo (issue #18): the demo's stages as they are (PPC CAMs -> AffinityNet RW + CRF pseudo
+masks -> DeepLab v1, whose rows stay for comparison), then mmsegmentation's DeepLabV3+ and PSPNet on the reduced
+ResNetV1c from its ImageNet stand-in weights (``weights/standin/resnet_v1c_small.pth``;
 ``segmentation/configs/demo_{deeplabv3plus,pspnet}_standin.py``), each trained three ways on the demo's train
 images: plain cross-entropy on the demo's RW + CRF pseudo masks, PMM's pretended under-fitting loss (PUS, clamp,
 beta = k = 0.5 as published for VOC) on the same masks, and cross-entropy on the ground truth (the fully supervised
-upper bound; the demo's DeepLab v1 too, with its own test). Every zoo network is tested on val single-scale (mmseg's mIoU) and with the published ms+flip ratios
-0.5-1.75 (mmseg's mIoU(ms+flip)). Run it in the demo's work folder and the demo's finished stages are skipped:
+upper bound; the demo's DeepLab v1 too, with its own test). Every zoo network is tested on val single-scale (mmseg's
+mIoU) and with the published ms+flip ratios 0.5-1.75 (mmseg's mIoU(ms+flip)). Run it in the demo's work folder and
+the demo's finished stages are skipped:
 
     python scripts/run_pipeline.py --config demo_zoo --work_dir runs/demo
 """

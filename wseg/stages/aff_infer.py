@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.num_workers < 0:
         raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in this process)")
     from wseg.crf import resolve_scale_factor
-    resolve_scale_factor(args.crf_scale_factor, (1, 1), "--crf_scale_factor")   # a bad value fails here, not in a worker
+    resolve_scale_factor(args.crf_scale_factor, (1, 1), "--crf_scale_factor")   # fails here, not in a worker
     crf = bool(args.crf or args.out_crf)
     crf_dir = args.out_crf or (args.out_rw if crf else None)
     rw_dir = args.out_rw if not (crf and not args.out_crf) else None
