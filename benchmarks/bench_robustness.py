@@ -8,7 +8,7 @@ folder (finished stages are skipped on a re-run) and prints the stage table, the
 the published pattern checked: RW above CAM, pseudo masks at or above RW, DeepLab near the pseudo masks, and every
 stage well above the background-only level (which the script computes from the ground truth).
 
-    python benchmarks/bench_robustness.py [--only small_part] [--work_root runs/robust]
+    python benchmarks/bench_robustness.py [--only small_part] [--work_root runs/robust] [--upper_bound]
 """
 import argparse
 import json
@@ -23,7 +23,10 @@ sys.path.insert(0, REPO)
 DATASETS = [("small_part", 101), ("whole_object", 202), ("varied_sizes", 303), ("many_classes", 404)]
 ROWS = [("CAM", "eval_cam", "miou"), ("CAM+CRF", "eval_cam_crf", "miou"), ("RW", "eval_rw", "miou"),
         ("pseudo", "eval_pseudo", "miou"), ("DeepLab val", "seg_test", "miou"), ("DeepLab+CRF val", "seg_test",
-                                                                                   "miou_crf")]
+                                                                                   "miou_crf"),
+        ("DeepLab on GT val", "seg_test_gt", "miou")]
+#: --upper_bound: the same DeepLab trained on the ground truth (demo_zoo's stages), its fully supervised bound
+UPPER_BOUND_STAGES = ["seg_train_gt", "seg_test_gt"]
 
 
 def background_only(root: str, split: str) -> float:
@@ -93,6 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--work_root", default="runs/robust")
     p.add_argument("--only", nargs="+", default=None, help="presets to run")
     p.add_argument("--config", default="scripts/pipelines/demo.py")
+    p.add_argument("--upper_bound", action="store_true",
+                   help="also train the demo's DeepLab on the ground truth (scripts/pipelines/demo_zoo.py stages "
+                        f"{' '.join(UPPER_BOUND_STAGES)}): what it reaches fully supervised at the same budget")
     args = p.parse_args(argv)
     summary = []
     for preset, seed in DATASETS:
@@ -105,6 +111,10 @@ def main(argv=None) -> int:
               f"{work} --set data.preset={preset} data.seed={seed}`\n", flush=True)
         res = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True,
                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        if args.upper_bound and not res.returncode:
+            cmd[cmd.index("--config") + 1] = os.path.join(REPO, "scripts", "pipelines", "demo_zoo.py")
+            res = subprocess.run(cmd + ["--only", *UPPER_BOUND_STAGES], cwd=REPO, text=True, capture_output=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         table = res.stdout[res.stdout.find("| result |"):] if "| result |" in res.stdout else res.stdout[-2000:]
         print(table.strip(), flush=True)
         if res.returncode:
