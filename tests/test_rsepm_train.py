@@ -316,6 +316,19 @@ def test_training_and_exact_resume(toy_root, tmp_path, trained):
     assert meta["network"] == "rsepm" and "classifier.weight" in state and "decoder.classifier.4.weight" in state
     # the saved result is the weights' moving average, updated after each of the 3 optimiser steps
     assert meta["ema"]["updates"] == 3 and meta["ema"]["decay"] == 0.9999
+    # did it learn: the saved (averaged) network's classification loss in eval mode on the un-augmented images
+    from wseg.data.voc import VOCRoot
+    from wseg.methods import get_single_stage
+    from wseg.methods.base import eval_cls_loss
+    from wseg.stages.wsss_infer import load_trained
+
+    method, net, _ = load_trained(prefix + ".pth")
+    voc = VOCRoot(toy_root)
+    labels = np.load(os.path.join(toy_root, "cls_labels.npy"), allow_pickle=True).item()
+    ids = voc.ids("train")
+    assert get_single_stage("rsepm").eval_cls_check
+    assert out["cls_loss"] == pytest.approx(eval_cls_loss(method, net, voc, ids, labels), rel=1e-5)
+    assert out["train_cls_loss"] != out["cls_loss"]
     resumed = str(tmp_path / "resumed")
     first = run("wsss_train", train_argv(toy_root, resumed, ["--stop_iter", "2"]))
     assert not first["finished"]

@@ -124,16 +124,18 @@ def eval_cls_loss(method: CamMethod, net: nn.Module, voc: Any, ids: Sequence[str
     label prior (:data:`wseg.engine.trainer.LEARNED_RATIO_FINAL`)."""
     import numpy as np
 
-    from wseg.data.transforms import hwc_to_chw, normalize
+    from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hwc_to_chw, normalize
     from wseg.io import load_image
 
+    norm = (getattr(method, "mean", IMAGENET_MEAN), getattr(method, "std", IMAGENET_STD))   # single-stage: its own
     ctx = StepContext(cls_only=True)
     was = net.training
     net.eval()
     total = 0.0
     with torch.no_grad():
         for i in ids:
-            x = torch.from_numpy(hwc_to_chw(normalize(load_image(voc.image_path(i)))))[None].to(device)
+            img = normalize(load_image(voc.image_path(i)), *norm)
+            x = torch.from_numpy(hwc_to_chw(img))[None].to(device)
             label = torch.from_numpy(np.asarray(labels[i], np.float32))[None].to(device)
             total += float(method.training_step(net, {"image": x, "label": label}, ctx)[method.cls_loss_key])
     net.train(was)

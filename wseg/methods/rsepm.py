@@ -87,6 +87,7 @@ class RSEPM(SingleStageMethod):
     summary = "RS+EPM (arXiv 2204.06754): ResNet CAM + DeepLabV3+, RecurSeed seeds, EdgePredictMix (reconstructed)"
     defaults = dict(RSEPM_DEFAULTS)
     infer_procedures = {"released": (1.0, 0.5, 1.5, 2.0)}
+    eval_cls_check = True      # training_step honours ctx.cls_only
     #: convert_seed_to_pseudo_masks.py's CRF (10 iterations, Gaussian 1/3, bilateral 67/3/4)
     crf = dict(iters=10, pos_w=3, pos_xy_std=1, bi_w=4, bi_xy_std=67, bi_rgb_std=3)
 
@@ -212,7 +213,8 @@ class RSEPM(SingleStageMethod):
     def training_step(self, net, batch, ctx):
         from wseg.losses.rsepm import rsepm_losses
 
-        return rsepm_losses(net, batch["image"], batch["label"], batch.get("crop_box"), ctx.iteration,
+        iteration = -1 if ctx.cls_only else ctx.iteration      # -1: before RecurSeed, the classification loss alone
+        return rsepm_losses(net, batch["image"], batch["label"], batch.get("crop_box"), iteration,
                             self.config(), autocast=ctx.autocast)
 
     # -- inference

@@ -88,6 +88,10 @@ class SingleStageMethod:
                                     wt_decay=0.0, warmup_iters=0, warmup_lr=1e-6, power=0.9)
     #: The loss term that is the image classification loss (checked against the label prior: did it learn?).
     cls_loss_key = "cls"
+    #: ``training_step`` honours ``ctx.cls_only`` (the classification loss alone, without crops): ``wsss_train`` then
+    #: checks the finished network in eval mode on the un-augmented training images, as the CAM trainers do
+    #: (:func:`wseg.methods.base.eval_cls_loss`), instead of the training loss of the last iterations.
+    eval_cls_check = False
     #: The published inference procedures by name, each with its test scales; the first is the default.
     infer_procedures: Dict[str, Tuple[float, ...]] = {"tta": (1.0,)}
     #: The published inference CRF (``iters``, ``pos_w``, ``pos_xy_std``, ``bi_w``, ``bi_xy_std``, ``bi_rgb_std``),

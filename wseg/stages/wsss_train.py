@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.engine.plans import StepPlan
     from wseg.engine.runtime import LOG
     from wseg.engine.trainer import Trainer, multilabel_prior_loss
+    from wseg.methods.base import eval_cls_loss
     from wseg.models.checkpoint import save_state_dict
     from wseg.stages.common import begin_training
 
@@ -140,7 +141,10 @@ def run(args: argparse.Namespace) -> dict:
                           resume_keys=RESUME_KEYS + tuple(method.flag_names()), resume=args.resume,
                           ckpt_every=args.ckpt_every, log_every=args.log_every, amp=args.amp,
                           scalars=prefix + "_scalars.jsonl", stop_iter=args.stop_iter, meta=meta,
-                          images_per_step=args.batch_size, desc=f"{method.name} train", prior=prior, ema=ema)
+                          images_per_step=args.batch_size, desc=f"{method.name} train", prior=prior, ema=ema,
+                          final_cls_loss=None if not method.eval_cls_check else (
+                              lambda net: eval_cls_loss(method, net if ema is None else ema.module, voc, dataset.ids,
+                                                        dataset.labels, dist.device)))
         result = trainer.run()
         weights = None
         if result["finished"]:
@@ -154,5 +158,5 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         dist.close()
     keys = ("iters", "trained_iters", "seconds", "iters_per_s", "finished", "first_losses", "last_losses", "learned",
-            "cls_loss", "prior_loss")
+            "cls_loss", "prior_loss", "train_cls_loss")
     return {"weights": weights, "network": method.name, **{k: result.get(k) for k in keys}}
