@@ -44,6 +44,8 @@ VIT_BACKBONES: Dict[str, dict] = {
     "vit_base_patch16_224": {"arch": "vit_base_patch16_224"},          # the published ViT-B/16 (768, 12, 12)
     "vit_tiny_patch16": {"arch": "vit_tiny_patch16_224"},              # 192, 12 blocks, 3 heads (CPU demo)
     "vit_test": {"arch": "vit_tiny_patch16_224", "embed_dim": 48, "depth": 4, "num_heads": 3},  # tests
+    # the synthetic demos' reduced ViT (128 channels, 6 blocks, 4 heads): cheap enough to pretrain on the CPU stand-in
+    "vit_small_demo": {"arch": "vit_tiny_patch16_224", "embed_dim": 128, "depth": 6, "num_heads": 4},
 }
 
 
