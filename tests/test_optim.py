@@ -39,12 +39,10 @@ def test_published_poly_optimizer_groups_schedule_and_momentum_quirk():
 
 def test_head_lr_mult_scales_the_new_layers_groups_only():
     """``--head_lr_mult`` (published 10): new-layer weights x m, their biases x 2m, the backbone's untouched."""
-    import argparse
-
     from wseg.engine.optim import head_lr_mults
 
-    assert head_lr_mults(argparse.Namespace()) == (1.0, 2.0, 10.0, 20.0)
-    mults = head_lr_mults(argparse.Namespace(head_lr_mult=80.0))
+    assert head_lr_mults() == (1.0, 2.0, 10.0, 20.0)
+    mults = head_lr_mults(80.0)
     opt = build_optimizer("sgd", published_groups(groups(), 0.01, 5e-4, mults), 0.01, 5e-4)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.8, 1.6])
 

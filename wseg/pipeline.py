@@ -29,7 +29,7 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from wseg.config import close_keys, load_config_file, merge, parse_literal, parse_set, set_path
 from wseg.errors import WsegError
@@ -301,10 +301,9 @@ class Runner:
                 continue
             if self.is_done(s.name):
                 os.remove(self._mark(s.name))
-            for flag, out in zip(s.argv[:-1], s.argv[1:]):
+            for flag, out in _output_flags(s):
                 out = os.path.abspath(out)
-                written = flag.startswith("--out") or flag == "--session_name"
-                if not written or out in keep or not out.startswith(work):
+                if out in keep or not out.startswith(work):
                     continue
                 for path in _written_paths(out, session=flag == "--session_name"):
                     aside, n = f"{path}.stale-{stamp}", 1
@@ -367,10 +366,15 @@ def _jsonable(obj):
     return str(obj)
 
 
-def _outputs(stage: Stage) -> List[str]:
-    """The paths a stage writes: the values of its ``--out*`` and ``--session_name`` flags."""
+def _output_flags(stage: Stage) -> List[Tuple[str, str]]:
+    """``(flag, path)`` of what a stage writes: its ``--out*`` and ``--session_name`` flags."""
     argv = stage.argv
-    return [argv[k + 1] for k, a in enumerate(argv[:-1]) if a.startswith("--out") or a == "--session_name"]
+    return [(a, argv[k + 1]) for k, a in enumerate(argv[:-1]) if a.startswith("--out") or a == "--session_name"]
+
+
+def _outputs(stage: Stage) -> List[str]:
+    """The paths a stage writes (:func:`_output_flags`)."""
+    return [path for _, path in _output_flags(stage)]
 
 
 def _written_paths(out: str, session: bool) -> List[str]:

@@ -52,9 +52,10 @@ class PolyLR:
         return optimizer.param_groups[0]["lr"]
 
 
-def head_lr_mults(args) -> Tuple[float, float, float, float]:
-    """The four groups' multipliers with the heads' taken from ``--head_lr_mult`` (published 10: 1, 2, 10, 20)."""
-    m = float(getattr(args, "head_lr_mult", LR_MULTS[2]))
+def head_lr_mults(mult: float = LR_MULTS[2]) -> Tuple[float, float, float, float]:
+    """The four groups' multipliers with the new heads' weights at ``mult`` and their biases at twice it
+    (``--head_lr_mult`` / config ``head_lr_mult``; published 10: 1, 2, 10, 20)."""
+    m = float(mult)
     return (LR_MULTS[0], LR_MULTS[1], m, 2 * m)
 
 

@@ -36,8 +36,8 @@ from wseg.segmentation.predict import confusion_on
 
 LAST_CKPT = "last.pth"
 #: Config keys that must not change between a checkpoint and its resumption.
-RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "power", "seed", "train_list", "pseudo_mask_dir",
-               "crop_size", "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
+RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "power", "seed", "train_list",
+               "pseudo_mask_dir", "crop_size", "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
 
 
 def final_weights_path(cfg: Mapping[str, Any], out_dir: str, dataset: str) -> str:
@@ -96,7 +96,7 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
     (best validation mIoU), ``train.log`` and ``scalars.jsonl``. ``on_step(itr, loss)`` is called after each
     iteration (tests use it to simulate crashes). Returns the weights path, iterations, timings and mIoUs.
     """
-    from wseg.engine.optim import PolyLR, build_optimizer, published_groups
+    from wseg.engine.optim import LR_MULTS, PolyLR, build_optimizer, head_lr_mults, published_groups
     from wseg.engine.plans import StepPlan
     from wseg.engine.trainer import Trainer
     from wseg.segmentation.models import is_mmseg, save_weights
@@ -149,9 +149,8 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
             groups = model.param_groups(float(cfg["lr"]), float(cfg["weight_decay"]))
             schedule = PolyLR(max_iters, float(cfg["power"]), min_lr=float(cfg.get("min_lr") or 0.0))
         else:
-            m = float(cfg.get("head_lr_mult", 10.0))
             groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
-                                      (1.0, 2.0, m, 2 * m), split_mult=True)
+                                      head_lr_mults(cfg.get("head_lr_mult", LR_MULTS[2])), split_mult=True)
             schedule = PolyLR(max_iters + 1, float(cfg["power"]))
         optimizer = build_optimizer("sgd", groups, float(cfg["lr"]), float(cfg["weight_decay"]), float(cfg["momentum"]))
         arch = model.architecture()
@@ -184,9 +183,8 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
                          save_format, voc.spec)
 
         if cfg.get("resume", True) and os.path.isfile(last) and os.path.isfile(final):
-            from wseg.models.checkpoint import load_checkpoint
-
             from wseg.engine.trainer import check_resume
+            from wseg.models.checkpoint import load_checkpoint
 
             state = load_checkpoint(last, model)
             # a finished run of other settings is not this run's result (refused as a resume would be)

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     plan = EpochPlan(dataset, args.batch_size, args.seed, args.num_workers, dist, args.train_list)
     model = build_affinity_net_for_training(args.backbone, args.weights, radius=args.radius).to(dist.device)
     optimizer = build_optimizer("sgd", published_groups(model.get_parameter_groups(), args.lr, args.wt_dec,
-                                                         head_lr_mults(args)),
+                                                         head_lr_mults(args.head_lr_mult)),
                                 args.lr, args.wt_dec, args.momentum)
     meta = {"network": NETWORK_NAME, "backbone": args.backbone}
 

@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> dict:
     model = build_for_training(method, args.backbone, voc.spec.num_classes, args.weights, args.freeze,
                                dropout=args.dropout).to(dist.device)
     groups = model.get_parameter_groups()
-    groups = (published_groups(groups, args.lr, args.wt_dec, head_lr_mults(args)) if args.optimizer == "sgd"
-              else adamw_groups(groups, args.wt_dec))
+    groups = (published_groups(groups, args.lr, args.wt_dec, head_lr_mults(args.head_lr_mult))
+              if args.optimizer == "sgd" else adamw_groups(groups, args.wt_dec))
     optimizer = build_optimizer(args.optimizer, groups, args.lr, args.wt_dec, args.momentum)
     meta = {**method.meta(), "backbone": args.backbone, "num_classes": voc.spec.num_classes}
 
