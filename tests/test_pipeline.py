@@ -252,3 +252,40 @@ def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_p
     runner.run(echo=echo.append)
     assert [c[0] for c in calls] == ["a.py", "b.py", "c.py", "d.py"]
     assert sorted(n.split(".stale-")[0] for n in os.listdir(work) if ".stale-" in n) == ["a", "b", "b", "c", "c", "c"]
+
+
+def test_a_stage_whose_config_file_was_edited_runs_again(tmp_path, monkeypatch):
+    """The same command line with an edited ``--config`` (or an edited ``_base_`` of it) is another setting: the
+    stage runs again; an unchanged config is skipped."""
+    import argparse
+    import types
+
+    from wseg import pipeline as pl
+
+    calls = []
+
+    def fake(rel):
+        def build_parser():
+            p = argparse.ArgumentParser()
+            p.add_argument("--config")
+            p.add_argument("--out_dir")
+            return p
+        return types.SimpleNamespace(build_parser=build_parser, run=lambda a: calls.append(rel) or {})
+
+    monkeypatch.setattr(pl, "load_script", fake)
+    base, cfg = tmp_path / "base.py", tmp_path / "cfg.py"
+    base.write_text("lr = 0.1\n")
+    cfg.write_text('_base_ = "base.py"\ncrop_size = 96\n')
+    work = str(tmp_path / "work")
+    stages = [pl.Stage("t", "t.py", ["--config", str(cfg), "--out_dir", os.path.join(work, "t")])]
+    echo = []
+    pl.Runner(work, stages).run(echo=echo.append)
+    pl.Runner(work, stages).run(echo=echo.append)
+    assert calls == ["t.py"]
+    base.write_text("lr = 0.2\n")                                # an edited base: the stage is stale
+    pl.Runner(work, stages).run(echo=echo.append)
+    assert calls == ["t.py", "t.py"]
+    assert any(e.startswith("[redo] t: finished with another --config content") for e in echo)
+    cfg.write_text('_base_ = "base.py"\ncrop_size = 96\n# a comment only\n')   # same settings: skipped
+    pl.Runner(work, stages).run(echo=echo.append)
+    assert calls == ["t.py", "t.py"]

@@ -89,6 +89,16 @@ def test_shipped_weights_load_through_the_published_paths(path):
         seg = build_deeplab("deeplabv1", name, 7, head_dim=16)
         load_backbone_weights(seg, path)
         assert torch.equal(seg.backbone.bn7.running_var, state["bn7.running_var"])
+    elif name.startswith("vit"):   # the demos' small ViT: ToCo's and LOC-BE's --weights (the published ViT path)
+        from wseg.methods import get_single_stage
+
+        assert name == "vit_small_demo_cs", name
+        for network in ("locbe", "toco"):
+            method = get_single_stage(network)(None)
+            net = method.build_network(name, 7)
+            method.load_pretrained(net, path)
+            assert torch.equal(net.backbone.patch_embed.proj[0].weight, state["patch_embed.proj.0.weight"])
+            assert torch.equal(net.backbone.blocks[5].mlp.fc2.weight, state["blocks.5.mlp.fc2.weight"])
     else:   # the demos' reduced ResNetV1c: the segmentation zoo's backbone_weights and RS+EPM's --weights
         from wseg.config import load_config_file
         from wseg.segmentation.models import build_model

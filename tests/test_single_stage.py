@@ -402,12 +402,13 @@ def test_augmentation_probabilities(v, monkeypatch):
     import wseg.methods.toco as toco
 
     calls = []
-    monkeypatch.setattr(toco, "_color_jitter", lambda img, rng: calls.append("jitter") or img)
+    monkeypatch.setattr(toco, "_color_jitter", lambda img, rng, *strength: calls.append("jitter") or img)
     monkeypatch.setattr(TF, "rgb_to_grayscale", lambda img, num_output_channels=1: calls.append("gray") or img)
     monkeypatch.setattr(TF, "hflip", lambda img: calls.append("flip") or img)
     monkeypatch.setattr(ImageOps, "solarize", lambda img: calls.append("solarize") or img)
     real_blur = toco._gaussian_blur
-    monkeypatch.setattr(toco, "_gaussian_blur", lambda img, rng, p: calls.append(("blur", p)) or real_blur(img, rng, p))
+    monkeypatch.setattr(toco, "_gaussian_blur",
+                        lambda img, rng, p, *radius: calls.append(("blur", p)) or real_blur(img, rng, p, *radius))
     aug = toco.ToCoAugment(32)
     aug.rng = ScriptedRng(v)
     aug({"image": Image.new("RGB", (40, 30), (90, 120, 200))})

@@ -240,3 +240,41 @@ def test_vit_matches_published_forward(tmp_path):
         load_vit_weights(fresh, str(path))
     with pytest.raises(WsegError, match="smaller than one"):
         vit(torch.randn(1, 3, 10, 40))
+
+
+def test_conv_stem_vit_keeps_the_token_grid_and_the_forward():
+    """``conv_stem``: four stride-2 3x3 convolutions + a 1x1 projection replace ``patch_embed.proj``; the tokens
+    are still 16-pixel cells (same grid as the patch ViT), everything after the embedding is the published forward."""
+    from wseg.models.backbones.vit import build_conv_stem
+
+    torch.manual_seed(0)
+    vit = ViT(**VIT_BACKBONES["vit_test"], conv_stem=(8, 8, 16, 16)).eval()
+    plain = ViT(**VIT_BACKBONES["vit_test"]).eval()
+    x = torch.randn(2, 3, 75, 101)
+    out = vit(x)
+    assert out["out"].shape == plain(x)["out"].shape == (2, 48, 4, 6)
+    cls, patch, _ = ref_vit_tokens(vit, x[..., :64, :96])
+    assert torch.allclose(out["out"].flatten(2).transpose(1, 2), patch, atol=1e-5)
+    assert torch.allclose(out["cls"], cls, atol=1e-5)
+    assert "patch_embed.proj.0.weight" in vit.state_dict() and "patch_embed.proj.weight" not in vit.state_dict()
+    with pytest.raises(WsegError, match="four widths"):
+        build_conv_stem((8, 16), 48)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_toco_augment_photometric_options(seed):
+    """Grayscale p 0 never removes colour; hue 0 keeps the hue; the blur radius range is the flag's."""
+    import colorsys
+
+    from PIL import Image
+
+    from wseg.methods.toco import ToCoAugment
+
+    aug = ToCoAugment(32, (1.0, 1.0), views=False, jitter=(0.4, 0.4, 0.2, 0.0), grayscale_p=0.0,
+                      blur_radius=(0.0, 0.0))
+    aug.reseed(seed)
+    out = aug({"image": Image.new("RGB", (32, 32), (200, 40, 40))})["image"]
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    rgb = (out[:, 16, 16] * std + mean).clamp(0, 1).tolist()
+    h, _, s = colorsys.rgb_to_hls(*rgb)
+    assert s > 0.3 and min(h, 1 - h) < 0.02, (h, s)        # still saturated red: no grayscale, no hue shift

@@ -315,10 +315,13 @@ class Runner:
 
     def recorded_command(self, name: str) -> Optional[str]:
         """The command line a finished stage ran with (``None``: not finished, or a mark without one)."""
+        return self._recorded(name).get("command")
+
+    def _recorded(self, name: str) -> dict:
         if not self.is_done(name):
-            return None
+            return {}
         with open(self._mark(name)) as f:
-            return json.load(f).get("command")
+            return json.load(f)
 
     def run(self, only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> Dict[str, dict]:
         """Run the stages in order; a finished stage is skipped unless the config now gives it another command
@@ -327,13 +330,16 @@ class Runner:
             if only and stage.name not in only:
                 continue
             cmd = "python " + stage.script + " " + " ".join(shlex.quote(a) for a in stage.argv)
+            digest = config_digest(stage.argv)
             if self.is_done(stage.name):
-                recorded = self.recorded_command(stage.name)
-                if recorded is None or recorded == cmd:
+                mark = self._recorded(stage.name)
+                recorded = mark.get("command")
+                if recorded is None or (recorded == cmd and mark.get("config_digest") == digest):
                     echo(f"[skip] {stage.name}: done")
                     continue
-                echo(f"[redo] {stage.name}: finished with another command ({recorded}); running it and the stages "
-                     "after it again")
+                why = (f"another command ({recorded})" if recorded != cmd else
+                       "another --config content (the file or one of its _base_ files was edited)")
+                echo(f"[redo] {stage.name}: finished with {why}; running it and the stages after it again")
                 self.reset_from(stage.name, echo, only)
             echo(f"[run ] {stage.name}: {cmd}")
             mod = load_script(stage.script)
@@ -345,7 +351,7 @@ class Runner:
             except WsegError as exc:
                 raise WsegError(f"stage {stage.name}: {exc}") from None
             seconds = time.time() - t0
-            record = {"seconds": round(seconds, 2), "command": cmd,
+            record = {"seconds": round(seconds, 2), "command": cmd, "config_digest": digest,
                       "result": _jsonable(result) if isinstance(result, dict) else None}
             if isinstance(result, dict):
                 record["metrics"] = {k: float(result[k]) for k in METRIC_KEYS if result.get(k) is not None}
@@ -364,6 +370,24 @@ def _jsonable(obj):
     if isinstance(obj, (int, float, str, bool)) or obj is None:
         return obj
     return str(obj)
+
+
+def config_digest(argv: Sequence[str]) -> Optional[str]:
+    """SHA-1 of the settings a stage's ``--config`` file composes (its ``_base_`` chain included), so an edited
+    config re-runs the stage although its command line is the same; ``None`` without a readable config file."""
+    import hashlib
+
+    from wseg.config import load_config_file
+
+    paths = [argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--config"]
+    if not paths or not os.path.isfile(paths[-1]):
+        return None
+    try:
+        settings = load_config_file(paths[-1])
+    except WsegError:
+        return None                              # the stage itself reports the broken config
+    text = json.dumps(settings, sort_keys=True, default=repr)
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def _output_flags(stage: Stage) -> List[Tuple[str, str]]:

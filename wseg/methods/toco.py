@@ -30,6 +30,7 @@ VIT_DEFAULTS = dict(backbone="vit_base_patch16_224", max_iters=20000, batch_size
 SEG_CRF = dict(iters=10, pos_w=1, pos_xy_std=1, bi_w=4, bi_xy_std=121, bi_rgb_std=5)
 #: T:datasets/voc.py:102-109: ColorJitter(brightness, contrast, saturation, hue), applied with p 0.8.
 JITTER = (0.4, 0.4, 0.2, 0.1)
+BLUR_RADIUS = (0.1, 2.0)
 
 
 # ----------------------------------------------------------------------------------------------- augmentation
@@ -48,7 +49,8 @@ def _color_jitter(img: Image.Image, rng, strength: Sequence[float] = JITTER) -> 
     return img
 
 
-def _flip_and_color_jitter(img: Image.Image, rng) -> Tuple[Image.Image, bool]:
+def _flip_and_color_jitter(img: Image.Image, rng, jitter: Sequence[float] = JITTER, grayscale_p: float = 0.2
+                           ) -> Tuple[Image.Image, bool]:
     """``flip_and_color_jitter`` (T:datasets/voc.py:102-109): flip p 0.5, colour jitter p 0.8, grayscale p 0.2.
     Returns the image and whether it was flipped."""
     import torchvision.transforms.functional as TF
@@ -57,17 +59,17 @@ def _flip_and_color_jitter(img: Image.Image, rng) -> Tuple[Image.Image, bool]:
     if flipped:
         img = TF.hflip(img)
     if rng.random() < 0.8:
-        img = _color_jitter(img, rng)
-    if rng.random() < 0.2:
+        img = _color_jitter(img, rng, jitter)
+    if rng.random() < grayscale_p:
         img = TF.rgb_to_grayscale(img, num_output_channels=3)
     return img, flipped
 
 
-def _gaussian_blur(img: Image.Image, rng, p: float) -> Image.Image:
+def _gaussian_blur(img: Image.Image, rng, p: float, radius: Sequence[float] = BLUR_RADIUS) -> Image.Image:
     """``GaussianBlur(p)`` (T:datasets/transforms.py:11-29): with probability ``p`` (``random() <= p``), PIL's
     Gaussian blur of radius uniform in [0.1, 2]."""
     if rng.random() <= p:
-        return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.1, 2.0)))
+        return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(float(radius[0]), float(radius[1]))))
     return img
 
 
@@ -124,16 +126,26 @@ class ToCoAugment(SampleTransform):
     6. with ``views``: global view 2 = ``RandomResizedCrop(crop, scale (0.4, 1), bicubic)`` of the *original* image,
        ``flip_and_color_jitter``, blur p 0.1, solarisation p 0.2;
 
-    each view ImageNet-normalised. Output: ``image``, ``img_box`` and with ``views`` ``view2`` and ``local`` (the
+    each view ImageNet-normalised. ``jitter`` (brightness, contrast, saturation, hue; published 0.4 0.4 0.2 0.1),
+    ``grayscale_p`` (0.2) and ``blur_radius`` (0.1-2 pixels, for VOC's 448 crops) are the published values by
+    default; the synthetic demos scale the blur with their crop and drop hue / grayscale (README). Output: ``image``, ``img_box`` and with ``views`` ``view2`` and ``local`` (the
     published ``crops`` are ``[image, view2, local]``). The draws come from the transform's own generator (the
     published ones mix Python's, NumPy's and torch's global generators); the distributions are the same."""
 
     def __init__(self, crop_size: int = 448, rescale_range: Sequence[float] = (0.5, 2.0), views: bool = True,
                  flip_box: bool = False, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225)):
+                 std: Sequence[float] = (0.229, 0.224, 0.225), jitter: Sequence[float] = JITTER,
+                 grayscale_p: float = 0.2, blur_radius: Sequence[float] = BLUR_RADIUS):
         super().__init__()
         self.crop, self.rescale_range, self.views, self.flip_box = int(crop_size), tuple(rescale_range), views, flip_box
         self.mean, self.std = tuple(mean), tuple(std)
+        self.jitter, self.grayscale_p, self.blur_radius = tuple(jitter), float(grayscale_p), tuple(blur_radius)
+
+    def _jitter(self, img: Image.Image, rng) -> Tuple[Image.Image, bool]:
+        return _flip_and_color_jitter(img, rng, self.jitter, self.grayscale_p)
+
+    def _blur(self, img: Image.Image, rng, p: float) -> Image.Image:
+        return _gaussian_blur(img, rng, p, self.blur_radius)
 
     def _tensor(self, img: Image.Image) -> torch.Tensor:
         return torch.from_numpy(hwc_to_chw(normalize(np.asarray(img), self.mean, self.std)))
@@ -145,16 +157,16 @@ class ToCoAugment(SampleTransform):
         cropped = Image.fromarray(arr)
         out: Dict[str, torch.Tensor] = {}
         if self.views:
-            local, _ = _flip_and_color_jitter(cropped, rng)
-            out["local"] = self._tensor(_gaussian_blur(local, rng, 0.5))
-        image, flipped = _flip_and_color_jitter(cropped, rng)
+            local, _ = self._jitter(cropped, rng)
+            out["local"] = self._tensor(self._blur(local, rng, 0.5))
+        image, flipped = self._jitter(cropped, rng)
         if flipped and self.flip_box:
             box = np.asarray([box[0], box[1], crop - box[3], crop - box[2]], np.int64)
-        out["image"] = self._tensor(_gaussian_blur(image, rng, 1.0))
+        out["image"] = self._tensor(self._blur(image, rng, 1.0))
         out["img_box"] = torch.from_numpy(box)
         if self.views:
-            view2, _ = _flip_and_color_jitter(_random_resized_crop(original, crop, rng), rng)
-            view2 = _gaussian_blur(view2, rng, 0.1)
+            view2, _ = self._jitter(_random_resized_crop(original, crop, rng), rng)
+            view2 = self._blur(view2, rng, 0.1)
             if rng.random() < 0.2:
                 view2 = ImageOps.solarize(view2)
             out["view2"] = self._tensor(view2)
@@ -197,6 +209,15 @@ class ViTSingleStage(SingleStageMethod):
                        help=f"local crop size (published {cls.local_crop_default})")
         g.add_argument("--rescale_range", type=float, nargs=2, default=[0.5, 2.0], metavar=("MIN", "MAX"),
                        help="random rescale of the training images (published --scales 0.5 2)")
+        g.add_argument("--color_jitter", type=float, nargs=4, default=list(JITTER),
+                       metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
+                       help="flip_and_color_jitter's ColorJitter (published 0.4 0.4 0.2 0.1)")
+        g.add_argument("--grayscale_p", type=float, default=0.2, help="grayscale probability (published 0.2)")
+        g.add_argument("--blur_radius", type=float, nargs=2, default=list(BLUR_RADIUS), metavar=("MIN", "MAX"),
+                       help="Gaussian blur radius range in pixels (published 0.1 2, for 448-pixel crops)")
+        g.add_argument("--head_lr_mult", type=float, default=10.0,
+                       help="lr multiplier of the classifiers, projection head and decoder (published 10; a narrower "
+                            "ViT than ViT-B's 768 channels scales it by 768 / its width, as the demos do)")
         g.add_argument("--seg_start", type=int, default=2000,
                        help="seg (+ reg ...) join after this iteration (published 2000: `n_iter <= 2000`)")
         g.add_argument("--box_stride", type=int, choices=[1, 16], default=1,
@@ -253,12 +274,15 @@ class ViTSingleStage(SingleStageMethod):
     def param_groups(self, net: nn.Module, lr: float, weight_decay: float) -> List[Dict[str, Any]]:
         """The published four groups: encoder, encoder norms (x1), classifiers (+ ToCo's proj_head) and decoder
         (x10), weight decay on all (T/L:train :206-235)."""
-        return net.optimizer_groups(lr, weight_decay)
+        return net.optimizer_groups(lr, weight_decay, head_mult=float(self.option("head_lr_mult", 10.0)))
 
     # -- data and the step's helpers
     def train_transform(self, crop_size: int) -> SampleTransform:
         return ToCoAugment(crop_size, self.option("rescale_range", [0.5, 2.0]), views=self.needs_views,
-                           flip_box=bool(self.option("flip_box", False)), mean=self.mean, std=self.std)
+                           flip_box=bool(self.option("flip_box", False)), mean=self.mean, std=self.std,
+                           jitter=self.option("color_jitter", list(JITTER)),
+                           grayscale_p=float(self.option("grayscale_p", 0.2)),
+                           blur_radius=self.option("blur_radius", list(BLUR_RADIUS)))
 
     @property
     def par(self):

@@ -46,7 +46,28 @@ VIT_BACKBONES: Dict[str, dict] = {
     "vit_test": {"arch": "vit_tiny_patch16_224", "embed_dim": 48, "depth": 4, "num_heads": 3},  # tests
     # the synthetic demos' reduced ViT (128 channels, 6 blocks, 4 heads): cheap enough to pretrain on the CPU stand-in
     "vit_small_demo": {"arch": "vit_tiny_patch16_224", "embed_dim": 128, "depth": 6, "num_heads": 4},
+    # the same with a convolutional stem instead of the 16x16 patch projection (Xiao et al. 2021, "Early
+    # convolutions help transformers see better"): still 16-pixel tokens, but it learns from a CPU-sized corpus
+    "vit_small_demo_cs": {"arch": "vit_tiny_patch16_224", "embed_dim": 128, "depth": 6, "num_heads": 4,
+                          "conv_stem": (16, 32, 64, 128)},
 }
+
+
+def build_conv_stem(channels: Sequence[int], embed_dim: int) -> torch.nn.Sequential:
+    """Four 3x3 stride-2 convolutions (+ BatchNorm + ReLU) of ``channels`` widths and a 1x1 projection to
+    ``embed_dim``: a stride-16 patch embedding that sees each patch through small receptive fields (the
+    "convolutional stem" of Xiao et al. 2021). Replaces ``patch_embed.proj``; the token grid is unchanged."""
+    from torch import nn
+
+    if len(channels) != 4:
+        raise WsegError(f"conv_stem {list(channels)}: four widths, one per stride-2 convolution (16 = 2^4)")
+    layers, cin = [], 3
+    for c in channels:
+        layers += [nn.Conv2d(cin, int(c), 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(int(c)),
+                   nn.ReLU(inplace=True)]
+        cin = int(c)
+    layers.append(nn.Conv2d(cin, int(embed_dim), 1))
+    return nn.Sequential(*layers)
 
 
 class ViT(Backbone):
@@ -55,7 +76,8 @@ class ViT(Backbone):
     levels = ("aux", "out")
 
     def __init__(self, arch: str = "vit_base_patch16_224", aux_layer: int = -3, antialias: bool = False,
-                 frozen: Sequence[str] = (), freeze_bn: bool = False, **timm_kwargs):
+                 frozen: Sequence[str] = (), freeze_bn: bool = False, conv_stem: Optional[Sequence[int]] = None,
+                 **timm_kwargs):
         super().__init__()
         import timm   # imported here: building any other backbone must not pay for timm
 
@@ -69,6 +91,8 @@ class ViT(Backbone):
         # timm's parameter names at the top level: the published files load as they are.
         self.cls_token, self.pos_embed = vit.cls_token, vit.pos_embed
         self.patch_embed, self.blocks, self.norm, self.head = vit.patch_embed, vit.blocks, vit.norm, vit.head
+        if conv_stem:
+            self.patch_embed.proj = build_conv_stem(conv_stem, int(vit.embed_dim))
         self.patch_size = int(self.patch_embed.patch_size[0])
         self.embed_dim = int(vit.embed_dim)
         self.grid = tuple(int(g) for g in self.patch_embed.grid_size)
