@@ -11,7 +11,9 @@ changes"), each scaled rather than tuned to this dataset:
   this backbone's 512): a 1/8-width backbone feeds its new head 8x fewer features, which learn 8x slower at x10;
 - image sizes relative to the image: crop 112 of the image resized x0.9-1.5 of its long side (published: crop 448 of
   448-768 on VOC's ~500-pixel images), SEAM's second view at 64 pixels (published 128);
-- 12 epochs of 300 images (published 8 of 10,582), DeepLab 1,000 iterations of crop 96;
+- 12 epochs of 300 images (published 8 of 10,582), DeepLab 1,000 iterations of crop 112 of the image x0.9-1.5,
+  tested at x1-1.5 (published 20k of crop 321-448 of x0.5-1.5, tests x0.5-1.75: half of the demo's image leaves its
+  objects a few stride-8 cells wide);
 - no hue jitter (published 0.1): the demo's classes differ in the hue of their heads, which a hue shift of 0.1 moves
   across classes; brightness / contrast / saturation 0.3 as published;
 - AffinityNet (1/16 width, from scratch: no stand-in at that width) on the images resized x1.5-2 (x2 at inference:
