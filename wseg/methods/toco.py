@@ -128,9 +128,10 @@ class ToCoAugment(SampleTransform):
 
     each view ImageNet-normalised. ``jitter`` (brightness, contrast, saturation, hue; published 0.4 0.4 0.2 0.1),
     ``grayscale_p`` (0.2) and ``blur_radius`` (0.1-2 pixels, for VOC's 448 crops) are the published values by
-    default; the synthetic demos scale the blur with their crop and drop hue / grayscale (README). Output: ``image``, ``img_box`` and with ``views`` ``view2`` and ``local`` (the
-    published ``crops`` are ``[image, view2, local]``). The draws come from the transform's own generator (the
-    published ones mix Python's, NumPy's and torch's global generators); the distributions are the same."""
+    default; the synthetic demos scale the blur with their crop and drop hue / grayscale (README). Output:
+    ``image``, ``img_box`` and with ``views`` ``view2`` and ``local`` (the published ``crops`` are ``[image, view2,
+    local]``). The draws come from the transform's own generator (the published ones mix Python's, NumPy's and
+    torch's global generators); the distributions are the same."""
 
     def __init__(self, crop_size: int = 448, rescale_range: Sequence[float] = (0.5, 2.0), views: bool = True,
                  flip_box: bool = False, mean: Sequence[float] = (0.485, 0.456, 0.406),

@@ -5,8 +5,8 @@
 output stride and dilation options of :class:`~wseg.models.backbones.resnet.ResNet`), ``resnet_tiny`` (one block
 per stage, for tests), ``resnet_v1c_small`` (deep stem, two blocks per stage, base width 16: the demos' reduced
 ResNet-50/101) and the timm ViTs of ToCo / LOC-BE (``vit_base_patch16_224``, ``vit_tiny_patch16``,
-``vit_small_demo``, ``vit_test``; :mod:`~wseg.models.backbones.vit`). A new backbone is one module here plus one
-registry line.
+``vit_small_demo``, ``vit_small_demo_cs`` (its convolutional-stem twin, the demos' stand-in), ``vit_test``;
+:mod:`~wseg.models.backbones.vit`). A new backbone is one module here plus one registry line.
 """
 from __future__ import annotations
 
