@@ -15,7 +15,7 @@ ToCo's augmentation) at a demo budget, with what differs scaled rather than tune
   hue jitter for the same reason); the Gaussian blur's radius scaled with the crop (published 0.1-2 pixels on
   448-pixel crops, here 0.02-0.43 on 96).
 
-From scratch (``--set wsss_train.weights=None``) the network does not learn (README).
+From scratch the ViT did not learn in the earlier, shorter version of this demo (README).
 
     python scripts/run_pipeline.py --config demo_locbe --work_dir runs/demo_locbe"""
 
