@@ -1,7 +1,8 @@
 """LOC-BE on the demo's synthetic dataset (easy preset, 300 train / 60 val images of 128x96, 6 classes) from the
 ImageNet stand-in weights of the demos' small ViT (``weights/standin/vit_small_demo_cs.pth``: ``vit_small_demo_cs``,
 128 channels, 6 blocks, 4 heads, 16-pixel tokens from a convolutional stem), on CPU, then the published inference
-(scales 1, 1.5, 1.25 + flips, CRF) on train (the pseudo labels) and val. About 11 minutes of training on one core.
+(scales 1, 1.5, 1.25 + flips, CRF) on train (the pseudo labels) and val. About 15 minutes of training on one core
+shared with another job.
 
 The published recipe (PolyWarmupAdamW, the four parameter groups, the iteration schedule, every loss and weight,
 ToCo's augmentation) at a demo budget, with what differs scaled rather than tuned (README, "ToCo and LOC-BE"):
