@@ -30,6 +30,8 @@ VIT_DEFAULTS = dict(backbone="vit_base_patch16_224", max_iters=20000, batch_size
 SEG_CRF = dict(iters=10, pos_w=1, pos_xy_std=1, bi_w=4, bi_xy_std=121, bi_rgb_std=5)
 #: T:datasets/voc.py:102-109: ColorJitter(brightness, contrast, saturation, hue), applied with p 0.8.
 JITTER = (0.4, 0.4, 0.2, 0.1)
+#: T:datasets/voc.py:102-109 RandomGrayscale(p=0.2); T:datasets/transforms.py:11-29 GaussianBlur radius 0.1-2.
+GRAYSCALE_P = 0.2
 BLUR_RADIUS = (0.1, 2.0)
 
 
@@ -49,7 +51,7 @@ def _color_jitter(img: Image.Image, rng, strength: Sequence[float] = JITTER) -> 
     return img
 
 
-def _flip_and_color_jitter(img: Image.Image, rng, jitter: Sequence[float] = JITTER, grayscale_p: float = 0.2
+def _flip_and_color_jitter(img: Image.Image, rng, jitter: Sequence[float] = JITTER, grayscale_p: float = GRAYSCALE_P
                            ) -> Tuple[Image.Image, bool]:
     """``flip_and_color_jitter`` (T:datasets/voc.py:102-109): flip p 0.5, colour jitter p 0.8, grayscale p 0.2.
     Returns the image and whether it was flipped."""
@@ -136,7 +138,7 @@ class ToCoAugment(SampleTransform):
     def __init__(self, crop_size: int = 448, rescale_range: Sequence[float] = (0.5, 2.0), views: bool = True,
                  flip_box: bool = False, mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225), jitter: Sequence[float] = JITTER,
-                 grayscale_p: float = 0.2, blur_radius: Sequence[float] = BLUR_RADIUS):
+                 grayscale_p: float = GRAYSCALE_P, blur_radius: Sequence[float] = BLUR_RADIUS):
         super().__init__()
         self.crop, self.rescale_range, self.views, self.flip_box = int(crop_size), tuple(rescale_range), views, flip_box
         self.mean, self.std = tuple(mean), tuple(std)
@@ -213,7 +215,8 @@ class ViTSingleStage(SingleStageMethod):
         g.add_argument("--color_jitter", type=float, nargs=4, default=list(JITTER),
                        metavar=("BRIGHTNESS", "CONTRAST", "SATURATION", "HUE"),
                        help="flip_and_color_jitter's ColorJitter (published 0.4 0.4 0.2 0.1)")
-        g.add_argument("--grayscale_p", type=float, default=0.2, help="grayscale probability (published 0.2)")
+        g.add_argument("--grayscale_p", type=float, default=GRAYSCALE_P,
+                       help=f"grayscale probability (published {GRAYSCALE_P})")
         g.add_argument("--blur_radius", type=float, nargs=2, default=list(BLUR_RADIUS), metavar=("MIN", "MAX"),
                        help="Gaussian blur radius range in pixels (published 0.1 2, for 448-pixel crops)")
         g.add_argument("--head_lr_mult", type=float, default=10.0,
@@ -282,7 +285,7 @@ class ViTSingleStage(SingleStageMethod):
         return ToCoAugment(crop_size, self.option("rescale_range", [0.5, 2.0]), views=self.needs_views,
                            flip_box=bool(self.option("flip_box", False)), mean=self.mean, std=self.std,
                            jitter=self.option("color_jitter", list(JITTER)),
-                           grayscale_p=float(self.option("grayscale_p", 0.2)),
+                           grayscale_p=float(self.option("grayscale_p", GRAYSCALE_P)),
                            blur_radius=self.option("blur_radius", list(BLUR_RADIUS)))
 
     @property
