@@ -130,6 +130,25 @@ def test_torchvision_resnet101_weights_fit_backbone():
     load_state_dict_strict(net.backbone, tv, "resnet101-5d3b4d8f.pth", ignore_unexpected=("fc.",))
 
 
+def test_fov_dilation_is_kept_with_the_weights(tmp_path):
+    """LargeFOV's dilation (published 12) is a model key; weights trained with another one are refused."""
+    from wseg.segmentation.models import build_model, save_weights
+
+    cfg = {"model": {"type": "deeplabv1", "backbone": "resnet_tiny", "head_dim": 8, "bn_momentum": 0.1,
+                     "fov_dilation": 3}}
+    net = build_model(cfg, 4, weights=False)
+    assert net.decode_head.conv_fov.dilation == (3, 3) and net.decode_head.conv_fov.padding == (3, 3)
+    assert build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8).decode_head.conv_fov.dilation == (12, 12)
+    path = str(tmp_path / "fov3.pth")
+    save_weights(path, net, net.architecture())
+    load_segmentation_weights(build_model(cfg, 4, weights=False), path)
+    other = build_model({"model": dict(cfg["model"], fov_dilation=12)}, 4, weights=False)
+    with pytest.raises(WsegError, match="fov_dilation=3 network"):
+        load_segmentation_weights(other, path)
+    with pytest.raises(WsegError, match="fov_dilation 0"):
+        build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8, fov_dilation=0)
+
+
 def test_weight_files_round_trip(tmp_path):
     torch.manual_seed(0)
     src = build_deeplab("deeplabv2", "resnet_tiny", 4, head_dim=8, deep_base=True)

@@ -168,6 +168,31 @@ def test_train_transform():
         SegTrainTransform(scale_range=(1.5, 0.5))
 
 
+def test_long_side_scales_a_common_size():
+    """``long_side``: training and test scales multiply the size that brings each image to that long side."""
+    from wseg.data.seg_transforms import multiscale_inputs
+    from wseg.segmentation.checks import check_mmseg_config
+
+    rng = np.random.default_rng(1)
+    for h, w in ((20, 40), (60, 30)):                                    # both to a long side of 80
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        t = SegTrainTransform(crop=0, scale_range=(1.0, 1.0), flip=0.0, hsv=(0, 0, 0), long_side=80)
+        x, y = t(img, np.zeros((h, w), np.uint8))
+        assert max(x.shape[1:]) == 80 and tuple(y.shape) == tuple(x.shape[1:])
+        sizes = [tuple(v.shape[1:]) for v in multiscale_inputs(img, [1.0, 0.5], long_side=80)]
+        assert [max(s) for s in sizes] == [80, 40]
+        own = [tuple(v.shape[1:]) for v in multiscale_inputs(img, [1.0, 0.5])]   # published: the image's own size
+        assert own[0] == (h, w)
+        t2 = SegTrainTransform(crop=0, scale_range=(0.5, 0.5), flip=0.0, hsv=(0, 0, 0), long_side=80)
+        assert max(t2(img, np.zeros((h, w), np.uint8))[0].shape[1:]) == 40
+    same = rng.integers(0, 256, (30, 80, 3), dtype=np.uint8)           # already at the long side: unchanged
+    assert torch.equal(multiscale_inputs(same, [1.0], long_side=80)[0], multiscale_inputs(same, [1.0])[0])
+    with pytest.raises(WsegError, match="long_side"):
+        SegTrainTransform(long_side=2)
+    with pytest.raises(WsegError, match="long_side 64: the mmseg pipeline"):
+        check_mmseg_config({"data_pipeline": "mmseg", "model": {"type": "pspnet"}, "long_side": 64})
+
+
 def test_ms_flip_equals_hand_average():
     torch.manual_seed(0)
     net = build_deeplab("deeplabv1", "resnet_tiny", 4, head_dim=8).eval()

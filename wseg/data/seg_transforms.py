@@ -67,12 +67,13 @@ class SegTrainTransform:
 
     ``hsv``: max shifts ``(h, s, v)`` (published 10, 10, 10; zeros disable it), ``flip``: probability,
     ``scale_range``: ``(lo, hi)`` uniform rescale (``None`` or ``(1, 1)`` disables it), ``crop``: side (0 = no crop,
-    only possible with batch size 1 or equal-size images).
+    only possible with batch size 1 or equal-size images), ``long_side``: the rescale factor multiplies the factor
+    that brings the image to this long side (:func:`base_factor`; ``None`` = published, the image's own size).
     """
 
     def __init__(self, crop: int = 448, scale_range: Optional[Sequence[float]] = (0.5, 1.5), flip: float = 0.5,
                  hsv: Sequence[int] = (10, 10, 10), mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, seed: Optional[int] = None):
+                 std: Sequence[float] = IMAGENET_STD, seed: Optional[int] = None, long_side: Optional[int] = None):
         if crop < 0:
             raise WsegError(f"crop_size {crop}: must be positive (0 disables cropping)")
         if scale_range is not None:
@@ -82,7 +83,10 @@ class SegTrainTransform:
             raise WsegError(f"hsv_jitter {list(hsv)}: expected three non-negative shifts [h, s, v]")
         if not 0.0 <= flip <= 1.0:
             raise WsegError(f"flip_prob {flip}: must lie in [0, 1]")
+        if long_side is not None and int(long_side) < 8:
+            raise WsegError(f"long_side {long_side}: expected at least 8 pixels (none = each image's own size)")
         self.crop, self.flip = int(crop), float(flip)
+        self.long_side = None if long_side is None else int(long_side)
         self.scale_range = None if scale_range is None else (float(scale_range[0]), float(scale_range[1]))
         self.hsv = tuple(int(v) for v in hsv)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -101,14 +105,23 @@ class SegTrainTransform:
             img = random_hsv(img, dh, ds, dv)
         if self.flip > 0 and rng.random() < self.flip:
             img, mask = img[:, ::-1], mask[:, ::-1]
+        base = base_factor(img.shape[0], img.shape[1], self.long_side)
         if self.scale_range is not None and self.scale_range != (1.0, 1.0):
             lo, hi = self.scale_range
             img, mask = rescale_pair(np.ascontiguousarray(img), np.ascontiguousarray(mask),
-                                     rng.random() * (hi - lo) + lo)
+                                     (rng.random() * (hi - lo) + lo) * base)
+        elif base != 1.0:
+            img, mask = rescale_pair(np.ascontiguousarray(img), np.ascontiguousarray(mask), base)
         x = normalize(img, self.mean, self.std)
         if self.crop > 0:
             x, mask = crop_pair(x, mask, self.crop, rng)
         return torch.from_numpy(hwc_to_chw(x)), torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
+
+
+def base_factor(h: int, w: int, long_side: Optional[int]) -> float:
+    """The factor that brings an ``h x w`` image to ``long_side`` (1 when ``long_side`` is ``None``): the scales of
+    training and test then multiply a common image size instead of each image's own."""
+    return 1.0 if not long_side else float(long_side) / max(int(h), int(w))
 
 
 def eval_input(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
@@ -118,18 +131,21 @@ def eval_input(img: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequ
 
 
 def multiscale_inputs(img: np.ndarray, scales: Sequence[float], mean: Sequence[float] = IMAGENET_MEAN,
-                      std: Sequence[float] = IMAGENET_STD) -> List[torch.Tensor]:
+                      std: Sequence[float] = IMAGENET_STD, long_side: Optional[int] = None) -> List[torch.Tensor]:
     """Published test inputs (``ImageNorm`` then ``Multiscale``): the *normalised* image resized bicubically by
     each scale, as ``(3, h_s, w_s)`` float32 tensors (flips are made on the device).
 
     Resized as published, ``cv2.resize(x, None, fx=s, fy=s)`` (:func:`_resize_by`): OpenCV then samples with the
     exact factor ``s``, not with ``round(w * s) / w`` as for an explicit output size (same sizes; the pixels differ
-    whenever ``w * s`` or ``h * s`` is not an integer)."""
+    whenever ``w * s`` or ``h * s`` is not an integer). With ``long_side`` each scale multiplies the factor that
+    brings the image to that long side (:func:`base_factor`), as in training."""
     x = normalize(img, mean, std)
+    base = base_factor(img.shape[0], img.shape[1], long_side)
     out = []
     for s in scales:
         if float(s) <= 0:
             raise WsegError(f"test_scales {list(scales)}: scales must be positive")
-        xs = x if float(s) == 1.0 else _resize_by(x, float(s), cv2.INTER_CUBIC)
+        f = float(s) * base
+        xs = x if f == 1.0 else _resize_by(x, f, cv2.INTER_CUBIC)
         out.append(torch.from_numpy(hwc_to_chw(xs)))
     return out

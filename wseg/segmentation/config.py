@@ -33,6 +33,7 @@ MODEL_DEFAULTS: Dict[str, Any] = {
     "bn_momentum": 0.0003,        # head BatchNorm momentum (published TRAIN_BN_MOM)
     "freeze_backbone_bn": None,   # backbone BN in eval mode (default: True for ResNet-38, False for ResNet)
     "frozen_layers": None,        # backbone layers kept fixed (default: conv1a for ResNet-38, none for ResNet)
+    "fov_dilation": 12,           # deeplabv1 LargeFOV dilation (published 12)
     "aspp_rates": [6, 12, 18, 24],  # deeplabv2 ASPP dilation rates
     "aspp_global": True,          # deeplabv2 ASPP image-pooling branch (published MODEL_ASPP_HASGLOBAL)
 }
@@ -65,6 +66,9 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     # ---------------------------------------------------------------- augmentation
     "crop_size": (448, "int", "random crop side (image padded with 0, labels with 255)"),
     "scale_range": ([0.5, 1.5], "list[float]", "random rescale factor range [low, high]"),
+    "long_side": (None, "int?", "deeplab pipeline: bring every image to this long side first, so that scale_range "
+                                "and test_scales multiply it rather than the image's own size (none = published: "
+                                "VOC's images are all ~500 px; for datasets of mixed sizes)"),
     "flip_prob": (0.5, "float", "horizontal flip probability"),
     "hsv_jitter": ([10, 10, 10], "list[int]", "max random HSV shifts [h (of 180), s, v] (deeplab pipeline)"),
     "img_scale": ([2048, 512], "list[int]", "mmseg pipeline: resize target [long, short] (RandomResize base, test "

@@ -32,7 +32,7 @@ def train_transform(cfg: Mapping[str, Any]):
     if pipeline != "deeplab":
         raise WsegError(f"data_pipeline {pipeline}: choose {' or '.join(PIPELINES)}")
     return SegTrainTransform(crop=int(cfg["crop_size"]), scale_range=cfg["scale_range"], flip=float(cfg["flip_prob"]),
-                             hsv=cfg["hsv_jitter"], mean=cfg["mean"], std=cfg["std"])
+                             hsv=cfg["hsv_jitter"], mean=cfg["mean"], std=cfg["std"], long_side=cfg.get("long_side"))
 
 
 def check_mask_sizes(voc: VOCRoot, ids: Sequence[str], mask_dir: Optional[str]) -> None:
@@ -58,11 +58,12 @@ def check_mask_sizes(voc: VOCRoot, ids: Sequence[str], mask_dir: Optional[str]) 
 class MultiScaleJoint:
     """``joint_transform`` for validation: ``(img, mask) -> (per-scale normalised inputs, labels)``."""
 
-    def __init__(self, scales: Sequence[float], mean: Sequence[float], std: Sequence[float]):
-        self.scales, self.mean, self.std = list(scales), list(mean), list(std)
+    def __init__(self, scales: Sequence[float], mean: Sequence[float], std: Sequence[float],
+                 long_side: Optional[int] = None):
+        self.scales, self.mean, self.std, self.long_side = list(scales), list(mean), list(std), long_side
 
     def __call__(self, img, mask):
-        return (multiscale_inputs(np.asarray(img), self.scales, self.mean, self.std),
+        return (multiscale_inputs(np.asarray(img), self.scales, self.mean, self.std, self.long_side),
                 torch.from_numpy(np.array(mask, dtype=np.int64)))
 
 
@@ -71,8 +72,8 @@ class InferenceImages(Dataset):
     works on unlabelled splits such as VOC test)."""
 
     def __init__(self, voc: VOCRoot, ids: Sequence[str], scales: Sequence[float], mean: Sequence[float],
-                 std: Sequence[float]):
-        self.voc, self.ids = voc, list(ids)
+                 std: Sequence[float], long_side: Optional[int] = None):
+        self.voc, self.ids, self.long_side = voc, list(ids), long_side
         self.scales, self.mean, self.std = list(scales), list(mean), list(std)
 
     def __len__(self) -> int:
@@ -80,7 +81,7 @@ class InferenceImages(Dataset):
 
     def __getitem__(self, i):
         img = np.asarray(open_rgb(self.voc.image_path(self.ids[i])))
-        return img, multiscale_inputs(img, self.scales, self.mean, self.std)
+        return img, multiscale_inputs(img, self.scales, self.mean, self.std, self.long_side)
 
 
 def mmseg_inputs(path: str, test: Any, mean: Sequence[float], std: Sequence[float]):

@@ -34,6 +34,8 @@ def _deeplab(m: Mapping[str, Any], num_classes: int) -> DeepLab:
         kw["frozen"] = tuple(m["frozen_layers"])
     if m.get("freeze_backbone_bn") is not None:
         kw["freeze_bn"] = bool(m["freeze_backbone_bn"])
+    if m["type"] == "deeplabv1" and m.get("fov_dilation") is not None:
+        kw["fov_dilation"] = int(m["fov_dilation"])
     if m["type"] == "deeplabv2":
         kw.update(aspp_rates=tuple(int(r) for r in m["aspp_rates"]), aspp_global=bool(m["aspp_global"]))
     return DeepLab(m["type"], m["backbone"], num_classes, **kw)
@@ -120,7 +122,7 @@ def load_segmentation_weights(net: nn.Module, path: str) -> Dict[str, Any]:
                             "'state_dict': torch.load(p, weights_only=False)['state_dict']}, out)") from None
         raise
     arch = net.architecture()
-    for key in ("model", "backbone", "num_classes", "stem"):
+    for key in ("model", "backbone", "num_classes", "stem", "fov_dilation"):
         if key in meta and key in arch and meta[key] != arch[key]:
             raise WsegError(f"{path}: weights of a {key}={meta[key]!r} network, but the config builds "
                             f"{key}={arch[key]!r}; pass the matching --config / model.{key} or other weights")

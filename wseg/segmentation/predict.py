@@ -153,10 +153,12 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                   mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
                   device: Optional[torch.device] = None, amp: bool = False, num_workers: int = 0,
                   crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
-                  on_error: str = "skip", mmseg: Optional[MMSegTest] = None) -> Dict[str, Any]:
+                  on_error: str = "skip", mmseg: Optional[MMSegTest] = None,
+                  long_side: Optional[int] = None) -> Dict[str, Any]:
     """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
     and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`). With ``mmseg``, mmseg's
-    test instead (:func:`mmseg_predict`; ``scales``/``flip`` are then ``mmseg``'s).
+    test instead (:func:`mmseg_predict`; ``scales``/``flip`` are then ``mmseg``'s). ``long_side``: the scales
+    multiply the size that brings each image to this long side (config ``long_side``, as in training).
 
     With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
@@ -191,7 +193,7 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
 
         with WorkerPool(crf_workers if crf is not None and crf_workers > 1 else 0, failures) as pool:
             data = (MMSegInferenceImages(voc, todo, mmseg, mean, std) if mmseg is not None else
-                    InferenceImages(voc, todo, scales, mean, std))
+                    InferenceImages(voc, todo, scales, mean, std, long_side))
             done = run_images(data, todo, process, failures, num_workers, desc="predict" if progress else "")
             pool.drain("crf" if progress else None)
     failures.check(len(todo))

@@ -112,7 +112,7 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
              cfg.test_scales, cfg.test_flip, crf)
     res = predict_split(model, voc, ids, pred_dir, cfg.test_scales, cfg.test_flip, crf, cfg.mean, cfg.std, device,
                         bool(cfg.amp), int(cfg.num_workers), int(cfg.crf_workers), progress, plain_dir,
-                        on_error=cfg.get("on_error", "skip"), mmseg=mmseg)
+                        on_error=cfg.get("on_error", "skip"), mmseg=mmseg, long_side=cfg.get("long_side"))
     LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
              res["images_per_s"], pred_dir)
     lst = voc.list_path(cfg.test_list) or cfg.test_list      # a list file, or a split name of a folder layout

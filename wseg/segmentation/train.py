@@ -62,7 +62,7 @@ def _val_loader(cfg, voc: VOCRoot, dist: Dist) -> Optional[DataLoader]:
                             cfg["std"])
     else:
         ds = ImageMaskDataset(voc, ids[dist.rank::dist.world_size], None,
-                              MultiScaleJoint(cfg["val_scales"], cfg["mean"], cfg["std"]))
+                              MultiScaleJoint(cfg["val_scales"], cfg["mean"], cfg["std"], cfg.get("long_side")))
     return DataLoader(ds, batch_size=1, shuffle=False, num_workers=min(int(cfg["num_workers"]), 2),
                       collate_fn=unbatch_one)
 

@@ -1,6 +1,6 @@
 """Decode heads of the published DeepLab stage (usr922/wseg ``segmentation/lib/net``), names as published.
 
-- :class:`LargeFOVHead` (DeepLab v1 "LargeFOV"): ``conv_fov`` (3x3, dilation 12, no bias) -> ``bn_fov`` -> ReLU ->
+- :class:`LargeFOVHead` (DeepLab v1 "LargeFOV"): ``conv_fov`` (3x3, dilation 12 = ``fov_dilation``, no bias) -> ``bn_fov`` -> ReLU ->
   ``conv_fov2`` (1x1, no bias) -> ``bn_fov2`` -> ReLU -> ``dropout1`` (0.5) -> ``cls_conv`` (1x1, bias);
 - :class:`ASPPHead` (the published "deeplabv2"): :class:`ASPP` with rates 6/12/18/24 (``aspp.branch1..4``: 3x3
   dilated conv + BN + ReLU), an image-pooling branch (``aspp.branch5_conv/bn``), ``aspp.conv_cat`` (1x1 + BN + ReLU
@@ -37,9 +37,14 @@ def init_new_layers(modules) -> None:
 class LargeFOVHead(nn.Module):
     """DeepLab v1 LargeFOV: ``forward(feature) -> logits`` at the feature resolution."""
 
-    def __init__(self, in_channels: int, num_classes: int, head_dim: int = 512, bn_momentum: float = BN_MOMENTUM):
+    def __init__(self, in_channels: int, num_classes: int, head_dim: int = 512, bn_momentum: float = BN_MOMENTUM,
+                 fov_dilation: int = FOV_DILATION):
         super().__init__()
-        self.conv_fov = nn.Conv2d(in_channels, head_dim, 3, padding=FOV_DILATION, dilation=FOV_DILATION, bias=False)
+        if int(fov_dilation) < 1:
+            raise WsegError(f"model.fov_dilation {fov_dilation}: the LargeFOV dilation must be at least 1 (published 12)")
+        self.fov_dilation = int(fov_dilation)
+        self.conv_fov = nn.Conv2d(in_channels, head_dim, 3, padding=self.fov_dilation, dilation=self.fov_dilation,
+                                  bias=False)
         self.bn_fov = nn.BatchNorm2d(head_dim, momentum=bn_momentum)
         self.conv_fov2 = nn.Conv2d(head_dim, head_dim, 1, bias=False)
         self.bn_fov2 = nn.BatchNorm2d(head_dim, momentum=bn_momentum)
