@@ -1,14 +1,14 @@
 """Benchmark PPC's pixel-to-prototype contrast loss and one CAM training step.
 
-1. ``wseg.losses.ppc`` (vectorised) vs a port of the published contrast block (usr922/wseg
-   ``contrast_train.py``: a ``random.sample`` list per pixel, Python loops over classes for the prototypes and
-   the hard pixel sampling) on random view outputs of the published size (batch 8, 21 classes, 128-d
-   embeddings, 56x56 view-1 features resized to view 2's 16x16 as published), timed three ways: resize + loss
-   forward+backward (``ppc_losses``); the loss alone (``ppc_contrast``: prototype estimation and the
-   pixel-to-prototype contrast with its sampling/mining, on view 1 already resized) forward+backward and forward
-   only; and the shared resize alone (the same ``F.interpolate`` calls in both). The two sides of a row are
-   timed in alternating blocks of equal time (:func:`timed_pair`), so load drifting on a shared machine weighs on
-   both alike and each side is timed in its steady state.
+1. ``wseg.losses.ppc`` (vectorised) vs a port of the published contrast block (usr922/wseg ``contrast_train.py``: a
+   ``random.sample`` list per pixel, Python loops over classes for the prototypes and the hard pixel sampling;
+   ``tests/published_refs.py`` ``ppc_contrast``, the tests' reference) on random view outputs of the published size
+   (batch 8, 21 classes, 128-d embeddings, 56x56 view-1 features resized to view 2's 16x16 as published), timed
+   three ways: resize + loss forward+backward (``ppc_losses``); the loss alone (``ppc_contrast``: prototype
+   estimation and the pixel-to-prototype contrast with its sampling/mining, on view 1 already resized)
+   forward+backward and forward only; and the shared resize alone (the same ``F.interpolate`` calls in both). The
+   two sides of a row are timed in alternating blocks of equal time (:func:`timed_pair`), so load drifting on a
+   shared machine weighs on both alike and each side is timed in its steady state.
 2. One training step of SEAM+PPC (both views forward, the method's ``losses``, backward, optimiser step) with
    ``--backbone/--batch/--crop/--view`` (default: the published ResNet-38, batch 8, crop 448, view 128 - slow on
    a CPU; ``--backbone resnet38_tiny --batch 2 --crop 128`` is a quick run). ``--amp`` uses fp16 on CUDA.
@@ -27,116 +27,16 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from tests import published_refs as pub  # noqa: E402  (the published loss, ported; shared with the tests)
 from wseg.cli import add_bool_flag  # noqa: E402
 from wseg.engine import autocast, grad_scaler, resolve_device  # noqa: E402
 from wseg.losses.ppc import ppc_contrast, ppc_losses  # noqa: E402
-
-
-def published_ppc(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, bg_threshold=0.2):
-    """The published contrast block (usr922/wseg ``contrast_train.py``), device-agnostic: view 1 resized to view
-    2's feature size (the shared part), then :func:`published_contrast`."""
-    size = f_proj2.shape[-2:]
-    f_proj1 = F.interpolate(f_proj1, size=size, mode="bilinear", align_corners=True)
-    cam_rv1_down = F.interpolate(cam_rv1_down, size=size, mode="bilinear", align_corners=True)
-    return published_contrast(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, bg_threshold)
-
-
-def published_contrast(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, bg_threshold=0.2):
-    """The published contrast block after the resize, statement for statement: per-class prototype loop,
-    per-pixel ``random.sample`` negative lists (built and gathered, then unused, as published), top-13 semi-hard
-    mining over a per-pixel repeated prototype tensor, per-class hard pixel sampling with ``random.sample``.
-    Only ``.cuda()`` is replaced by the inputs' device and the hard-coded 21 by the number of classes."""
-    dev = f_proj1.device
-    n = label.shape[0]
-    label = torch.cat((torch.ones((n, 1), device=dev), label), dim=1).unsqueeze(2).unsqueeze(3)
-
-    def view(fea, cam):
-        with torch.no_grad():
-            fea = fea.detach()
-            c_fea = fea.shape[1]
-            cam = F.relu(cam.detach())
-            n1, c1, h1, w1 = cam.shape
-            mx = torch.max(cam.view(n1, c1, -1), dim=-1)[0].view(n1, c1, 1, 1)
-            mn = torch.min(cam.view(n1, c1, -1), dim=-1)[0].view(n1, c1, 1, 1)
-            cam[cam < mn + 1e-5] = 0.
-            cam = (cam - mn - 1e-5) / (mx - mn + 1e-5)
-            cam[:, 0, :, :] = bg_threshold
-            scores = F.softmax(cam * label, dim=1)
-            pseudo = scores.argmax(dim=1, keepdim=True)
-            n_sc, c_sc, h_sc, w_sc = scores.shape
-            scores = scores.transpose(0, 1)  # noqa: F841  (published, unused)
-            fea = fea.permute(0, 2, 3, 1).reshape(-1, c_fea)
-            top_values, top_indices = torch.topk(cam.transpose(0, 1).reshape(c_sc, -1), k=h_sc * w_sc // 8, dim=-1)
-            protos = torch.zeros(c_sc, c_fea, device=dev)
-            for i in range(c_sc):
-                top_fea = fea[top_indices[i]]
-                protos[i] = torch.sum(top_values[i].unsqueeze(-1) * top_fea, dim=0) / torch.sum(top_values[i])
-            return F.normalize(protos, dim=-1), pseudo
-
-    p1, y1 = view(f_proj1, cam_rv1_down)
-    p2, y2 = view(f_proj2, cam_rv2_down)
-    c = p1.shape[0]
-    n_f, c_f, h_f, w_f = f_proj1.shape
-    f1 = F.normalize(f_proj1.permute(0, 2, 3, 1).reshape(n_f * h_f * w_f, c_f), dim=-1)
-    y1 = y1.reshape(-1)
-    n_f, c_f, h_f, w_f = f_proj2.shape
-    f2 = F.normalize(f_proj2.permute(0, 2, 3, 1).reshape(n_f * h_f * w_f, c_f), dim=-1)
-    y2 = y2.reshape(-1)
-    m = n_f * h_f * w_f
-
-    def nce(f, pos, neg):
-        a = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
-        b = torch.sum(torch.exp(torch.matmul(f, neg.transpose(0, 1)) / 0.1), dim=-1)
-        return torch.mean(-1 * torch.log(a / b))
-
-    positives1, positives2 = p2[y1], p1[y2]   # published: indexed once, used by both cross-view terms
-    cross = 0.1 * (nce(f1, positives1, p2) + nce(f2, positives2, p1)) / 2
-    cross2 = 0.1 * (nce(f1, positives2, p1) + nce(f2, positives1, p2)) / 2
-
-    def intra(f, protos, pseudo):
-        pos = protos[pseudo]
-        negs = protos
-        sim = (torch.sum(f * pos, dim=-1) + 1) / 2.
-        a1 = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
-        neg_scores = torch.matmul(f, negs.transpose(0, 1))
-        with torch.no_grad():  # random 50%
-            random_indices = torch.tensor([random.sample(range(c), 10) for _ in range(m)]).long()
-        with torch.no_grad():
-            lower = torch.topk(neg_scores, k=13, largest=True, dim=-1)[1][:, 3:]
-        negs = negs.unsqueeze(0).repeat(m, 1, 1)
-        random_negs = negs[torch.arange(m).unsqueeze(1), random_indices]  # noqa: F841  (published, unused)
-        lower_negs = negs[torch.arange(m).unsqueeze(1), lower]
-        negs = torch.cat([pos.unsqueeze(1), lower_negs], dim=1)
-        a2 = torch.sum(torch.exp(torch.matmul(f.unsqueeze(1), negs.transpose(1, 2)).squeeze(1) / 0.1), dim=-1)
-        loss, n_cls = torch.zeros(1, device=dev), 0
-        exists = np.unique(pseudo.cpu().numpy()).tolist()
-        for i in range(c):  # hard pixel sampling, for each class
-            if i not in exists:
-                continue
-            n_cls += 1
-            a1c, a2c, simc = a1[pseudo == i], a2[pseudo == i], sim[pseudo == i]
-            length = a1c.shape[0]
-            if length < 2:
-                continue
-            with torch.no_grad():
-                rand = torch.tensor(random.sample(range(length), length // 2)).long()
-            a1r, a2r = a1c[rand], a2c[rand]
-            with torch.no_grad():
-                low = torch.topk(simc, k=int(length * 0.6), largest=False)[1][int(length * 0.6) - length // 2:]
-            a1l, a2l = a1c[low], a2c[low]
-            a1s, a2s = torch.cat([a1r, a1l], dim=0).reshape(-1), torch.cat([a2r, a2l], dim=0).reshape(-1)
-            loss += torch.mean(-1 * torch.log(a1s / a2s))
-        return loss / n_cls
-
-    intra_loss = 0.1 * (intra(f1, p1, y1) + intra(f2, p2, y2)) / 2
-    return cross + cross2 + intra_loss
 
 
 def fake_views(batch, classes, dim, feat1, feat2, device, seed=0):
@@ -212,9 +112,9 @@ def bench_loss(args, device):
         return fn
 
     vec_full = run(lambda: ppc_losses(f1, c1, f2, c2, label, generator=gen)["loss_nce"])
-    pub_full = run(lambda: published_ppc(f1, c1, f2, c2, label))
+    pub_full = run(lambda: pub.ppc_contrast(f1, c1, f2, c2, label)[0]["loss_nce"])
     vec_alone = lambda: ppc_contrast(r1, rc1, f2, c2, label, generator=gen)["loss_nce"]  # noqa: E731
-    pub_alone = lambda: published_contrast(r1, rc1, f2, c2, label)  # noqa: E731
+    pub_alone = lambda: pub.ppc_contrast_resized(r1, rc1, f2, c2, label)[0]["loss_nce"]  # noqa: E731
     grad1 = torch.randn(f2.shape, generator=torch.Generator().manual_seed(1)).to(device)
 
     def resize():  # the shared part, identical in both: view 1 features (with backward) and CAM to view 2's size

@@ -1,4 +1,5 @@
-"""EPS and EPS+PPC (issue #20) against references written here after the published code, step by step.
+"""EPS and EPS+PPC (issue #20) against references written after the published code, step by step: the networks
+and inference here, the losses in ``tests/published_refs.py`` (shared with the benchmarks).
 
 Published sources (read with ``git show``): halbielee/EPS@0c2cdd0 ``eps.py``, ``network/resnet38_eps.py``,
 ``module/train.py``, ``infer.py``; usr922/wseg branch ``esp``@c62f0d2 ``network/resnet38_contrast.py``,
@@ -29,6 +30,8 @@ from wseg.errors import WsegError
 from wseg.losses.eps import eps_ppc_losses, saliency_maps
 from wseg.methods import build_cam_net
 from wseg.models.checkpoint import load_state_dict_strict, read_state_dict
+
+import published_refs as pub  # tests/ is on sys.path under pytest (rootdir-relative, no __init__.py)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -170,50 +173,7 @@ def ref_contrast_forward(sd, img):
 
 
 # ---------------------------------------------------------------------------------- reference losses
-
-
-def ref_get_eps_loss(cam, saliency, label, tau, lam):
-    """EPS eps.py get_eps_loss(..., intermediate=True)."""
-    b, c, h, w = cam.size()
-    num_classes = c - 1
-    saliency = F.interpolate(saliency, size=(h, w))
-    label_map = label.view(b, num_classes, 1, 1).expand(size=(b, num_classes, h, w)).bool()
-    label_map_fg = torch.zeros(size=(b, num_classes + 1, h, w)).bool()
-    label_map_bg = torch.zeros(size=(b, num_classes + 1, h, w)).bool()
-    label_map_bg[:, num_classes] = True
-    label_map_fg[:, :-1] = label_map.clone()
-    sal_pred = F.softmax(cam, dim=1)
-    iou_saliency = (torch.round(sal_pred[:, :-1].detach()) * torch.round(saliency)).view(b, num_classes, -1).sum(-1) / \
-        (torch.round(sal_pred[:, :-1].detach()) + 1e-04).view(b, num_classes, -1).sum(-1)
-    valid_channel = (iou_saliency > tau).view(b, num_classes, 1, 1).expand(size=(b, num_classes, h, w))
-    label_fg_valid = label_map & valid_channel
-    label_map_fg[:, :-1] = label_fg_valid
-    label_map_bg[:, :-1] = label_map & (~valid_channel)
-    fg_map = torch.zeros_like(sal_pred)
-    bg_map = torch.zeros_like(sal_pred)
-    fg_map[label_map_fg] = sal_pred[label_map_fg]
-    bg_map[label_map_bg] = sal_pred[label_map_bg]
-    fg_map = torch.sum(fg_map, dim=1, keepdim=True)
-    bg_map = torch.sum(bg_map, dim=1, keepdim=True)
-    bg_map = torch.sub(1, bg_map)
-    sal_pred = fg_map * lam + bg_map * (1 - lam)
-    loss = F.mse_loss(sal_pred, saliency)
-    return loss, fg_map, bg_map, sal_pred, iou_saliency
-
-
-def ref_max_norm(p, e=1e-5):
-    n, c, h, w = p.size()
-    p = F.relu(p)
-    max_v = torch.max(p.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-    min_v = torch.min(p.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-    return F.relu(p - min_v - e) / (max_v - min_v + e)
-
-
-def ref_max_onehot(x):
-    """esp module/train.py max_onehot (SEAM's: channel 0 kept), in place."""
-    x_max = torch.max(x[:, 1:, :, :], dim=1, keepdim=True)[0]
-    x[:, 1:, :, :][x[:, 1:, :, :] != x_max] = 0
-    return x
+# The published losses (get_eps_loss, get_er_loss, get_contrast_loss, train_contrast): tests/published_refs.py.
 
 
 def ref_max_onehot_bg_last(x):
@@ -223,124 +183,10 @@ def ref_max_onehot_bg_last(x):
     return x
 
 
-def ref_get_er_loss(cam1, cam2, cam_rv1, cam_rv2, label, onehot=ref_max_onehot):
-    ns, cs, hs, ws = cam2.size()
-    cam1 = F.interpolate(ref_max_norm(cam1), size=(hs, ws), mode="bilinear", align_corners=True) * label
-    cam2 = ref_max_norm(cam2) * label
-    loss_er = torch.mean(torch.abs(cam1[:, :-1, :, :] - cam2[:, :-1, :, :]))
-    cam1[:, -1, :, :] = 1 - torch.max(cam1[:, :-1, :, :], dim=1)[0]
-    cam2[:, -1, :, :] = 1 - torch.max(cam2[:, :-1, :, :], dim=1)[0]
-    cam_rv1 = F.interpolate(ref_max_norm(cam_rv1), size=(hs, ws), mode="bilinear", align_corners=True) * label
-    cam_rv2 = ref_max_norm(cam_rv2) * label
-    tensor_ecr1 = torch.abs(onehot(cam2.detach()) - cam_rv1)
-    tensor_ecr2 = torch.abs(onehot(cam1.detach()) - cam_rv2)
-    loss_ecr1 = torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=int(cs * hs * ws * 0.2), dim=-1)[0])
-    loss_ecr2 = torch.mean(torch.topk(tensor_ecr2.view(ns, -1), k=int(cs * hs * ws * 0.2), dim=-1)[0])
-    return loss_er, loss_ecr1 + loss_ecr2
-
-
-def ref_amp(x):
-    n, c, h, w = x.size()
-    k = h * w // 4
-    x = torch.max(x, dim=1)[0]
-    y = torch.topk(x.view(n, -1), k=k, dim=-1, largest=False)[0]
-    return torch.sum(F.relu(y)) / (k * n)
-
-
-def _ref_view(cam, fea, label, bg_thres):
-    """One view of get_contrast_loss's no_grad block: pseudo labels and prototypes (background last, top h*w//16)."""
-    with torch.no_grad():
-        c_fea = fea.shape[1]
-        cam = F.relu(cam.detach()).clone()
-        n, c, h, w = cam.shape
-        mx = torch.max(cam.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-        mn = torch.min(cam.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-        cam[cam < mn + 1e-5] = 0.
-        cam = (cam - mn - 1e-5) / (mx - mn + 1e-5)
-        cam[:, -1, :, :] = bg_thres
-        scores = F.softmax(cam * label, dim=1)
-        pseudo = scores.argmax(dim=1, keepdim=True).reshape(-1)
-        fea = fea.detach().permute(0, 2, 3, 1).reshape(-1, c_fea)
-        rows = cam.transpose(0, 1).reshape(c, -1)
-        top_indices = torch.sort(rows, dim=-1, descending=True, stable=True).indices[:, :h * w // 16]
-        top_values = rows.gather(1, top_indices)
-        protos = torch.zeros(c, c_fea)
-        for i in range(c):
-            protos[i] = torch.sum(top_values[i].unsqueeze(-1) * fea[top_indices[i]], dim=0) / torch.sum(top_values[i])
-        return F.normalize(protos, dim=-1), pseudo
-
-
-def _ref_nce(f, pos, neg):
-    a1 = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
-    a2 = torch.sum(torch.exp(torch.matmul(f, neg.transpose(0, 1)) / 0.1), dim=-1)
-    return torch.mean(-1 * torch.log(a1 / a2))
-
-
-def _ref_intra(f, protos, pseudo, keys):
-    m, c = f.shape[0], protos.shape[0]
-    pos = protos[pseudo]
-    similarity = (torch.sum(f * pos, dim=-1) + 1) / 2.
-    a1 = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
-    neg_scores = torch.matmul(f, protos.transpose(0, 1))
-    with torch.no_grad():
-        lower = torch.topk(neg_scores, k=13, largest=True, dim=-1)[1][:, 3:]
-    negs = protos.unsqueeze(0).repeat(m, 1, 1)[torch.arange(m).unsqueeze(1), lower]
-    negs = torch.cat([pos.unsqueeze(1), negs], dim=1)
-    a2 = torch.sum(torch.exp(torch.matmul(f.unsqueeze(1), negs.transpose(1, 2)).squeeze(1) / 0.1), dim=-1)
-    loss, count = torch.zeros(1), 0
-    exists = np.unique(pseudo.numpy()).tolist()
-    for i_ in range(c):
-        if i_ not in exists:
-            continue
-        count += 1
-        sel = pseudo == i_
-        a1c, a2c, simc, keyc = a1[sel], a2[sel], similarity[sel], keys[sel]
-        n_cls = a1c.shape[0]
-        if n_cls < 2:
-            continue
-        rand = torch.argsort(keyc)[:n_cls // 2]          # published: random.sample(range(len_class), len_class // 2)
-        low = torch.topk(simc, k=int(n_cls * 0.6), largest=False)[1][int(n_cls * 0.6) - n_cls // 2:]
-        a1s, a2s = torch.cat([a1c[rand], a1c[low]]), torch.cat([a2c[rand], a2c[low]])
-        loss += torch.mean(-1 * torch.log(a1s / a2s))
-    return loss / count
-
-
-def ref_get_contrast_loss(cam1, cam2, f_proj1, f_proj2, label, keys, gamma=0.1, bg_thres=0.10):
-    """esp module/train.py get_contrast_loss (view 1 resized to 128 // 8 = 16, view 2 at 16x16)."""
-    n1 = cam1.shape[0]
-    label = torch.cat((label, torch.ones((n1, 1))), dim=1).unsqueeze(2).unsqueeze(3)
-    f_proj1 = F.interpolate(f_proj1, size=(128 // 8, 128 // 8), mode="bilinear", align_corners=True)
-    cam1 = F.interpolate(cam1, size=(128 // 8, 128 // 8), mode="bilinear", align_corners=True)
-    p1, y1 = _ref_view(cam1, f_proj1, label, bg_thres)
-    p2, y2 = _ref_view(cam2, f_proj2, label, bg_thres)
-    f1 = F.normalize(f_proj1.permute(0, 2, 3, 1).reshape(-1, f_proj1.shape[1]), dim=-1)
-    f2 = F.normalize(f_proj2.permute(0, 2, 3, 1).reshape(-1, f_proj2.shape[1]), dim=-1)
-    cross = gamma * (_ref_nce(f1, p2[y1], p2) + _ref_nce(f2, p1[y2], p1)) / 2
-    cross2 = gamma * (_ref_nce(f1, p1[y2], p1) + _ref_nce(f2, p2[y1], p2)) / 2
-    intra = gamma * (_ref_intra(f1, p1, y1, keys[0]) + _ref_intra(f2, p2, y2, keys[1])) / 2
-    return cross + cross2 + intra, (y1, y2)
-
-
-def ref_train_contrast(out1, out2, sal1, sal2, label, keys, tau=0.4, alpha=0.5, onehot=ref_max_onehot):
-    """esp module/train.py train_contrast, lines 403-428, from the two views' network outputs."""
-    pred1, cam1, cam_rv1, feat1 = (out1[k] for k in ("pred", "cam", "cam_rv", "f_proj"))
-    pred2, cam2, cam_rv2, feat2 = (out2[k] for k in ("pred", "cam", "cam_rv", "f_proj"))
-    loss_cls = F.multilabel_soft_margin_loss(pred1[:, :-1], label)
-    loss_sal = ref_get_eps_loss(cam1, sal1, label, tau, alpha)[0]
-    loss_sal_rv = ref_get_eps_loss(cam_rv1, sal1, label, tau, alpha)[0]
-    loss_cls2 = F.multilabel_soft_margin_loss(pred2[:, :-1], label)
-    loss_sal2 = ref_get_eps_loss(cam2, sal2, label, tau, alpha)[0]
-    loss_sal_rv2 = ref_get_eps_loss(cam_rv2, sal2, label, tau, alpha)[0]
-    label_append_bg = torch.cat((label, torch.ones((label.shape[0], 1))), dim=1).unsqueeze(2).unsqueeze(3)
-    loss_cls_rv1 = ref_amp((cam_rv1 * label_append_bg)[:, :-1, :, :])
-    loss_cls_rv2 = ref_amp((cam_rv2 * label_append_bg)[:, :-1, :, :])
-    loss_er, loss_ecr = ref_get_er_loss(cam1, cam2, cam_rv1, cam_rv2, label_append_bg, onehot)
-    loss_nce, pseudo = ref_get_contrast_loss(cam_rv1, cam_rv2, feat1, feat2, label, keys)
-    loss_cls = (loss_cls + loss_cls2) / 2. + (loss_cls_rv1 + loss_cls_rv2) / 2.
-    loss_sal = (loss_sal + loss_sal2) / 2. + (loss_sal_rv + loss_sal_rv2) / 2.
-    loss = loss_cls + loss_sal + loss_nce + loss_er + loss_ecr
-    return {"loss": loss, "loss_cls": loss_cls, "loss_sal": loss_sal, "loss_nce": loss_nce, "loss_er": loss_er,
-            "loss_ecr": loss_ecr}, pseudo
+def ref_train_contrast(out1, out2, sal1, sal2, label, keys, onehot=pub.max_onehot):
+    """esp train_contrast's loss (view 1 resized to 128 // 8 = 16, view 2 at 16x16) with the hard pixel sampling
+    drawn from ``keys`` and CUDA's ``topk`` tie order: ``({loss, ...}, (pseudo1, pseudo2))``."""
+    return pub.train_contrast(out1, out2, sal1, sal2, label, keys=keys, stable_topk=True, onehot=onehot)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -397,7 +243,7 @@ def leaves(*outs):
 def test_saliency_loss_equals_published(tau, lam):
     cam, sal, label = salient_case()
     ours = saliency_maps(cam, sal, label, tau, lam)
-    loss, fg_map, bg_map, sal_pred, iou = ref_get_eps_loss(cam, sal, label, tau, lam)
+    loss, fg_map, bg_map, sal_pred, iou = pub.get_eps_loss(cam, sal, label, tau, lam)
     torch.testing.assert_close(ours["loss"], loss, rtol=1e-6, atol=1e-7)
     for k, v in (("fg_map", fg_map), ("bg_map", bg_map), ("sal_pred", sal_pred)):
         torch.testing.assert_close(ours[k], v, rtol=1e-6, atol=1e-6)
@@ -422,7 +268,7 @@ def test_saliency_loss_random_logits_odd_sizes():
         sal = torch.rand(3, 1, sh, sw, generator=g)
         label = (torch.rand(3, 4, generator=g) < 0.6).float()
         ours = saliency_maps(cam, sal, label, 0.3, 0.7)["loss"]
-        ref = ref_get_eps_loss(cam, sal, label, 0.3, 0.7)[0]
+        ref = pub.get_eps_loss(cam, sal, label, 0.3, 0.7)[0]
         torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(torch.autograd.grad(ours, cam)[0], torch.autograd.grad(ref, cam)[0],
                                    rtol=1e-5, atol=1e-9)
@@ -438,7 +284,7 @@ def test_overlap_denominator_adds_1e4_per_pixel():
     sal = torch.zeros(1, 1, 10, 10)
     sal[0, 0, 0, 0] = 0.9
     label = torch.tensor([[1.0, 1.0]])
-    iou = ref_get_eps_loss(cam, sal, label, 0.499, 0.5)[4]
+    iou = pub.get_eps_loss(cam, sal, label, 0.499, 0.5)[4]
     assert abs(iou[0, 0].item() - 1 / 2.01) < 1e-6
     _, _, fg_mask, bg_mask = saliency_selection(cam, sal, label, 0.499)
     assert fg_mask.flatten().tolist() == [0, 0, 0] and bg_mask.flatten().tolist() == [1, 1, 1]
@@ -454,8 +300,8 @@ def test_eps_ppc_losses_equal_published(fix):
     out1, out2, sal1, sal2, label, keys = fake_views(seed=int(fix))
     ours = eps_ppc_losses(out1, out2, sal1, sal2, label, tau=0.4, lam=0.5, fix_max_onehot=fix, random_keys=keys)
     ref, _ = ref_train_contrast(out1, out2, sal1, sal2, label, keys,
-                                onehot=ref_max_onehot_bg_last if fix else ref_max_onehot)
-    iou = ref_get_eps_loss(out1["cam"], sal1, label, 0.4, 0.5)[4]
+                                onehot=ref_max_onehot_bg_last if fix else pub.max_onehot)
+    iou = pub.get_eps_loss(out1["cam"], sal1, label, 0.4, 0.5)[4]
     assert ((iou > 0.4) & (label > 0)).any() and ((iou <= 0.4) & (label > 0)).any()    # both sets in play
     for k, v in ref.items():
         torch.testing.assert_close(ours[k].reshape(()), v.reshape(()), rtol=2e-5, atol=2e-6, msg=k)
@@ -495,7 +341,7 @@ def test_training_step_equals_published(network):
     if not contrast:     # EPS module/train.py train_eps
         pred, cam = ref_forward_cam(sd, img).mean((2, 3)), ref_forward_cam(sd, img)
         loss_cls = F.multilabel_soft_margin_loss(pred[:, :-1], label)
-        loss_sal = ref_get_eps_loss(cam, sal, label, 0.4, 0.5)[0]
+        loss_sal = pub.get_eps_loss(cam, sal, label, 0.4, 0.5)[0]
         ref = {"loss": loss_cls + loss_sal, "loss_cls": loss_cls, "loss_sal": loss_sal}
     else:
         img2 = F.interpolate(img, size=(128, 128), mode="bilinear", align_corners=True)

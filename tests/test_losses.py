@@ -1,4 +1,5 @@
-"""SEAM and PPC losses vs straightforward loop references written in the published style (same sampled indices)."""
+"""SEAM and PPC losses vs straightforward loop references written in the published style (same sampled indices):
+SEAM's here, PPC's contrast in ``tests/published_refs.py`` (shared with the benchmarks)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,30 +10,10 @@ from wseg.engine.optim import PolyLR, build_optimizer, published_groups
 from wseg.engine.trainer import StepContext
 from wseg.methods import build_cam_net, get_method
 
+import published_refs as pub  # tests/ is on sys.path under pytest (rootdir-relative, no __init__.py)
+
 
 # ----------------------------------------------------------------------------------------------- references
-
-
-def ref_max_norm(p, e=1e-5):
-    n, c, h, w = p.size()
-    p = F.relu(p)
-    max_v = torch.max(p.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-    min_v = torch.min(p.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-    return F.relu(p - min_v - e) / (max_v - min_v + e)
-
-
-def ref_min_pool(x):
-    n, c, h, w = x.size()
-    k = h * w // 4
-    x = torch.max(x, dim=1)[0]
-    y = torch.topk(x.view(n, -1), k=k, dim=-1, largest=False)[0]
-    return torch.sum(F.relu(y)) / (k * n)
-
-
-def ref_max_onehot(x):
-    x_max = torch.max(x[:, 1:, :, :], dim=1, keepdim=True)[0]
-    x[:, 1:, :, :][x[:, 1:, :, :] != x_max] = 0
-    return x
 
 
 def ref_seam(cam1, cam_rv1, cam2, cam_rv2, label):
@@ -41,21 +22,21 @@ def ref_seam(cam1, cam_rv1, cam2, cam_rv2, label):
     label = torch.cat((torch.ones((n, 1)), label), dim=1).unsqueeze(2).unsqueeze(3)
     size = cam2.shape[-2:]
     label1 = F.adaptive_avg_pool2d(cam1, (1, 1))
-    loss_rvmin1 = ref_min_pool((cam_rv1 * label)[:, 1:, :, :])
-    cam1 = F.interpolate(ref_max_norm(cam1), size=size, mode="bilinear", align_corners=True) * label
-    cam_rv1 = F.interpolate(ref_max_norm(cam_rv1), size=size, mode="bilinear", align_corners=True) * label
+    loss_rvmin1 = pub.adaptive_min_pooling_loss((cam_rv1 * label)[:, 1:, :, :])
+    cam1 = F.interpolate(pub.max_norm(cam1), size=size, mode="bilinear", align_corners=True) * label
+    cam_rv1 = F.interpolate(pub.max_norm(cam_rv1), size=size, mode="bilinear", align_corners=True) * label
     label2 = F.adaptive_avg_pool2d(cam2, (1, 1))
-    loss_rvmin2 = ref_min_pool((cam_rv2 * label)[:, 1:, :, :])
-    cam2 = ref_max_norm(cam2) * label
-    cam_rv2 = ref_max_norm(cam_rv2) * label
+    loss_rvmin2 = pub.adaptive_min_pooling_loss((cam_rv2 * label)[:, 1:, :, :])
+    cam2 = pub.max_norm(cam2) * label
+    cam_rv2 = pub.max_norm(cam_rv2) * label
     loss_cls1 = F.multilabel_soft_margin_loss(label1[:, 1:, :, :], label[:, 1:, :, :])
     loss_cls2 = F.multilabel_soft_margin_loss(label2[:, 1:, :, :], label[:, 1:, :, :])
     ns, cs, hs, ws = cam2.size()
     loss_er = torch.mean(torch.abs(cam1[:, 1:, :, :] - cam2[:, 1:, :, :]))
     cam1[:, 0, :, :] = 1 - torch.max(cam1[:, 1:, :, :], dim=1)[0]
     cam2[:, 0, :, :] = 1 - torch.max(cam2[:, 1:, :, :], dim=1)[0]
-    tensor_ecr1 = torch.abs(ref_max_onehot(cam2.detach().clone()) - cam_rv1)
-    tensor_ecr2 = torch.abs(ref_max_onehot(cam1.detach().clone()) - cam_rv2)
+    tensor_ecr1 = torch.abs(pub.max_onehot(cam2.detach().clone()) - cam_rv1)
+    tensor_ecr2 = torch.abs(pub.max_onehot(cam1.detach().clone()) - cam_rv2)
     k = int(cs * hs * ws * 0.2)
     loss_ecr = (torch.mean(torch.topk(tensor_ecr1.view(ns, -1), k=k, dim=-1)[0])
                 + torch.mean(torch.topk(tensor_ecr2.view(ns, -1), k=k, dim=-1)[0]))
@@ -63,85 +44,11 @@ def ref_seam(cam1, cam_rv1, cam2, cam_rv2, label):
     return {"loss": loss_cls + loss_er + loss_ecr, "loss_cls": loss_cls, "loss_er": loss_er, "loss_ecr": loss_ecr}
 
 
-def ref_view(fea, cam, label, thr):
-    """Pseudo labels and prototypes of one view, with the published per-class loop."""
-    with torch.no_grad():
-        c_fea = fea.shape[1]
-        cam = F.relu(cam.detach()).clone()
-        n, c, h, w = cam.shape
-        mx = torch.max(cam.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-        mn = torch.min(cam.view(n, c, -1), dim=-1)[0].view(n, c, 1, 1)
-        cam[cam < mn + 1e-5] = 0.
-        cam = (cam - mn - 1e-5) / (mx - mn + 1e-5)
-        cam[:, 0, :, :] = thr
-        scores = F.softmax(cam * label, dim=1)
-        pseudo = scores.argmax(dim=1, keepdim=True).reshape(-1)
-        fea = fea.detach().permute(0, 2, 3, 1).reshape(-1, c_fea)
-        # published: torch.topk on CUDA, which takes tied values in index order (the constant background row);
-        # torch.topk on CPU takes others, so the reference takes the first k of a stable descending sort
-        rows = cam.transpose(0, 1).reshape(c, -1)
-        top_indices = torch.sort(rows, dim=-1, descending=True, stable=True).indices[:, :h * w // 8]
-        top_values = rows.gather(1, top_indices)
-        protos = torch.zeros(c, c_fea)
-        for i in range(c):
-            protos[i] = torch.sum(top_values[i].unsqueeze(-1) * fea[top_indices[i]], dim=0) / torch.sum(top_values[i])
-        return F.normalize(protos, dim=-1), pseudo
-
-
-def ref_nce(f, pos_protos, protos):
-    a1 = torch.exp(torch.sum(f * pos_protos, dim=-1) / 0.1)
-    a2 = torch.sum(torch.exp(torch.matmul(f, protos.transpose(0, 1)) / 0.1), dim=-1)
-    return torch.mean(-1 * torch.log(a1 / a2))
-
-
-def ref_intra(f, protos, pseudo, keys):
-    """Semi-hard prototype mining + hard pixel sampling, looping over classes; the random half = the
-    ``len // 2`` class pixels with the smallest keys (what the vectorised code does with the same keys)."""
-    m, c = f.shape[0], protos.shape[0]
-    pos = protos[pseudo]
-    sim = (torch.sum(f * pos, dim=-1) + 1) / 2.
-    a1 = torch.exp(torch.sum(f * pos, dim=-1) / 0.1)
-    neg_scores = torch.matmul(f, protos.transpose(0, 1))
-    k_top = min(13, c)
-    with torch.no_grad():
-        lower = torch.topk(neg_scores, k=k_top, largest=True, dim=-1)[1][:, min(3, k_top):]
-    negs = protos.unsqueeze(0).repeat(m, 1, 1)[torch.arange(m).unsqueeze(1), lower]
-    negs = torch.cat([pos.unsqueeze(1), negs], dim=1)
-    a2 = torch.sum(torch.exp(torch.matmul(f.unsqueeze(1), negs.transpose(1, 2)).squeeze(1) / 0.1), dim=-1)
-    loss, n_cls = torch.zeros(()), 0
-    for i in range(c):
-        mask = pseudo == i
-        if not mask.any():
-            continue
-        n_cls += 1
-        a1c, a2c, simc, keyc = a1[mask], a2[mask], sim[mask], keys[mask]
-        length = a1c.shape[0]
-        if length < 2:
-            continue
-        rand = torch.argsort(keyc)[:length // 2]
-        k = int(length * 0.6)
-        low = torch.topk(simc, k=k, largest=False)[1][k - length // 2:]
-        a1s = torch.cat([a1c[rand], a1c[low]])
-        a2s = torch.cat([a2c[rand], a2c[low]])
-        loss = loss + torch.mean(-1 * torch.log(a1s / a2s))
-    return loss / n_cls
-
-
-def ref_ppc(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, keys1, keys2, thr=0.2):
-    n = label.shape[0]
-    label = torch.cat((torch.ones((n, 1)), label), dim=1).unsqueeze(2).unsqueeze(3)
-    size = f_proj2.shape[-2:]
-    f_proj1 = F.interpolate(f_proj1, size=size, mode="bilinear", align_corners=True)
-    cam_rv1_down = F.interpolate(cam_rv1_down, size=size, mode="bilinear", align_corners=True)
-    p1, y1 = ref_view(f_proj1, cam_rv1_down, label, thr)
-    p2, y2 = ref_view(f_proj2, cam_rv2_down, label, thr)
-    f1 = F.normalize(f_proj1.permute(0, 2, 3, 1).reshape(-1, f_proj1.shape[1]), dim=-1)
-    f2 = F.normalize(f_proj2.permute(0, 2, 3, 1).reshape(-1, f_proj2.shape[1]), dim=-1)
-    cross = 0.1 * (ref_nce(f1, p2[y1], p2) + ref_nce(f2, p1[y2], p1)) / 2
-    cross2 = 0.1 * (ref_nce(f1, p1[y2], p1) + ref_nce(f2, p2[y1], p2)) / 2
-    intra = 0.1 * (ref_intra(f1, p1, y1, keys1) + ref_intra(f2, p2, y2, keys2)) / 2
-    return {"loss_nce": cross + cross2 + intra, "loss_cross_nce": cross, "loss_cross_nce2": cross2,
-            "loss_intra_nce": intra}, (y1, y2)
+def ref_ppc(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, keys1, keys2):
+    """contrast_train.py's contrast block (tests/published_refs.py) with the hard pixel sampling drawn from the keys
+    and CUDA's ``topk`` tie order: ``({loss_nce, loss_cross_nce, loss_cross_nce2, loss_intra_nce}, (y1, y2))``."""
+    return pub.ppc_contrast(f_proj1, cam_rv1_down, f_proj2, cam_rv2_down, label, keys=(keys1, keys2),
+                            stable_topk=True)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -207,7 +114,7 @@ def test_singleton_classes_count_but_add_nothing():
     y = torch.tensor([0, 0, 0, 0, 1, 1, 2])  # class 2 has one pixel: counted in the mean, adds no term
     keys = torch.rand(7)
     got = intra_view_nce(f, protos, y, keys)
-    assert got > 0 and torch.allclose(got, ref_intra(f, protos, y, keys), atol=1e-6)
+    assert got > 0 and torch.allclose(got, pub.intra_view_nce(f, protos, y, keys), atol=1e-6)
 
 
 def test_sampling_uses_the_generator():
