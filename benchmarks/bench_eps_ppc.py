@@ -17,7 +17,6 @@ import argparse
 import os
 import random
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.timing import timed_pair  # noqa: E402
 from tests import published_refs as pub  # noqa: E402  (the published losses, ported; shared with the tests)
 from wseg.cli import add_bool_flag  # noqa: E402
 from wseg.engine import autocast, grad_scaler, resolve_device  # noqa: E402
@@ -36,37 +36,6 @@ def published_losses(out1, out2, sal1, sal2, label):
     from ``cam``, view 1 resized to view 2's feature size (published 128 // 8), ``random.sample`` as published."""
     size = out2["f_proj"].shape[-2:]
     return pub.train_contrast(out1, out2, sal1, sal2, label, size=size, pool_pred=True)[0]["loss"]
-
-
-# ----------------------------------------------------------------------------------- timing
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats, min_seconds=0.0):
-    """Best time over ``repeats`` calls (and at least ``min_seconds``), after one untimed warm-up call."""
-    fn()
-    _sync(device)
-    best, spent, calls = float("inf"), 0.0, 0
-    while calls < repeats or spent < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        took = time.perf_counter() - t0
-        best, spent, calls = min(best, took), spent + took, calls + 1
-    return best
-
-
-def timed_pair(fn_a, fn_b, device, rounds, block_s):
-    """Best times of two functions in alternating blocks of about equal time (drifting load weighs on both)."""
-    best = [float("inf"), float("inf")]
-    for _ in range(rounds):
-        for i, fn in enumerate((fn_a, fn_b)):
-            best[i] = min(best[i], timed(fn, device, 2, block_s))
-    return best
 
 
 def fake_outputs(args, device, seed=0):
@@ -102,7 +71,7 @@ def bench_losses(args, device):
 
     ours = run(lambda: eps_ppc_losses(out1, out2, sal1, sal2, label, generator=gen)["loss"])
     pub = run(lambda: published_losses(out1, out2, sal1, sal2, label))
-    return timed_pair(ours, pub, device, args.repeats, args.block_s)
+    return timed_pair(ours, pub, device, args.repeats, block=2, block_s=args.block_s)
 
 
 def bench_step(args, device, amp):
@@ -139,7 +108,7 @@ def bench_step(args, device, amp):
             scaler.update()
         return fn
 
-    return timed_pair(step(False), step(True), device, args.steps, 0.0)
+    return timed_pair(step(False), step(True), device, args.steps, block=2, block_s=0.0)
 
 
 def build_parser():

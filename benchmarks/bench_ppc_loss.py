@@ -25,7 +25,6 @@ import random
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.timing import timed, timed_pair  # noqa: E402
 from tests import published_refs as pub  # noqa: E402  (the published loss, ported; shared with the tests)
 from wseg.cli import add_bool_flag  # noqa: E402
 from wseg.engine import autocast, grad_scaler, resolve_device  # noqa: E402
@@ -54,40 +54,6 @@ def fake_views(batch, classes, dim, feat1, feat2, device, seed=0):
 
     return (t(dim, feat1, positive=True), t(classes, feat1, boost=True), t(dim, feat2, positive=True),
             t(classes, feat2, boost=True), label.to(device))
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device, repeats, min_seconds=0.0):
-    """Best time of ``fn`` over one untimed warm-up call and then timed calls, at least ``repeats`` of them and, with
-    ``min_seconds``, until they add up to that long."""
-    fn()  # warm-up
-    _sync(device)
-    best, spent, calls = float("inf"), 0.0, 0
-    while calls < repeats or spent < min_seconds:
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        took = time.perf_counter() - t0
-        best, spent, calls = min(best, took), spent + took, calls + 1
-    return best
-
-
-def timed_pair(fn_a, fn_b, device, rounds, block=3, block_s=0.25):
-    """Best times of two functions measured in alternating blocks: each round runs ``fn_a`` then ``fn_b``, each as
-    one untimed warm-up call and then timed calls, at least ``block`` of them and for at least ``block_s`` seconds,
-    so both sides get about the same time per block. A fast function then reaches its steady state (caches, heap)
-    within each block, as in a plain timing loop, instead of being timed only in its first calls after the slow
-    one ran, which find its caches and heap in the slow one's state. Alternating the blocks spreads drifting load
-    on a shared machine over both alike. Returns ``(seconds of fn_a, seconds of fn_b)``."""
-    best = [float("inf"), float("inf")]
-    for _ in range(rounds):
-        for i, fn in enumerate((fn_a, fn_b)):
-            best[i] = min(best[i], timed(fn, device, block, block_s))
-    return tuple(best)
 
 
 def bench_loss(args, device):

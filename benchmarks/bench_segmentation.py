@@ -24,6 +24,7 @@ ones at 512 (one iteration, one image); CUDA: R-50 and R-101 at 512, batch 8, fp
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Dict, List, Sequence
@@ -31,17 +32,17 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from benchmarks.timing import sync  # noqa: E402
+
 REDUCED = ["deeplabv1/resnet38_tiny", "deeplabv2/resnet_tiny"]
 FULL = ["deeplabv1/resnet38", "deeplabv1/resnet101", "deeplabv2/resnet101"]
 TINY_HEAD = 64  # head width of the reduced variants (the demo config's)
 NUM_CLASSES = 21
 #: dense-CRF parameters of the published DeepLab configs (segmentation/configs/deeplabv*.py)
 CRF_PARAMS = {"iters": 10, "pos_w": 3, "pos_xy_std": 1, "bi_w": 4, "bi_xy_std": 67, "bi_rgb_std": 3}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_train(net, device, size: int, batch: int, iters: int, amp: bool) -> float:
@@ -72,11 +73,11 @@ def bench_train(net, device, size: int, batch: int, iters: int, amp: bool) -> fl
         scaler.update()
 
     step(0)  # warm-up (allocator, cuDNN autotuning)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for i in range(iters):
         step(i + 1)
-    _sync(device)
+    sync(device)
     return iters / (time.perf_counter() - t0)
 
 
@@ -94,11 +95,11 @@ def bench_test(net, device, size: int, images: int, scales: Sequence[float], fli
         return probs.argmax(0).cpu()
 
     one(imgs[0])
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for img in imgs[1:]:
         one(img)
-    _sync(device)
+    sync(device)
     return images / (time.perf_counter() - t0)
 
 
@@ -155,11 +156,11 @@ def bench_zoo_train(net, device, crop: int, batch: int, iters: int, amp: bool) -
         scaler.update()
 
     step(0)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for i in range(iters):
         step(i + 1)
-    _sync(device)
+    sync(device)
     return iters / (time.perf_counter() - t0)
 
 
@@ -179,11 +180,11 @@ def bench_zoo_test(net, device, mode: str, images: int, amp: bool) -> float:
         return mmseg_predict(net, inputs, img.shape[:2], test, device, amp)[1].cpu()
 
     one(imgs[0])
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for img in imgs[1:]:
         one(img)
-    _sync(device)
+    sync(device)
     return images / (time.perf_counter() - t0)
 
 
