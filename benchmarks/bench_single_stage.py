@@ -40,7 +40,8 @@ SETTINGS = {
               {"backbone": "vit_base_patch16_224", "crop_size": 448, "seg_start": 0, "warmup_iters": 0}),
 }
 #: Flags that make every loss term run from the first iteration (the later phases of each schedule).
-PHASES = {"rsepm": "RecurSeed and EdgePredictMix from iteration 0", "toco": "seg/reg from iteration 0", "locbe": "seg/reg/LOC from iteration 0"}
+PHASES = {"rsepm": "RecurSeed and EdgePredictMix from iteration 0", "toco": "seg/reg from iteration 0",
+          "locbe": "seg/reg/LOC from iteration 0"}
 
 
 def make_data(root: str, size: str, n: int) -> None:
