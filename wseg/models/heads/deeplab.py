@@ -1,7 +1,8 @@
 """Decode heads of the published DeepLab stage (usr922/wseg ``segmentation/lib/net``), names as published.
 
-- :class:`LargeFOVHead` (DeepLab v1 "LargeFOV"): ``conv_fov`` (3x3, dilation 12 = ``fov_dilation``, no bias) -> ``bn_fov`` -> ReLU ->
-  ``conv_fov2`` (1x1, no bias) -> ``bn_fov2`` -> ReLU -> ``dropout1`` (0.5) -> ``cls_conv`` (1x1, bias);
+- :class:`LargeFOVHead` (DeepLab v1 "LargeFOV"): ``conv_fov`` (3x3, dilation ``fov_dilation`` = 12, no bias) ->
+  ``bn_fov`` -> ReLU -> ``conv_fov2`` (1x1, no bias) -> ``bn_fov2`` -> ReLU -> ``dropout1`` (0.5) -> ``cls_conv`` (1x1,
+  bias);
 - :class:`ASPPHead` (the published "deeplabv2"): :class:`ASPP` with rates 6/12/18/24 (``aspp.branch1..4``: 3x3
   dilated conv + BN + ReLU), an image-pooling branch (``aspp.branch5_conv/bn``), ``aspp.conv_cat`` (1x1 + BN + ReLU
   + dropout 0.5), then ``dropout1`` and ``cls_conv``.
@@ -41,7 +42,8 @@ class LargeFOVHead(nn.Module):
                  fov_dilation: int = FOV_DILATION):
         super().__init__()
         if int(fov_dilation) < 1:
-            raise WsegError(f"model.fov_dilation {fov_dilation}: the LargeFOV dilation must be at least 1 (published 12)")
+            raise WsegError(f"model.fov_dilation {fov_dilation}: the LargeFOV dilation must be at least 1 "
+                            "(published 12)")
         self.fov_dilation = int(fov_dilation)
         self.conv_fov = nn.Conv2d(in_channels, head_dim, 3, padding=self.fov_dilation, dilation=self.fov_dilation,
                                   bias=False)
