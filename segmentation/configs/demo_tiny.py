@@ -1,22 +1,17 @@
 """Tiny CPU demo of the DeepLab v1 recipe for the synthetic dataset (wseg.data.synthetic, 128x96 images).
 
-The published DeepLab v1 set-up (deeplabv1_resnet101.py: LargeFOV head, lr groups x1/x2/x10/x20, poly, SGD
-momentum 0.9, MS+flip test with CRF) on the reduced ResNet (one bottleneck per stage, torchvision names) trained
-from scratch, with small crops, few iterations, no AMP. The 1/16-width ResNet-38 (resnet38_tiny), from scratch or
-from the demo's CAM network, does not learn dense prediction in a few hundred iterations; this one reaches
-about 36 % val mIoU on ground-truth masks of the 200-image demo set in 300 iterations (about 3.5 min on one core).
+The published DeepLab v1 set-up (deeplabv1_resnet101.py: LargeFOV head, lr groups x1/x2/x10/x20, poly, SGD momentum
+0.9, MS+flip test with CRF) on the reduced ResNet (one bottleneck per stage, torchvision names) trained from
+scratch, with the demo's run settings (``_base_/demo_cpu.py``: small crops, few iterations, no AMP). The 1/16-width
+ResNet-38 (resnet38_tiny), from scratch or from the demo's CAM network, does not learn dense prediction in a few
+hundred iterations; this one reaches about 36 % val mIoU on ground-truth masks of the 200-image demo set in 300
+iterations (about 3.5 min on one core).
 Pass the dataset and pseudo masks on the command line, e.g.
     python segmentation/train.py --config segmentation/configs/demo_tiny.py --voc12_root data/toy_voc \\
         --pseudo_mask_dir runs/demo/pseudo
 """
-_base_ = "deeplabv1_resnet101.py"
+_base_ = ["deeplabv1_resnet101.py", "_base_/demo_cpu.py"]
 exp_name = "demo_tiny"
-
-train_list = "train"
-val_list = "val"
-test_list = "val"
-pseudo_mask_dir = None             # none: train on the ground truth; the pipeline passes its pseudo masks
-num_workers = 0
 
 model = dict(
     backbone="resnet_tiny",
@@ -25,15 +20,5 @@ model = dict(
 )
 backbone_weights = None
 
-crop_size = 96
 lr = 0.01
-batch_size = 8
-max_iters = 300
-ckpt_every = 100
-val_every = 100
-log_every = 50
-device = "cpu"
-amp = False
-
 test_scales = [0.75, 1.0, 1.25]
-crf_workers = 0
