@@ -22,3 +22,4 @@ head_lr_mult = 80.0
 crop_size = 112
 scale_range = [0.9, 1.5]
 test_scales = [1.0, 1.25, 1.5]
+num_workers = 1                    # augmentation on the second core: the same batches (samples are seeded), 6 % faster
