@@ -83,10 +83,8 @@ class SegTrainTransform:
             raise WsegError(f"hsv_jitter {list(hsv)}: expected three non-negative shifts [h, s, v]")
         if not 0.0 <= flip <= 1.0:
             raise WsegError(f"flip_prob {flip}: must lie in [0, 1]")
-        if long_side is not None and int(long_side) < 8:
-            raise WsegError(f"long_side {long_side}: expected at least 8 pixels (none = each image's own size)")
         self.crop, self.flip = int(crop), float(flip)
-        self.long_side = None if long_side is None else int(long_side)
+        self.long_side = check_long_side(long_side)
         self.scale_range = None if scale_range is None else (float(scale_range[0]), float(scale_range[1]))
         self.hsv = tuple(int(v) for v in hsv)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -105,17 +103,24 @@ class SegTrainTransform:
             img = random_hsv(img, dh, ds, dv)
         if self.flip > 0 and rng.random() < self.flip:
             img, mask = img[:, ::-1], mask[:, ::-1]
-        base = base_factor(img.shape[0], img.shape[1], self.long_side)
-        if self.scale_range is not None and self.scale_range != (1.0, 1.0):
+        factor = base_factor(img.shape[0], img.shape[1], self.long_side)
+        random_scale = self.scale_range is not None and self.scale_range != (1.0, 1.0)
+        if random_scale:
             lo, hi = self.scale_range
-            img, mask = rescale_pair(np.ascontiguousarray(img), np.ascontiguousarray(mask),
-                                     (rng.random() * (hi - lo) + lo) * base)
-        elif base != 1.0:
-            img, mask = rescale_pair(np.ascontiguousarray(img), np.ascontiguousarray(mask), base)
+            factor *= rng.random() * (hi - lo) + lo
+        if random_scale or factor != 1.0:
+            img, mask = rescale_pair(np.ascontiguousarray(img), np.ascontiguousarray(mask), factor)
         x = normalize(img, self.mean, self.std)
         if self.crop > 0:
             x, mask = crop_pair(x, mask, self.crop, rng)
         return torch.from_numpy(hwc_to_chw(x)), torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
+
+
+def check_long_side(long_side: Optional[int]) -> Optional[int]:
+    """``long_side`` as an int (``None`` stays ``None``); a one-line error below 8 pixels."""
+    if long_side is not None and int(long_side) < 8:
+        raise WsegError(f"long_side {long_side}: expected at least 8 pixels (none = each image's own size)")
+    return None if long_side is None else int(long_side)
 
 
 def base_factor(h: int, w: int, long_side: Optional[int]) -> float:

@@ -89,8 +89,9 @@ def check_mmseg_config(cfg: Mapping[str, Any]) -> None:
         if pipeline == "mmseg":
             raise WsegError(f"long_side {cfg['long_side']}: the mmseg pipeline sizes its images by img_scale; clear "
                             "long_side (long_side=none) or use data_pipeline deeplab")
-        if int(cfg["long_side"]) < 8:
-            raise WsegError(f"long_side {cfg['long_side']}: expected at least 8 pixels (none = each image's own size)")
+        from wseg.data.seg_transforms import check_long_side
+
+        check_long_side(cfg["long_side"])
     if pipeline != "mmseg":
         return
     scale = [int(v) for v in cfg.get("img_scale") or ()]
@@ -114,8 +115,10 @@ def check_model_config(m: Mapping[str, Any]) -> None:
     if m.get("aspp_rates") is not None and min(int(r) for r in m["aspp_rates"]) < 1:
         raise WsegError(f"model.aspp_rates {list(m['aspp_rates'])}: dilation rates must be at least 1 (published 6 12 "
                         "18 24)")
-    if m.get("fov_dilation") is not None and int(m["fov_dilation"]) < 1:
-        raise WsegError(f"model.fov_dilation {m['fov_dilation']}: must be at least 1 (published 12)")
+    if m.get("fov_dilation") is not None:
+        from wseg.models.heads.deeplab import check_fov_dilation
+
+        check_fov_dilation(m["fov_dilation"])
     if not 0 <= float(m["bn_momentum"]) <= 1:
         raise WsegError(f"model.bn_momentum {m['bn_momentum']}: must lie in [0, 1] (published 3e-4)")
 

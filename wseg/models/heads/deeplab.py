@@ -35,16 +35,20 @@ def init_new_layers(modules) -> None:
             nn.init.constant_(m.bias, 0)
 
 
+def check_fov_dilation(fov_dilation: int) -> int:
+    """The LargeFOV dilation as an int; a one-line error below 1."""
+    if int(fov_dilation) < 1:
+        raise WsegError(f"model.fov_dilation {fov_dilation}: the LargeFOV dilation must be at least 1 (published 12)")
+    return int(fov_dilation)
+
+
 class LargeFOVHead(nn.Module):
     """DeepLab v1 LargeFOV: ``forward(feature) -> logits`` at the feature resolution."""
 
     def __init__(self, in_channels: int, num_classes: int, head_dim: int = 512, bn_momentum: float = BN_MOMENTUM,
                  fov_dilation: int = FOV_DILATION):
         super().__init__()
-        if int(fov_dilation) < 1:
-            raise WsegError(f"model.fov_dilation {fov_dilation}: the LargeFOV dilation must be at least 1 "
-                            "(published 12)")
-        self.fov_dilation = int(fov_dilation)
+        self.fov_dilation = check_fov_dilation(fov_dilation)
         self.conv_fov = nn.Conv2d(in_channels, head_dim, 3, padding=self.fov_dilation, dilation=self.fov_dilation,
                                   bias=False)
         self.bn_fov = nn.BatchNorm2d(head_dim, momentum=bn_momentum)
