@@ -1,0 +1,118 @@
+"""Where a segmentation network's val errors come from: recognising the classes, or finding their pixels.
+
+The pseudo-mask rows of a WSSS table are scored with the image's true labels (the CAM of every absent class is
+dropped before the arg-max), the segmentation network's val row without them: it must also recognise which classes
+an image holds. This script splits the two for trained segmentation networks of pipeline work folders. For each
+``<work>/<seg>`` it runs the config's test (its scales and flip, no CRF) on ``<work>/data``'s val split and prints:
+
+- ``as tested``: the mIoU of the network's arg-max (``segmentation/test.py``'s MS+flip row);
+- ``true labels``: the mIoU when every class absent from the image's ground truth is removed before the arg-max,
+  i.e. with recognition solved and the localisation left as it is;
+- ``class-agnostic``: the IoU of foreground vs background, whatever the class;
+- where the missed foreground goes (to background / to another class, % of foreground pixels);
+- the image labels the prediction implies (a class counts as predicted when it covers at least ``--min_share`` of
+  the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
+  value for each class (the prior).
+
+    python benchmarks/bench_seg_recognition.py --work_dirs runs/demo runs/robust/small_part_101 --seg_dirs seg seg_gt
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def config(path: str, root: str):
+    from wseg.segmentation.config import build_parser, config_from_args
+
+    return config_from_args(build_parser("bench").parse_args(["--config", path, "--voc12_root", root]))
+
+
+def measure(cfg, out_dir: str, min_share: float) -> dict:
+    """Confusion matrices (as tested, with true labels, class-agnostic) and image labels of the network that
+    ``segmentation/test.py`` would test in ``out_dir``."""
+    from wseg.data.voc import VOCRoot
+    from wseg.io import load_mask_png
+    from wseg.metrics import confusion_matrix
+    from wseg.segmentation.data import InferenceImages
+    from wseg.segmentation.models import build_model, load_segmentation_weights
+    from wseg.segmentation.predict import ms_flip_logits
+    from wseg.segmentation.test import default_ckpt
+
+    voc = VOCRoot(cfg.voc12_root, cfg.classes)
+    k = voc.spec.num_classes
+    net = build_model(cfg, k, weights=False)
+    load_segmentation_weights(net, default_ckpt(cfg, out_dir, voc.spec.name))
+    net.eval()
+    ids = voc.ids(cfg.test_list)
+    data = InferenceImages(voc, ids, cfg.test_scales, cfg.mean, cfg.std, cfg.get("long_side"))
+    conf = {"tested": 0, "labels": 0, "fgbg": 0}
+    true_lab, pred_lab = [], []
+    with torch.no_grad():
+        for i, name in enumerate(ids):
+            img, inputs = data[i]
+            logits = ms_flip_logits(net, inputs, img.shape[:2], flip=cfg.test_flip, device=torch.device("cpu"))
+            gt = load_mask_png(voc.mask_path(name))
+            present = np.zeros(k, bool)
+            present[np.unique(gt[gt < k])] = True
+            present[0] = True
+            pred = logits.argmax(0).numpy()
+            oracle = logits.masked_fill(~torch.from_numpy(present)[:, None, None], float("-inf")).argmax(0).numpy()
+            conf["tested"] = conf["tested"] + confusion_matrix(pred, gt, k)
+            conf["labels"] = conf["labels"] + confusion_matrix(oracle, gt, k)
+            conf["fgbg"] = conf["fgbg"] + confusion_matrix((pred > 0).astype(np.int64),
+                                                           np.where(gt < k, gt > 0, gt).astype(np.int64), 2)
+            share = np.bincount(pred.ravel(), minlength=k) / pred.size
+            true_lab.append(present[1:])
+            pred_lab.append(share[1:] >= min_share)
+    return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "k": k}
+
+
+def summary(m: dict) -> dict:
+    from wseg.metrics import scores
+
+    c = m["conf"]["tested"][: m["k"], : m["k"]]
+    fg = c[1:].sum()
+    freq = m["true"].mean(0)
+    return {"tested": 100 * scores(m["conf"]["tested"])["miou"],
+            "labels": 100 * scores(m["conf"]["labels"])["miou"],
+            "fgbg": 100 * scores(m["conf"]["fgbg"])["iou"][1],
+            "to_bg": 100 * c[1:, 0].sum() / fg,
+            "to_other": 100 * (c[1:, 1:].sum() - np.trace(c[1:, 1:])) / fg,
+            "label_acc": 100 * (m["pred"] == m["true"]).mean(),
+            "prior_acc": 100 * np.maximum(freq, 1 - freq).mean()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work_dirs", nargs="+", default=["runs/demo"], help="pipeline work folders (<work>/data)")
+    p.add_argument("--seg_dirs", nargs="+", default=["seg"],
+                   help="segmentation output folders in each work folder (seg: pseudo masks; seg_gt: demo_zoo's "
+                        "ground-truth run)")
+    p.add_argument("--config", default="segmentation/configs/demo_resnet38_standin.py")
+    p.add_argument("--min_share", type=float, default=0.01, help="image share that makes a class predicted")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print("| work folder | trained on | as tested | true labels | class-agnostic fg IoU | fg -> bg % | "
+          "fg -> other class % | image-label accuracy | prior accuracy |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for work in args.work_dirs:
+        cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"))
+        for seg in args.seg_dirs:
+            out = os.path.join(work, seg)
+            if not os.path.isdir(out):
+                print(f"| {work} | {seg} | missing: {out} | | | | | | |")
+                continue
+            s = summary(measure(cfg, out, args.min_share))
+            print(f"| {work} | {seg} | {s['tested']:.2f} | {s['labels']:.2f} | {s['fgbg']:.2f} | {s['to_bg']:.1f} | "
+                  f"{s['to_other']:.1f} | {s['label_acc']:.1f} | {s['prior_acc']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
