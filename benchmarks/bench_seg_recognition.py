@@ -27,10 +27,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def config(path: str, root: str):
+def config(path: str, root: str, overrides=None):
     from wseg.segmentation.config import build_parser, config_from_args
 
-    return config_from_args(build_parser("bench").parse_args(["--config", path, "--voc12_root", root]))
+    argv = ["--config", path, "--voc12_root", root] + (["--set", *overrides] if overrides else [])
+    return config_from_args(build_parser("bench").parse_args(argv))
 
 
 def measure(cfg, out_dir: str, min_share: float) -> dict:
@@ -95,6 +96,8 @@ def main() -> None:
                    help="segmentation output folders in each work folder (seg: pseudo masks; seg_gt: demo_zoo's "
                         "ground-truth run)")
     p.add_argument("--config", default="segmentation/configs/demo_resnet38_standin.py")
+    p.add_argument("--set", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="the overrides the networks were trained and tested with (e.g. \"test_scales=[2.0]\")")
     p.add_argument("--min_share", type=float, default=0.01, help="image share that makes a class predicted")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -103,7 +106,7 @@ def main() -> None:
           "fg -> other class % | image-label accuracy | prior accuracy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for work in args.work_dirs:
-        cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"))
+        cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"), args.set)
         for seg in args.seg_dirs:
             out = os.path.join(work, seg)
             if not os.path.isdir(out):

@@ -7,7 +7,14 @@ on the train split's image labels and scored on val: binary cross-entropy agains
 classifier that learned nothing) and per-label accuracy. The images are fed at scale 1 and 2 (the stand-in corpus
 is 64-pixel images; the demo's objects are larger).
 
+With ``--finetune_steps N`` the backbone is fine-tuned instead, as the CAM stage fine-tunes it but for classification
+alone: a 1x1 class layer on the last level, average-pooled (the CAM network's classifier), multi-label soft margin
+loss, SGD with momentum 0.9 and weight decay 5e-4, poly lr (``--lr`` for the backbone, x``--head_lr_mult`` for the
+class layer), BatchNorm frozen, batches of 8 whole images with random flips, N steps; scored the same way on val.
+It says whether the backbone can learn to *recognise* the dataset's classes at an image scale.
+
     python benchmarks/bench_standin_probe.py [--root data/toy_voc] [--weights weights/standin/resnet38_small.pth]
+    python benchmarks/bench_standin_probe.py --root runs/demo/data --finetune_steps 300 --scales 1 1.5 2
 """
 import argparse
 import os
@@ -21,24 +28,73 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def features(backbone, voc, ids, scale: float) -> torch.Tensor:
+def image(voc, i: str, scale: float) -> torch.Tensor:
+    """The normalised ``(3, h, w)`` image ``i``, resized by ``scale``."""
     import torch.nn.functional as F
 
-    from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from wseg.data.transforms import hwc_to_chw, normalize
     from wseg.io import load_image
 
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    x = torch.from_numpy(hwc_to_chw(normalize(load_image(voc.image_path(i)))))[None]
+    if scale != 1:
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    return x[0]
+
+
+def features(backbone, voc, ids, scale: float) -> torch.Tensor:
     out = []
     with torch.no_grad():
         for i in ids:
-            x = torch.from_numpy(np.array(load_image(voc.image_path(i)))).permute(2, 0, 1).float() / 255
-            x = ((x - mean) / std)[None]
-            if scale != 1:
-                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-            f = backbone(x)[backbone.levels[-1]]
+            f = backbone(image(voc, i, scale)[None])[backbone.levels[-1]]
             out.append(f.mean((2, 3))[0])
     return torch.stack(out)
+
+
+def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: float, seed: int = 0,
+             batch: int = 8) -> dict:
+    """Fine-tune ``backbone`` + a 1x1 class layer, average-pooled, on the images ``xtr`` (module docstring); the
+    val loss, the prior's and per-label accuracy."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    for m in backbone.modules():        # frozen BatchNorm, as the published CAM networks keep it
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            for p in m.parameters():
+                p.requires_grad_(False)
+    with torch.no_grad():
+        width = backbone(xtr[0][None])[backbone.levels[-1]].shape[1]
+    head = torch.nn.Conv2d(width, ytr.shape[1], 1, bias=False)
+    opt = torch.optim.SGD([{"params": [p for p in backbone.parameters() if p.requires_grad], "lr": lr},
+                           {"params": head.parameters(), "lr": lr * head_lr_mult}], momentum=0.9, weight_decay=5e-4)
+    base = [g["lr"] for g in opt.param_groups]
+
+    def logits(x):
+        return F.adaptive_avg_pool2d(head(backbone(x)[backbone.levels[-1]]), 1).flatten(1)
+
+    g = torch.Generator().manual_seed(seed)
+    backbone.train()
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    for step in range(steps):
+        for group, b in zip(opt.param_groups, base):
+            group["lr"] = b * (1 - step / steps) ** 0.9
+        idx = torch.randint(len(xtr), (batch,), generator=g).tolist()
+        flips = torch.rand(batch, generator=g) < 0.5
+        views = [xtr[i].flip(-1) if f else xtr[i] for i, f in zip(idx, flips.tolist())]
+        h, w = max(v.shape[1] for v in views), max(v.shape[2] for v in views)
+        x = torch.stack([F.pad(v, (0, w - v.shape[2], 0, h - v.shape[1])) for v in views])
+        loss = F.multilabel_soft_margin_loss(logits(x), ytr[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    backbone.eval()
+    with torch.no_grad():
+        out = torch.cat([logits(x[None]) for x in xva])
+        p = ytr.mean(0).clamp(1e-3, 1 - 1e-3)
+        prior = float(F.binary_cross_entropy(p.expand_as(yva), yva))
+        return {"train": float(loss), "val": float(F.binary_cross_entropy_with_logits(out, yva)), "prior": prior,
+                "acc": float(((out > 0).float() == yva).float().mean()) * 100}
 
 
 def probe(xtr, ytr, xva, yva, steps: int = 500) -> dict:
@@ -67,6 +123,12 @@ def main() -> int:
     p.add_argument("--backbone", default="resnet38_small")
     p.add_argument("--weights", nargs="+", default=[os.path.join(REPO, "weights/standin/resnet38_small.pth")])
     p.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0])
+    p.add_argument("--finetune_steps", type=int, default=0,
+                   help="fine-tune the backbone for classification this many steps instead of the linear probe")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tuning: backbone lr (the demo's CAM stage: 0.01)")
+    p.add_argument("--head_lr_mult", type=float, default=80.0, help="fine-tuning: class layer lr multiplier (x80)")
+    p.add_argument("--seed", type=int, default=0, help="fine-tuning: class layer initialisation, batches, flips")
+    p.add_argument("--skip_random", action="store_true", help="no random-initialisation rows")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,10 +148,11 @@ def main() -> int:
     split = {s: voc.ids(s) for s in ("train", "val")}
     target = {s: torch.from_numpy(np.stack([np.asarray(labels[i], np.float32) for i in ids]))
               for s, ids in split.items()}
-    print(f"linear probe on {args.backbone} features, {root}: {len(split['train'])} train / {len(split['val'])} val")
+    how = (f"fine-tuned {args.finetune_steps} steps" if args.finetune_steps else "linear probe on")
+    print(f"{how} {args.backbone} features, {root}: {len(split['train'])} train / {len(split['val'])} val")
     print("| weights | image scale | val BCE | prior BCE | val / prior | per-label accuracy (%) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for w in ["random"] + list(args.weights):
+    for w in ([] if args.skip_random else ["random"]) + list(args.weights):
         for scale in args.scales:
             torch.manual_seed(0)
             bb = build_backbone(args.backbone)
@@ -97,8 +160,13 @@ def main() -> int:
                 state, _ = read_state_dict(w)
                 bb.load_state_dict(state)
             bb.eval()
-            r = probe(features(bb, voc, split["train"], scale), target["train"],
-                      features(bb, voc, split["val"], scale), target["val"])
+            if args.finetune_steps:
+                r = finetune(bb, [image(voc, i, scale) for i in split["train"]], target["train"],
+                             [image(voc, i, scale) for i in split["val"]], target["val"], args.finetune_steps,
+                             args.lr, args.head_lr_mult, args.seed)
+            else:
+                r = probe(features(bb, voc, split["train"], scale), target["train"],
+                          features(bb, voc, split["val"], scale), target["val"])
             name = "random init" if w == "random" else os.path.relpath(w, REPO)
             print(f"| {name} | {scale:g} | {r['val']:.3f} | {r['prior']:.3f} | {r['val'] / r['prior']:.2f} | "
                   f"{r['acc']:.1f} |", flush=True)
