@@ -35,7 +35,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from benchmarks.timing import sync  # noqa: E402
+from benchmarks.timing import calls_per_second  # noqa: E402
 
 REDUCED = ["deeplabv1/resnet38_tiny", "deeplabv2/resnet_tiny"]
 FULL = ["deeplabv1/resnet38", "deeplabv1/resnet101", "deeplabv2/resnet101"]
@@ -72,13 +72,7 @@ def bench_train(net, device, size: int, batch: int, iters: int, amp: bool) -> fl
         scaler.step(opt)
         scaler.update()
 
-    step(0)  # warm-up (allocator, cuDNN autotuning)
-    sync(device)
-    t0 = time.perf_counter()
-    for i in range(iters):
-        step(i + 1)
-    sync(device)
-    return iters / (time.perf_counter() - t0)
+    return calls_per_second(step, 0, range(1, iters + 1), device)
 
 
 def bench_test(net, device, size: int, images: int, scales: Sequence[float], flip: bool, amp: bool) -> float:
@@ -94,13 +88,7 @@ def bench_test(net, device, size: int, images: int, scales: Sequence[float], fli
         probs = ms_flip_probs(net, multiscale_inputs(img, scales), img.shape[:2], flip, device, amp)
         return probs.argmax(0).cpu()
 
-    one(imgs[0])
-    sync(device)
-    t0 = time.perf_counter()
-    for img in imgs[1:]:
-        one(img)
-    sync(device)
-    return images / (time.perf_counter() - t0)
+    return calls_per_second(one, imgs[0], imgs[1:], device)
 
 
 def bench_crf(size: int, repeats: int = 1) -> float:
@@ -155,13 +143,7 @@ def bench_zoo_train(net, device, crop: int, batch: int, iters: int, amp: bool) -
         scaler.step(opt)
         scaler.update()
 
-    step(0)
-    sync(device)
-    t0 = time.perf_counter()
-    for i in range(iters):
-        step(i + 1)
-    sync(device)
-    return iters / (time.perf_counter() - t0)
+    return calls_per_second(step, 0, range(1, iters + 1), device)
 
 
 def bench_zoo_test(net, device, mode: str, images: int, amp: bool) -> float:
@@ -179,13 +161,7 @@ def bench_zoo_test(net, device, mode: str, images: int, amp: bool) -> float:
         inputs = [to_input(v) for v in test_views(img, test.scales, test.resize, test.ratio_of)]
         return mmseg_predict(net, inputs, img.shape[:2], test, device, amp)[1].cpu()
 
-    one(imgs[0])
-    sync(device)
-    t0 = time.perf_counter()
-    for img in imgs[1:]:
-        one(img)
-    sync(device)
-    return images / (time.perf_counter() - t0)
+    return calls_per_second(one, imgs[0], imgs[1:], device)
 
 
 def run_zoo(args, device) -> List[Dict[str, object]]:

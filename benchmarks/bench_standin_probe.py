@@ -57,13 +57,7 @@ def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: 
     import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    for m in backbone.modules():        # frozen BatchNorm, as the published CAM networks keep it
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            for p in m.parameters():
-                p.requires_grad_(False)
-    with torch.no_grad():
-        width = backbone(xtr[0][None])[backbone.levels[-1]].shape[1]
-    head = torch.nn.Conv2d(width, ytr.shape[1], 1, bias=False)
+    head = torch.nn.Conv2d(backbone.out_channels, ytr.shape[1], 1, bias=False)
     opt = torch.optim.SGD([{"params": [p for p in backbone.parameters() if p.requires_grad], "lr": lr},
                            {"params": head.parameters(), "lr": lr * head_lr_mult}], momentum=0.9, weight_decay=5e-4)
     base = [g["lr"] for g in opt.param_groups]
@@ -72,10 +66,7 @@ def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: 
         return F.adaptive_avg_pool2d(head(backbone(x)[backbone.levels[-1]]), 1).flatten(1)
 
     g = torch.Generator().manual_seed(seed)
-    backbone.train()
-    for m in backbone.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.eval()
+    backbone.train()                    # BatchNorm stays frozen (the backbones' published train() override)
     for step in range(steps):
         for group, b in zip(opt.param_groups, base):
             group["lr"] = b * (1 - step / steps) ** 0.9

@@ -1,5 +1,6 @@
-"""Timing helpers shared by the benchmarks: device synchronisation, best-of-N timing, and alternating-block timing
-of two functions (``from benchmarks.timing import ...``; each benchmark puts the repository root on ``sys.path``)."""
+"""Timing helpers shared by the benchmarks: device synchronisation, calls per second, best-of-N timing, and
+alternating-block timing of two functions (``from benchmarks.timing import ...``; each benchmark puts the
+repository root on ``sys.path``)."""
 import time
 
 import torch
@@ -9,6 +10,18 @@ def sync(device: torch.device) -> None:
     """Wait for queued CUDA work (no-op elsewhere), so a timer measures work done, not work launched."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def calls_per_second(fn, warmup, args, device) -> float:
+    """``len(args)`` calls ``fn(a)`` per second, timed after one untimed ``fn(warmup)`` (allocator, cuDNN
+    autotuning)."""
+    fn(warmup)
+    sync(device)
+    t0 = time.perf_counter()
+    for a in args:
+        fn(a)
+    sync(device)
+    return len(args) / (time.perf_counter() - t0)
 
 
 def timed(fn, device, repeats, min_seconds=0.0):
