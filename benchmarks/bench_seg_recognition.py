@@ -10,6 +10,9 @@ an image holds. This script splits the two for trained segmentation networks of 
   i.e. with recognition solved and the localisation left as it is;
 - ``class-agnostic``: the IoU of foreground vs background, whatever the class;
 - where the missed foreground goes (to background / to another class, % of foreground pixels);
+- objects named right: of the ground truth's objects (connected regions of one class) that the prediction covers
+  with foreground (10 pixels or more), the share whose foreground is mostly their own class; where classes come in
+  pairs that share a body (the synthetic ``part`` cue), 50 % is what naming by the body alone scores;
 - the image labels the prediction implies (a class counts as predicted when it covers at least ``--min_share`` of
   the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
   value for each class (the prior).
@@ -53,7 +56,7 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
     ids = voc.ids(cfg.test_list)
     data = InferenceImages(voc, ids, cfg.test_scales, cfg.mean, cfg.std, cfg.get("long_side"))
     conf = {"tested": 0, "labels": 0, "fgbg": 0}
-    true_lab, pred_lab = [], []
+    true_lab, pred_lab, named = [], [], []
     with torch.no_grad():
         for i, name in enumerate(ids):
             img, inputs = data[i]
@@ -68,10 +71,26 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
             conf["labels"] = conf["labels"] + confusion_matrix(oracle, gt, k)
             conf["fgbg"] = conf["fgbg"] + confusion_matrix((pred > 0).astype(np.int64),
                                                            np.where(gt < k, gt > 0, gt).astype(np.int64), 2)
+            named += objects_named(pred, gt, k)
             share = np.bincount(pred.ravel(), minlength=k) / pred.size
             true_lab.append(present[1:])
             pred_lab.append(share[1:] >= min_share)
-    return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "k": k}
+    return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k}
+
+
+def objects_named(pred: np.ndarray, gt: np.ndarray, k: int, min_pixels: int = 10) -> list:
+    """For each connected ground-truth region of one foreground class that ``pred`` covers with at least
+    ``min_pixels`` foreground pixels: whether its most frequent predicted foreground class is its own."""
+    import cv2
+
+    out = []
+    for c in np.unique(gt[(gt > 0) & (gt < k)]):
+        n, regions = cv2.connectedComponents((gt == c).astype(np.uint8))
+        for r in range(1, n):
+            fg = pred[(regions == r) & (pred > 0)]
+            if fg.size >= min_pixels:
+                out.append(np.bincount(fg, minlength=k).argmax() == c)
+    return out
 
 
 def summary(m: dict) -> dict:
@@ -85,6 +104,7 @@ def summary(m: dict) -> dict:
             "fgbg": 100 * scores(m["conf"]["fgbg"])["iou"][1],
             "to_bg": 100 * c[1:, 0].sum() / fg,
             "to_other": 100 * (c[1:, 1:].sum() - np.trace(c[1:, 1:])) / fg,
+            "named": 100 * np.mean(m["named"]) if m["named"] else float("nan"),
             "label_acc": 100 * (m["pred"] == m["true"]).mean(),
             "prior_acc": 100 * np.maximum(freq, 1 - freq).mean()}
 
@@ -103,18 +123,18 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print("| work folder | trained on | as tested | true labels | class-agnostic fg IoU | fg -> bg % | "
-          "fg -> other class % | image-label accuracy | prior accuracy |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "fg -> other class % | objects named right % | image-label accuracy | prior accuracy |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for work in args.work_dirs:
         cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"), args.set)
         for seg in args.seg_dirs:
             out = os.path.join(work, seg)
             if not os.path.isdir(out):
-                print(f"| {work} | {seg} | missing: {out} | | | | | | |")
+                print(f"| {work} | {seg} | missing: {out} | | | | | | | |")
                 continue
             s = summary(measure(cfg, out, args.min_share))
             print(f"| {work} | {seg} | {s['tested']:.2f} | {s['labels']:.2f} | {s['fgbg']:.2f} | {s['to_bg']:.1f} | "
-                  f"{s['to_other']:.1f} | {s['label_acc']:.1f} | {s['prior_acc']:.1f} |", flush=True)
+                  f"{s['to_other']:.1f} | {s['named']:.1f} | {s['label_acc']:.1f} | {s['prior_acc']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

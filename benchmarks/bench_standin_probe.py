@@ -11,7 +11,10 @@ With ``--finetune_steps N`` the backbone is fine-tuned instead, as the CAM stage
 alone: a 1x1 class layer on the last level, average-pooled (the CAM network's classifier), multi-label soft margin
 loss, SGD with momentum 0.9 and weight decay 5e-4, poly lr (``--lr`` for the backbone, x``--head_lr_mult`` for the
 class layer), BatchNorm frozen, batches of 8 whole images with random flips, N steps; scored the same way on val.
-It says whether the backbone can learn to *recognise* the dataset's classes at an image scale.
+It says whether the backbone can learn to *recognise* the dataset's classes at an image scale, and prints the
+share of last-level channels that are dead (zero on every val image) before and after the fine-tuning: a step too
+large for frozen BatchNorm pushes ReLU inputs below zero for good, and a classifier on dead features can only
+answer the label prior.
 
     python benchmarks/bench_standin_probe.py [--root data/toy_voc] [--weights weights/standin/resnet38_small.pth]
     python benchmarks/bench_standin_probe.py --root runs/demo/data --finetune_steps 300 --scales 1 1.5 2
@@ -50,11 +53,20 @@ def features(backbone, voc, ids, scale: float) -> torch.Tensor:
     return torch.stack(out)
 
 
+def dead_channels(backbone, xs) -> float:
+    """Share (%) of ``backbone``'s last-level channels that are zero at every position of every image ``xs``."""
+    with torch.no_grad():
+        peak = torch.stack([backbone(x[None])[backbone.levels[-1]].amax((0, 2, 3)) for x in xs]).amax(0)
+    return float((peak <= 0).float().mean()) * 100
+
+
 def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: float, seed: int = 0,
              batch: int = 8) -> dict:
     """Fine-tune ``backbone`` + a 1x1 class layer, average-pooled, on the images ``xtr`` (module docstring); the
-    val loss, the prior's and per-label accuracy."""
+    val loss, the prior's, per-label accuracy and the dead last-level channels before / after."""
     import torch.nn.functional as F
+
+    dead_before = dead_channels(backbone.eval(), xva)
 
     torch.manual_seed(seed)
     head = torch.nn.Conv2d(backbone.out_channels, ytr.shape[1], 1, bias=False)
@@ -85,7 +97,8 @@ def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: 
         p = ytr.mean(0).clamp(1e-3, 1 - 1e-3)
         prior = float(F.binary_cross_entropy(p.expand_as(yva), yva))
         return {"train": float(loss), "val": float(F.binary_cross_entropy_with_logits(out, yva)), "prior": prior,
-                "acc": float(((out > 0).float() == yva).float().mean()) * 100}
+                "acc": float(((out > 0).float() == yva).float().mean()) * 100,
+                "dead": (dead_before, dead_channels(backbone, xva))}
 
 
 def probe(xtr, ytr, xva, yva, steps: int = 500) -> dict:
@@ -141,8 +154,9 @@ def main() -> int:
               for s, ids in split.items()}
     how = (f"fine-tuned {args.finetune_steps} steps" if args.finetune_steps else "linear probe on")
     print(f"{how} {args.backbone} features, {root}: {len(split['train'])} train / {len(split['val'])} val")
-    print("| weights | image scale | val BCE | prior BCE | val / prior | per-label accuracy (%) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    dead = " dead last-level channels (%) before / after |" if args.finetune_steps else ""
+    print(f"| weights | image scale | val BCE | prior BCE | val / prior | per-label accuracy (%) |{dead}")
+    print("|---|---:|---:|---:|---:|---:|" + ("---:|" if dead else ""))
     for w in ([] if args.skip_random else ["random"]) + list(args.weights):
         for scale in args.scales:
             torch.manual_seed(0)
@@ -160,7 +174,7 @@ def main() -> int:
                           features(bb, voc, split["val"], scale), target["val"])
             name = "random init" if w == "random" else os.path.relpath(w, REPO)
             print(f"| {name} | {scale:g} | {r['val']:.3f} | {r['prior']:.3f} | {r['val'] / r['prior']:.2f} | "
-                  f"{r['acc']:.1f} |", flush=True)
+                  f"{r['acc']:.1f} |" + (" {:.1f} / {:.1f} |".format(*r["dead"]) if "dead" in r else ""), flush=True)
     return 0
 
 
