@@ -53,11 +53,21 @@ def features(backbone, voc, ids, scale: float) -> torch.Tensor:
     return torch.stack(out)
 
 
+def last_level(backbone, xs) -> list:
+    """``backbone``'s last-level feature map of each image ``xs`` (no gradient)."""
+    with torch.no_grad():
+        return [backbone(x[None])[backbone.levels[-1]] for x in xs]
+
+
+def dead_share(feats) -> float:
+    """Share (%) of the channels that are zero at every position of every feature map ``feats``."""
+    peak = torch.stack([f.amax((0, 2, 3)) for f in feats]).amax(0)
+    return float((peak <= 0).float().mean()) * 100
+
+
 def dead_channels(backbone, xs) -> float:
     """Share (%) of ``backbone``'s last-level channels that are zero at every position of every image ``xs``."""
-    with torch.no_grad():
-        peak = torch.stack([backbone(x[None])[backbone.levels[-1]].amax((0, 2, 3)) for x in xs]).amax(0)
-    return float((peak <= 0).float().mean()) * 100
+    return dead_share(last_level(backbone, xs))
 
 
 def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: float, seed: int = 0,
@@ -74,8 +84,8 @@ def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: 
                            {"params": head.parameters(), "lr": lr * head_lr_mult}], momentum=0.9, weight_decay=5e-4)
     base = [g["lr"] for g in opt.param_groups]
 
-    def logits(x):
-        return F.adaptive_avg_pool2d(head(backbone(x)[backbone.levels[-1]]), 1).flatten(1)
+    def pooled(f):
+        return F.adaptive_avg_pool2d(head(f), 1).flatten(1)
 
     g = torch.Generator().manual_seed(seed)
     backbone.train()                    # BatchNorm stays frozen (the backbones' published train() override)
@@ -87,18 +97,19 @@ def finetune(backbone, xtr, ytr, xva, yva, steps: int, lr: float, head_lr_mult: 
         views = [xtr[i].flip(-1) if f else xtr[i] for i, f in zip(idx, flips.tolist())]
         h, w = max(v.shape[1] for v in views), max(v.shape[2] for v in views)
         x = torch.stack([F.pad(v, (0, w - v.shape[2], 0, h - v.shape[1])) for v in views])
-        loss = F.multilabel_soft_margin_loss(logits(x), ytr[idx])
+        loss = F.multilabel_soft_margin_loss(pooled(backbone(x)[backbone.levels[-1]]), ytr[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
     backbone.eval()
+    feats = last_level(backbone, xva)          # one val pass for the scores and the dead channels
     with torch.no_grad():
-        out = torch.cat([logits(x[None]) for x in xva])
+        out = torch.cat([pooled(f) for f in feats])
         p = ytr.mean(0).clamp(1e-3, 1 - 1e-3)
         prior = float(F.binary_cross_entropy(p.expand_as(yva), yva))
         return {"train": float(loss), "val": float(F.binary_cross_entropy_with_logits(out, yva)), "prior": prior,
                 "acc": float(((out > 0).float() == yva).float().mean()) * 100,
-                "dead": (dead_before, dead_channels(backbone, xva))}
+                "dead": (dead_before, dead_share(feats))}
 
 
 def probe(xtr, ytr, xva, yva, steps: int = 500) -> dict:
