@@ -81,15 +81,13 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
 def objects_named(pred: np.ndarray, gt: np.ndarray, k: int, min_pixels: int = 10) -> list:
     """For each connected ground-truth region of one foreground class that ``pred`` covers with at least
     ``min_pixels`` foreground pixels: whether its most frequent predicted foreground class is its own."""
-    import cv2
+    from wseg.data.classes import object_regions
 
     out = []
-    for c in np.unique(gt[(gt > 0) & (gt < k)]):
-        n, regions = cv2.connectedComponents((gt == c).astype(np.uint8))
-        for r in range(1, n):
-            fg = pred[(regions == r) & (pred > 0)]
-            if fg.size >= min_pixels:
-                out.append(np.bincount(fg, minlength=k).argmax() == c)
+    for c, region in object_regions(gt, k):
+        fg = pred[region & (pred > 0)]
+        if fg.size >= min_pixels:
+            out.append(np.bincount(fg, minlength=k).argmax() == c)
     return out
 
 

@@ -71,6 +71,21 @@ BUILTIN = {"voc12": VOC12, "voc": VOC12, "coco14": COCO14, "coco": COCO14, "coco
            "coco91": COCO14_91}
 
 
+def object_regions(mask, num_classes: Optional[int] = None):
+    """``(class, region)`` for each object of a label map: every 8-connected region of one foreground class (not
+    background 0, not ``IGNORE``, below ``num_classes`` when given), by class, then by region, as boolean masks."""
+    import cv2
+    import numpy as np
+
+    mask = np.asarray(mask)
+    for c in np.unique(mask):
+        if c == 0 or c == IGNORE or (num_classes is not None and c >= num_classes):
+            continue
+        count, regions = cv2.connectedComponents((mask == c).astype(np.uint8), connectivity=8)
+        for r in range(1, count):
+            yield c, regions == r
+
+
 def is_coco(spec: DatasetSpec) -> bool:
     """Whether ``spec`` holds the MS COCO classes (81 contiguous or 91 raw ids), whatever its name."""
     return spec.class_names in (COCO14.class_names, COCO14_91.class_names)

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from wseg.data.classes import object_regions
 from wseg.errors import WsegError
 
 #: The published default folder name (EPS ``metadata/dataset.py:24``; esp ``script/script_contrast.sh:4``).
@@ -126,17 +127,12 @@ def synthetic_saliency(mask: np.ndarray, rng: np.random.Generator, miss_rate: fl
     sal = np.zeros((h, w), np.float32)
     border = mask == 255
     dropped = np.zeros((h, w), bool)
-    for c in np.unique(mask):
-        if c == 0 or c == 255:
-            continue
-        count, comp = cv2.connectedComponents((mask == c).astype(np.uint8), connectivity=8)
-        for k in range(1, count):
-            region = comp == k
-            if rng.random() < miss_rate:
-                dropped |= region
-            else:
-                strength = rng.uniform(0.8, 1.0)
-                sal = np.maximum(sal, region * strength)
+    for _, region in object_regions(mask):
+        if rng.random() < miss_rate:
+            dropped |= region
+        else:
+            strength = rng.uniform(0.8, 1.0)
+            sal = np.maximum(sal, region * strength)
     if border.any():
         # the border band goes with the objects it touches: salient unless only missed objects are near it
         kernel = np.ones((3, 3), np.uint8)
