@@ -1,4 +1,5 @@
 """The pipeline runner end to end on a tiny synthetic dataset, and kill -9 in the middle + re-run."""
+import argparse
 import json
 import os
 import signal
@@ -186,6 +187,32 @@ def test_the_demo_runs_the_published_cam_recipe_from_the_shipped_stand_in():
     assert cam[cam.index("--lr") + 1] == "0.01"
     scratch = {s.name: s.argv for s in stages_from_config(load_pipeline("demo_scratch"), "/tmp/w")}["cam_train"]
     assert "--weights" not in scratch and scratch[scratch.index("--optimizer") + 1] == "adamw"
+
+
+def test_a_preset_set_on_the_demo_config_makes_that_preset(tmp_path):
+    """bench_robustness runs ``demo.py --set data.preset=P``: the demo's dataset is named by its preset alone, so P's
+    class count, sizes and clutter are not overridden by flags of the demo's own dataset."""
+    from wseg.data import synthetic
+    from wseg.pipeline import load_pipeline, stages_from_config
+    from wseg.stages import make_toy_voc as stage
+
+    for preset in ("demo", "many_classes", "small_part"):
+        data = {s.name: s.argv for s in stages_from_config(load_pipeline("demo", [f"data.preset={preset}"]),
+                                                           str(tmp_path))}["data"]
+        for flag in ("--num_classes", "--size", "--difficulty", "--long_side", "--aspect", "--cue"):
+            assert flag not in data, (preset, flag)
+        out = str(tmp_path / preset)
+        data[data.index("--out") + 1] = out
+        parser = argparse.ArgumentParser()
+        stage.add_arguments(parser)
+        args = parser.parse_args(data[data.index("--out"):] + ["--num_train", "1", "--num_val", "1"])
+        stage.run(args)
+        with open(os.path.join(out, "toy_voc.json")) as f:
+            made = json.load(f)
+        want = synthetic.PRESETS[preset]
+        assert made["num_classes"] == want["num_classes"]
+        assert made["distractors"] == list(synthetic.DIFFICULTY.get(want.get("difficulty", "normal")).get(
+            "distractors", synthetic.ToyConfig().distractors))
 
 
 def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ The from-scratch recipe of earlier versions (AdamW, 20 warm-up epochs of classif
 _base_ = ["_base_/cam_aff_deeplab.py", "_base_/toy_data.py"]
 
 stages = dict(
-    data=dict(args=dict(num_train=300, num_val=60, num_classes=6, size="128x96", seed=0, difficulty="easy")),
+    data=dict(args=dict(preset="demo", num_train=300, num_val=60, seed=0)),
     cam_train=dict(args=dict(network="contrast", backbone="resnet38_small",
                              weights="{repo}/weights/standin/resnet38_small.pth", batch_size=8, max_epoches=12,
                              crop_size=112, resize_scale=[0.9, 1.5], color_jitter=[0.3, 0.3, 0.3, 0],

@@ -25,7 +25,7 @@ _base_ = ["_base_/single_stage.py", "_base_/toy_data.py"]
 dataset = dict(train_list="train", infer_list="train", eval_list="train", val_list="val")
 
 stages = dict(
-    data=dict(args=dict(num_train=300, num_val=60, num_classes=6, size="128x96", seed=0, difficulty="easy")),
+    data=dict(args=dict(preset="demo", num_train=300, num_val=60, seed=0)),
     wsss_train=dict(args=dict(network="locbe", backbone="vit_small_demo_cs",
                               weights="{repo}/weights/standin/vit_small_demo_cs.pth",
                               session_name="{work}/models/locbe", batch_size=4, max_iters=1200, crop_size=96,

@@ -61,7 +61,7 @@ def _variant(name, label, **flags):
 
 
 stages = dict(
-    data=dict(args=dict(num_train=300, num_val=60, num_classes=6, size="128x96", seed=0, difficulty="easy")),
+    data=dict(args=dict(preset="demo", num_train=300, num_val=60, seed=0)),
     wsss_train=dict(args=dict(_train, session_name="{work}/models/rsepm")),
     rsepm_seeds=dict(args=dict(_dev)),
     rsepm_eval_seeds=dict(args=dict(num_workers=1), report=[dict(label="RS+EPM seeds (bg sweep 0.10-0.80)",

@@ -38,6 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preview_n", type=int, default=8, help="images in the preview grid")
 
 
+def _same(value):
+    """A preset value and a flag value in one form (tuples from the preset, lists from the flags)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.preview and not args.preview.lower().endswith((".png", ".jpg", ".jpeg")):
         raise WsegError(f"--preview {args.preview}: name a .png or .jpg picture file")
@@ -47,8 +52,12 @@ def run(args: argparse.Namespace) -> dict:
     opts = dict(synthetic.PRESETS[args.preset]) if args.preset else {}
     for key, flag in (("num_classes", "num_classes"), ("image_size", "size"), ("difficulty", "difficulty"),
                       ("long_side", "long_side"), ("aspect", "aspect"), ("cue", "cue")):
-        if getattr(args, flag) is not None:
-            opts[key] = getattr(args, flag)
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if key in opts and _same(opts[key]) != _same(value):  # say so: a silent override changes the dataset
+            print(f"make_toy_voc: --{flag} {value} overrides preset {args.preset}'s {key} {opts[key]}")
+        opts[key] = value
     opts.setdefault("num_classes", 6)
     opts.setdefault("difficulty", "normal")
     summary = synthetic.make_toy_voc(args.out, num_train=args.num_train, num_val=args.num_val, seed=args.seed,
