@@ -28,8 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
+from wseg.data.datasets import MultiScaleDataset
 from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wseg.errors import WsegError
 
@@ -76,29 +76,19 @@ def grid_crops(img: Image.Image, boxes: np.ndarray, crop_size: int) -> np.ndarra
     return out
 
 
-class MultiCropDataset(Dataset):
+class MultiCropDataset(MultiScaleDataset):
     """``(id, (crops uint8 (N, c, c, 3), boxes (N, 4)), label, (H, W))`` for multi-crop CAM inference. The crops stay
     uint8 (a VOC image has ~90 crops at the published scales: 4x less to ship from loader workers) and are
     normalised on the device (:func:`normalize_crops`)."""
 
     def __init__(self, voc, ids: Sequence[str], scales: Sequence[float], crop_size: int = GRID_CROP,
                  stride: int = GRID_STRIDE, labels: Optional[Dict[str, np.ndarray]] = None):
-        self.voc, self.ids, self.scales = voc, list(ids), list(scales)
+        super().__init__(voc, ids, scales, flip=False, labels=labels)
         self.crop_size, self.stride = int(crop_size), int(stride)
-        self.labels = labels if labels is not None else voc.cls_labels(self.ids)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i):
-        from wseg.data.datasets import open_rgb
-
-        image_id = self.ids[i]
-        img = open_rgb(self.voc.image_path(image_id))
+    def views(self, img: Image.Image):
         boxes = crop_boxes(img.size[1], img.size[0], self.scales, self.crop_size, self.stride)
-        crops = grid_crops(img, boxes, self.crop_size)
-        return (image_id, (torch.from_numpy(crops), torch.from_numpy(boxes)),
-                torch.from_numpy(self.labels[image_id]), (img.size[1], img.size[0]))
+        return torch.from_numpy(grid_crops(img, boxes, self.crop_size)), torch.from_numpy(boxes)
 
 
 def normalize_crops(crops: torch.Tensor, device: torch.device, mean: Sequence[float] = IMAGENET_MEAN,

@@ -58,11 +58,14 @@ class MultiScaleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def views(self, img: Image.Image):
+        """What the network sees of one image: here its rescaled copies and their mirrors."""
+        return multiscale_flip_inputs(img, self.scales, self.flip)
+
     def __getitem__(self, i):
         image_id = self.ids[i]
         img = open_rgb(self.voc.image_path(image_id))
-        return (image_id, multiscale_flip_inputs(img, self.scales, self.flip),
-                torch.from_numpy(self.labels[image_id]), (img.size[1], img.size[0]))
+        return image_id, self.views(img), torch.from_numpy(self.labels[image_id]), (img.size[1], img.size[0])
 
 
 def unbatch_one(batch):
