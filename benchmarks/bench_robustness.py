@@ -58,6 +58,21 @@ def metrics(work: str) -> dict:
     return out
 
 
+def describe(root: str) -> str:
+    """What the dataset is, from the generator's own record (``toy_voc.json``): classes, cue, image sizes, clutter,
+    so a table row says which dataset it measured (not only which preset was asked for)."""
+    path = os.path.join(root, "toy_voc.json")
+    if not os.path.isfile(path):
+        return "-"
+    with open(path) as f:
+        c = json.load(f)
+    size = (f"{c['long_side'][0]}-{c['long_side'][1]} px, aspect {c['aspect'][0]}-{c['aspect'][1]}"
+            if c.get("long_side", [0])[0] else f"{c['width']}x{c['height']}")
+    cue = (f"head {c['head_ratio'][0]}-{c['head_ratio'][1]}" if c.get("cue", "part") == "part" else "whole object")
+    return (f"{c['num_classes']} classes, {cue}, {size}, {c['distractors'][0]}-{c['distractors'][1]} distractors, "
+            f"occluders {c['occluder_prob']}")
+
+
 def cam_check(work: str) -> str:
     """The CAM network's did-it-learn check, recomputed from ``models/cam.pth``: its classification loss in eval mode
     on the un-augmented training images over the label prior's (what ``contrast_train`` checks at the end)."""
@@ -124,6 +139,7 @@ def main(argv=None) -> int:
         floor_train = background_only(data, "train") if os.path.isdir(data) else float("nan")
         floor_val = background_only(data, "val") if os.path.isdir(data) else float("nan")
         summary.append((preset, seed, m, floor_train, cam_check(work), verdict(m, floor_train, floor_val)))
+        print(f"dataset: {describe(data)}", flush=True)
     print("\n| dataset | " + " | ".join(r[0] for r in ROWS) + " | background-only (train) | CAM net loss / prior "
           "(eval mode) | pattern |")
     print("|---|" + "---:|" * len(ROWS) + "---:|---:|---|")
