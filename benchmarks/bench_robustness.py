@@ -22,8 +22,9 @@ sys.path.insert(0, REPO)
 #: (preset, seed): chosen before looking at any result; the demo's own dataset is preset "demo", seed 0.
 DATASETS = [("small_part", 101), ("whole_object", 202), ("varied_sizes", 303), ("many_classes", 404)]
 ROWS = [("CAM", "eval_cam", "miou"), ("CAM+CRF", "eval_cam_crf", "miou"), ("RW", "eval_rw", "miou"),
-        ("pseudo", "eval_pseudo", "miou"), ("DeepLab val", "seg_test", "miou"), ("DeepLab+CRF val", "seg_test",
-                                                                                   "miou_crf"),
+        ("pseudo", "eval_pseudo", "miou"), ("DeepLab val", "seg_test", "miou"),
+        ("DeepLab+CRF val", "seg_test", "miou_crf"),
+        ("DeepLab val given true labels", "seg_test", "miou_true_labels"),
         ("DeepLab on GT val", "seg_test_gt", "miou")]
 #: --upper_bound: the same DeepLab trained on the ground truth (demo_zoo's stages), its fully supervised bound
 UPPER_BOUND_STAGES = ["seg_train_gt", "seg_test_gt"]

@@ -45,7 +45,7 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
     from wseg.metrics import confusion_matrix
     from wseg.segmentation.data import InferenceImages
     from wseg.segmentation.models import build_model, load_segmentation_weights
-    from wseg.segmentation.predict import ms_flip_logits
+    from wseg.segmentation.predict import ms_flip_logits, true_label_argmax
     from wseg.segmentation.test import default_ckpt
 
     voc = VOCRoot(cfg.voc12_root, cfg.classes)
@@ -66,7 +66,7 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
             present[np.unique(gt[gt < k])] = True
             present[0] = True
             pred = logits.argmax(0).numpy()
-            oracle = logits.masked_fill(~torch.from_numpy(present)[:, None, None], float("-inf")).argmax(0).numpy()
+            oracle = true_label_argmax(logits, gt)
             conf["tested"] = conf["tested"] + confusion_matrix(pred, gt, k)
             conf["labels"] = conf["labels"] + confusion_matrix(oracle, gt, k)
             conf["fgbg"] = conf["fgbg"] + confusion_matrix((pred > 0).astype(np.int64),

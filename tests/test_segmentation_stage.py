@@ -219,6 +219,16 @@ def test_ms_flip_equals_hand_average():
 # ------------------------------------------------------------------ training, resume
 
 
+def test_true_label_argmax_keeps_background_and_the_images_classes():
+    from wseg.segmentation.predict import true_label_argmax
+
+    probs = torch.tensor([[[0.1, 0.2]], [[0.6, 0.1]], [[0.3, 0.7]]])      # (3 classes, 1, 2): classes 1 and 2 win
+    gt = np.array([[2, 255]], np.uint8)                                    # only class 2 (and ignore) present
+    assert true_label_argmax(probs, gt).tolist() == [[2, 2]]
+    assert true_label_argmax(probs, np.zeros((1, 2), np.uint8)).tolist() == [[0, 0]]   # background only
+    assert true_label_argmax(probs, np.array([[1, 2]], np.uint8)).tolist() == probs.argmax(0).tolist()
+
+
 def test_train_outputs(trained):
     out, res = trained
     assert res["iters"] == 4 and os.path.isfile(res["weights"]) and res["weights"].endswith("_itr4_all.pth")
@@ -315,6 +325,10 @@ def test_test_script(trained, toy_root, tmp_path):
     r2 = TEST.run(TEST.build_parser().parse_args(argv + ["crf=False"]))
     assert r2["pred_dir"] == r["pred_dir_nocrf"] and r2["predicted"] == 0 and r2["miou"] == pytest.approx(r["miou"])
     assert "miou_crf" not in r2
+    # given the true labels: the same probabilities arg-maxed over each image's own classes, never below as tested
+    r4 = TEST.run(TEST.build_parser().parse_args(argv + ["crf=False", "test_true_labels=True"]))
+    assert r4["predicted"] == 4 and r4["miou"] == pytest.approx(r["miou"])     # new folder: all four predicted
+    assert os.path.isdir(r["pred_dir_nocrf"] + "_true_labels") and r4["miou_true_labels"] >= r4["miou"] - 1e-6
     # an unlabelled split (VOC test): server layout, no evaluation
     root2 = str(tmp_path / "unlabelled")
     shutil.copytree(os.path.join(toy_root, "JPEGImages"), os.path.join(root2, "JPEGImages"))

@@ -129,6 +129,9 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "tta_ratio_of": ("resized", "str", "mmseg pipeline: a test scale multiplies the resize target (resized: mmseg "
                                        "0.x MultiScaleFlipAug) or the original image (original: mmseg 1.x "
                                        "tta_pipeline)"),
+    "test_true_labels": (False, "bool", "labelled split: also score the MS+flip prediction given each image's true "
+                                        "labels (absent classes dropped before the arg-max, as the pseudo masks "
+                                        "are scored): recognition solved, localisation as it is (wseg diagnostic)"),
     "crf": (True, "bool", "dense CRF on the averaged probabilities"),
     "crf_iters": (10, "int", "CRF mean-field iterations"),
     "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),

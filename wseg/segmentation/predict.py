@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from wseg.data.voc import VOCRoot
 from wseg.engine.per_image import Failures, pending_shard, run_images
 from wseg.errors import WsegError
-from wseg.io import save_mask_png
+from wseg.io import load_mask_png, save_mask_png
 from wseg.segmentation.data import InferenceImages, MMSegInferenceImages
 from wseg.tta import multiscale_flip
 
@@ -154,7 +154,7 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                   device: Optional[torch.device] = None, amp: bool = False, num_workers: int = 0,
                   crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
                   on_error: str = "skip", mmseg: Optional[MMSegTest] = None,
-                  long_side: Optional[int] = None) -> Dict[str, Any]:
+                  long_side: Optional[int] = None, true_label_dir: Optional[str] = None) -> Dict[str, Any]:
     """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
     and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`). With ``mmseg``, mmseg's
     test instead (:func:`mmseg_predict`; ``scales``/``flip`` are then ``mmseg``'s). ``long_side``: the scales
@@ -162,14 +162,16 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
 
     With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
-    while the network goes on. Returns ``{"num_images", "predicted", "seconds", "images_per_s"}``.
+    while the network goes on. ``true_label_dir`` (optional, labelled splits) also receives the arg-max over only
+    the classes of each image's ground truth (:func:`true_label_argmax`). Returns ``{"num_images", "predicted",
+    "seconds", "images_per_s"}``.
     """
     from wseg.parallel import WorkerPool
 
     device = device or next(model.parameters()).device
     plain_dir = plain_dir if crf is not None else None
-    todo = pending_shard(ids, [(out_dir, ".png"), (plain_dir, ".png")])
-    for d in (out_dir, plain_dir):
+    todo = pending_shard(ids, [(out_dir, ".png"), (plain_dir, ".png"), (true_label_dir, ".png")])
+    for d in (out_dir, plain_dir, true_label_dir):
         if d:
             os.makedirs(d, exist_ok=True)
     model.eval()
@@ -188,6 +190,9 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
             if crf is None or plain_dir:
                 plain = pred.to(torch.uint8).cpu().numpy()
                 save_mask_png(path if crf is None else os.path.join(plain_dir, image_id + ".png"), plain)
+            if true_label_dir:
+                save_mask_png(os.path.join(true_label_dir, image_id + ".png"),
+                              true_label_argmax(probs, load_mask_png(voc.mask_path(image_id))))
             if crf is not None:
                 pool.submit(image_id, _crf_save, img, probs.cpu().numpy(), dict(crf), path)
 
@@ -200,6 +205,17 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     seconds = time.perf_counter() - t0
     return {"num_images": len(ids), "predicted": done, "seconds": round(seconds, 3),
             "images_per_s": round(done / seconds, 3) if done and seconds > 0 else None}
+
+
+def true_label_argmax(probs: torch.Tensor, gt: np.ndarray) -> np.ndarray:
+    """The arg-max of ``probs (C, H, W)`` over background and the classes present in the ground-truth mask ``gt``
+    only (uint8 ``(H, W)``): the prediction with recognition solved and its localisation as it is, the way the
+    pseudo-mask stages are scored (they drop the CAMs of the classes absent from the image's labels)."""
+    present = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
+    classes = np.unique(gt)
+    present[torch.as_tensor(classes[classes < probs.shape[0]].astype(np.int64), device=probs.device)] = True
+    present[0] = True
+    return probs.masked_fill(~present[:, None, None], float("-inf")).argmax(0).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()

@@ -54,7 +54,8 @@ def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str,
 def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bool = True) -> Dict[str, Any]:
     """Predict (and evaluate). Returns ``{"miou", "fp", "fn", "precision", "recall", "pixel_acc", "iou"}`` of the
     MS+flip predictions and, with ``crf``, the same keys with ``_crf`` for the CRF-refined ones (percent; absent for
-    an unlabelled split), plus ``pred_dir`` (final predictions), ``pred_dir_nocrf``, ``predicted``,
+    an unlabelled split), ``miou_true_labels`` with ``test_true_labels`` (the MS+flip probabilities arg-maxed over
+    each image's true classes), plus ``pred_dir`` (final predictions), ``pred_dir_nocrf``, ``predicted``,
     ``images_per_s``, ``ckpt``, ``labelled``."""
     from wseg import io
     from wseg.data.voc import VOCRoot
@@ -87,8 +88,9 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         plain_dir = (pred_dir[:-4] if pred_dir.endswith("_crf") else pred_dir + "_nocrf") if crf else None
     else:  # the evaluation server takes one result: the final (CRF) predictions
         pred_dir, plain_dir = cfg.pred_dir or server_layout_dir(out_dir), None
+    true_dir = (plain_dir or pred_dir) + "_true_labels" if labelled and cfg.get("test_true_labels") else None
     gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
-    for d in (pred_dir, plain_dir):
+    for d in (pred_dir, plain_dir, true_dir):
         if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
             raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
                             "predictions and score 100%. Set pred_dir to another folder")
@@ -102,17 +104,19 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         settings["mmseg_test"] = {"mode": mmseg.mode, "crop": mmseg.crop, "stride": mmseg.stride,
                                   "resize": None if mmseg.resize is None else list(mmseg.resize),
                                   "ratio_of": mmseg.ratio_of}
-    for folder, crf_used in ((pred_dir, crf), (plain_dir, None)):   # records beside the folders: PNGs only inside
+    for folder, extra in ((pred_dir, {"crf": crf}), (plain_dir, {"crf": None}),
+                          (true_dir, {"crf": None, "true_labels": True})):  # records beside the folders
         if folder:
             record = os.path.join(os.path.dirname(os.path.abspath(folder)),
                                   f".{os.path.basename(os.path.abspath(folder))}{PREDICTION_SETTINGS}")
-            io.record_folder_settings(folder, {**settings, "crf": crf_used}, PREDICTION_SETTINGS, "--pred_dir",
+            io.record_folder_settings(folder, {**settings, **extra}, PREDICTION_SETTINGS, "--pred_dir",
                                       (".png",), record)
     LOG.info("segmentation test %s -> %s (%d images, scales %s, flip %s, crf %s)", ckpt, pred_dir, len(ids),
              cfg.test_scales, cfg.test_flip, crf)
     res = predict_split(model, voc, ids, pred_dir, cfg.test_scales, cfg.test_flip, crf, cfg.mean, cfg.std, device,
                         bool(cfg.amp), int(cfg.num_workers), int(cfg.crf_workers), progress, plain_dir,
-                        on_error=cfg.get("on_error", "skip"), mmseg=mmseg, long_side=cfg.get("long_side"))
+                        on_error=cfg.get("on_error", "skip"), mmseg=mmseg, long_side=cfg.get("long_side"),
+                        true_label_dir=true_dir)
     LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
              res["images_per_s"], pred_dir)
     lst = voc.list_path(cfg.test_list) or cfg.test_list      # a list file, or a split name of a folder layout
@@ -131,4 +135,8 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
             ev = evaluate(cfg, voc, lst, pred_dir, out_dir, comment + " crf=False", progress)
             result.update({k: ev[k] for k in keys})
             LOG.info("mIoU %.3f%% (scales %s, flip %s)", ev["miou"], list(cfg.test_scales), cfg.test_flip)
+        if true_dir:
+            ev = evaluate(cfg, voc, lst, true_dir, out_dir, comment + " true_labels=True", progress)
+            result["miou_true_labels"] = ev["miou"]
+            LOG.info("mIoU %.3f%% given the true image labels (recognition solved)", ev["miou"])
     return result
