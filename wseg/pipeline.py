@@ -57,6 +57,21 @@ class Stage:
     report: List[Dict[str, Any]] = field(default_factory=list)
 
 
+def single_stage_method(network: str, label: str, train_label: str = "pseudo labels") -> Dict[str, Dict[str, Any]]:
+    """The stage values a single-stage method's config sets over ``_base_/single_stage.py`` (for configs): its
+    ``--network``, its weights ``{work}/models/<network>.pth`` for the inference stages, and its report rows
+    "<label> seg (<train_label>)" on train and "<label> seg" on val, each also "+ CRF"."""
+    weights = "{work}/models/" + network
+    return dict(
+        wsss_train=dict(args=dict(network=network, session_name=weights)),
+        infer_train=dict(args=dict(weights=weights + ".pth")),
+        eval_train=dict(report=[dict(label=f"{label} seg ({train_label})", split="train")]),
+        eval_train_crf=dict(report=[dict(label=f"{label} seg + CRF ({train_label})", split="train")]),
+        eval_val=dict(report=[dict(label=f"{label} seg", split="val")]),
+        eval_val_crf=dict(report=[dict(label=f"{label} seg + CRF", split="val")]),
+    )
+
+
 def single_stage_variant(name: str, label: str, train: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     """Pipeline stages of one single-stage ablation (for configs): ``<name>_train`` (``wsss_train`` with the config's
     ``wsss_train`` values and ``train`` changed), ``<name>_infer_val`` (its val predictions and their CRF, as

@@ -10,15 +10,10 @@ CRF 10 iterations (Gaussian 1/1, bilateral 121/5/4), scored on VOC train (pseudo
 training: run the wsss_train stage with torchrun (``--list`` prints its command). The code drop ships no numbers
 (the paper's tables could not be read here, docs/locbe.md)."""
 
+from wseg.pipeline import single_stage_method as _method
+
 _base_ = "_base_/single_stage.py"
 
 dataset = dict(root=None, train_list="train_aug", infer_list="train", eval_list="train", val_list="val")
 
-stages = dict(
-    wsss_train=dict(args=dict(network="locbe", session_name="{work}/models/locbe")),
-    infer_train=dict(args=dict(weights="{work}/models/locbe.pth")),
-    eval_train=dict(report=[dict(label="LOC-BE seg (pseudo labels)", split="train")]),
-    eval_train_crf=dict(report=[dict(label="LOC-BE seg + CRF (pseudo labels)", split="train")]),
-    eval_val=dict(report=[dict(label="LOC-BE seg", split="val")]),
-    eval_val_crf=dict(report=[dict(label="LOC-BE seg + CRF", split="val")]),
-)
+stages = _method("locbe", "LOC-BE")

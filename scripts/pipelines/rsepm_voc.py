@@ -13,6 +13,8 @@ CRF.
 Multi-GPU training: run the wsss_train stage with torchrun (``--list`` prints its command). Ablations: add
 ``--set wsss_train.mix=none`` (RS alone) or ``--set wsss_train.rs=False`` (EPM alone)."""
 
+from wseg.pipeline import single_stage_method as _method
+
 _base_ = "_base_/single_stage.py"
 
 dataset = dict(root=None, train_list="train_aug", infer_list="train", eval_list="train", val_list="val")
@@ -42,12 +44,4 @@ def _seed_stages(name, label, weights):
     }
 
 
-stages = dict(
-    wsss_train=dict(args=dict(network="rsepm", session_name="{work}/models/rsepm")),
-    **_seed_stages("rsepm", "RS+EPM", "{work}/models/rsepm.pth"),
-    infer_train=dict(args=dict(weights="{work}/models/rsepm.pth")),
-    eval_train=dict(report=[dict(label="RS+EPM seg (train)", split="train")]),
-    eval_train_crf=dict(report=[dict(label="RS+EPM seg + CRF (train)", split="train")]),
-    eval_val=dict(report=[dict(label="RS+EPM seg", split="val")]),
-    eval_val_crf=dict(report=[dict(label="RS+EPM seg + CRF", split="val")]),
-)
+stages = dict(**_method("rsepm", "RS+EPM", "train"), **_seed_stages("rsepm", "RS+EPM", "{work}/models/rsepm.pth"))

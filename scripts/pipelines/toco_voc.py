@@ -9,15 +9,10 @@ after iteration 2000; predictions at scales 1, 1.5, 1.25 with flips, CRF 10 iter
         --set wsss_train.weights=vit_base_patch16_224.orig_in21k_ft_in1k.pth
 Published (README): ViT-B val 69.2, 71.1 with MS + CRF."""
 
+from wseg.pipeline import single_stage_method as _method
+
 _base_ = "_base_/single_stage.py"
 
 dataset = dict(root=None, train_list="train_aug", infer_list="train", eval_list="train", val_list="val")
 
-stages = dict(
-    wsss_train=dict(args=dict(network="toco", session_name="{work}/models/toco")),
-    infer_train=dict(args=dict(weights="{work}/models/toco.pth")),
-    eval_train=dict(report=[dict(label="ToCo seg (pseudo labels)", split="train")]),
-    eval_train_crf=dict(report=[dict(label="ToCo seg + CRF (pseudo labels)", split="train")]),
-    eval_val=dict(report=[dict(label="ToCo seg", split="val")]),
-    eval_val_crf=dict(report=[dict(label="ToCo seg + CRF", split="val")]),
-)
+stages = _method("toco", "ToCo")
