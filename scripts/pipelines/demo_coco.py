@@ -38,8 +38,8 @@ _coco_eval = dict(classes="{classes}", absent="skip", num_workers=0)
 stages = dict(
     data=dict(script="scripts/make_toy_coco.py", describe="synthetic COCO json + make_coco_masks -> voc81 root",
               creates_root=True,
-              args=dict(out="{work}/toy_coco", num_train=160, num_val=40, num_classes=6, size="128x96", seed=0,
-                        difficulty="easy", classes="coco14", workers=1)),
+              args=dict(out="{work}/toy_coco", preset=None, num_train=160, num_val=40, num_classes=6, size="128x96",
+                        seed=0, difficulty="easy", classes="coco14", workers=1)),  # preset: make_toy_voc's only
     cam_train=dict(args=dict(weights="{repo}/weights/standin/resnet38_small.pth", freeze="none", max_epoches=15,
                              cls_warmup_epochs=10, num_workers=0)),
     cam_infer=dict(args=dict(num_workers=0)),
