@@ -12,7 +12,7 @@ with val_every, so report the final weights or flag it.
     python segmentation/train.py --config segmentation/configs/pspnet_r50-d8_512x512_20k_voc12aug_pus.py \\
         --voc12_root VOC2012 --pseudo_mask_dir ppmg --backbone_weights resnet50_v1c-2cccc1ad.pth
 """
-_base_ = ["pspnet_r50-d8_512x512_20k_voc12aug.py", "_base_/pmm_schedule_20k.py"]
+_base_ = ["pspnet_r50-d8_512x512_20k_voc12aug.py", "_base_/pmm_schedule_20k.py", "_base_/dense_crf_deeplabv2.py"]
 exp_name = "pspnet_r50-d8_512x512_20k_voc12aug_pus"
 pseudo_mask_dir = "ppmg"          # data/voc12/VOC2012/ppmg in WSSS_MMSeg
 pad_before_normalize = False      # mmseg 0.x: Normalize then Pad(pad_val=0)
@@ -29,13 +29,6 @@ test_stride = 480
 test_scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 test_flip = True
 tta_ratio_of = "resized"
-crf = True
-crf_iters = 10
-crf_pos_w = 3
-crf_pos_xy_std = 1
-crf_bi_w = 4
-crf_bi_xy_std = 67
-crf_bi_rgb_std = 3
 # WSSS evaluates every 2k iterations with the test pipeline (MS + flip + CRF); single scale here keeps it cheap
 val_scales = [1.0]
 val_flip = False

@@ -2,6 +2,7 @@
 ``train.py``, ``test.py``): VOC 2012 train_aug with pseudo masks (255 = ignore), SGD with the parameter groups lr x1
 / x2 / x10 / x20 and poly 0.9 over 20k iterations, multi-scale + flip test with the dense CRF. Every value is the
 published one; an experiment sets its network (``model``), its pseudo masks and its ImageNet weights."""
+_base_ = "dense_crf_deeplabv2.py"
 
 # data (published DATA_*): VOC 2012 train_aug ("trainaug"), 255 = ignore
 train_list = "train_aug"
@@ -32,12 +33,5 @@ val_every = 2000
 test_list = "val"
 test_scales = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
 test_flip = True
-crf = True
 # The published test.py calls DenseCRF.dense_crf_from_deeplabv2, which its DenseCRF.py does not contain; the
-# name points at the DeepLab v2 (ResNet-101, VOC) CRF of deeplab-pytorch, whose parameters these are.
-crf_iters = 10
-crf_pos_w = 3
-crf_pos_xy_std = 1
-crf_bi_w = 4
-crf_bi_xy_std = 67
-crf_bi_rgb_std = 3
+# name points at the DeepLab v2 (ResNet-101, VOC) CRF of deeplab-pytorch: _base_/dense_crf_deeplabv2.py.
