@@ -38,6 +38,12 @@ def test_train_writes_weights_logs_and_meta(toy_root, tmp_path, network):
     state, meta = read_state_dict(out["weights"])
     assert meta["network"] == network and meta["backbone"] == "resnet38_tiny"
     assert ("fc_proj.weight" in state) == (network == "contrast")
+    # the method's own flags travel with the weights: a network rebuilt from the file computes its classification
+    # loss (the did-it-learn check) with the trained second-view size, not the published default
+    from wseg.methods.base import build_from_weights
+
+    assert meta["options"]["view2_size"] == 32
+    assert build_from_weights(out["weights"])[0].option("view2_size", None) == 32
     lines = open(prefix + "_scalars.jsonl").read().splitlines()
     assert len(lines) == out["steps"] == 3
     assert os.path.isfile(prefix + ".log") and os.path.isfile(prefix + "_last.pth")

@@ -16,7 +16,7 @@ The generic stages (``scripts/contrast_train.py``, ``scripts/contrast_infer.py``
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import nn
@@ -39,7 +39,36 @@ def get_method(name: str) -> Type["CamMethod"]:
     return METHODS[name]
 
 
-class CamMethod:
+class MethodFlags:
+    """A method's own command-line flags, shared by the CAM and the single-stage methods: declared by
+    :meth:`add_arguments`, read with :meth:`option`, saved with the weights by ``meta()`` (:meth:`options`) so that
+    a network rebuilt from its file computes as it was trained."""
+
+    def __init__(self, args: Optional[argparse.Namespace] = None):
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """The method's own flags (default: none)."""
+
+    @classmethod
+    def flag_names(cls) -> List[str]:
+        """The ``dest`` names of the method's own flags (saved with the weights, part of the resume settings)."""
+        group = argparse.ArgumentParser(add_help=False).add_argument_group()
+        cls.add_arguments(group)
+        return [a.dest for a in group._group_actions]
+
+    def option(self, key: str, default: Any) -> Any:
+        """A method flag's value (``default`` when the method is used without parsed flags, e.g. in tests)."""
+        value = getattr(self.args, key, None) if self.args is not None else None
+        return default if value is None else value
+
+    def options(self) -> Dict[str, Any]:
+        """The method's flag values (what ``meta()`` saves, so inference rebuilds the same method)."""
+        return {k: getattr(self.args, k) for k in self.flag_names() if self.args is not None and hasattr(self.args, k)}
+
+
+class CamMethod(MethodFlags):
     """Base class of the CAM methods (see the module docstring)."""
 
     name = ""
@@ -50,18 +79,6 @@ class CamMethod:
     default_norm = "minmax"
     #: The loss term that is the image classification loss (checked against the label prior: did it learn?).
     cls_loss_key = "loss_mlsm"
-
-    def __init__(self, args: Optional[argparse.Namespace] = None):
-        self.args = args
-
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """The method's own flags (default: none)."""
-
-    def option(self, key: str, default: Any) -> Any:
-        """A method flag's value (``default`` when the method is used without parsed flags, e.g. in tests)."""
-        value = getattr(self.args, key, None) if self.args is not None else None
-        return default if value is None else value
 
     def build_network(self, backbone: str, num_classes: int, dropout: bool = True,
                       frozen: Optional[Sequence[str]] = None, freeze_bn: bool = True) -> nn.Module:
@@ -86,8 +103,8 @@ class CamMethod:
         return {}
 
     def meta(self) -> Dict[str, Any]:
-        """Saved with the weights, so inference rebuilds the same network."""
-        return {"network": self.name}
+        """Saved with the weights, so inference (and the did-it-learn check) rebuilds the same network and method."""
+        return {"network": self.name, "options": self.options()}
 
 
 def freeze_kwargs(freeze: str, weights: Optional[str]) -> Dict[str, Any]:
@@ -153,7 +170,8 @@ def build_from_weights(path: str, network: Optional[str] = None, backbone: Optio
     network = network or meta.get("network") or "contrast"
     backbone = backbone or meta.get("backbone") or "resnet38"
     num_classes = int(num_classes or meta.get("num_classes") or 21)
-    method = get_method(network)(args)
+    options = meta.get("options") if meta.get("network") == network else None
+    method = get_method(network)(args if args is not None or not options else argparse.Namespace(**options))
     net = method.build_network(backbone, num_classes)
     load_state_dict_strict(net, state, path)
     return method, net, {**meta, "network": network, "backbone": backbone, "num_classes": num_classes}

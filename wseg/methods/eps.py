@@ -169,6 +169,3 @@ class EPS(CamMethod):
     def cams(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``softmax`` over the ``C + 1`` ``fc8`` logits, background (last) dropped (EPS ``infer.py``:125-131)."""
         return F.softmax(net.forward_cam(x).float(), dim=1)[:, :-1]
-
-    def meta(self):
-        return {"network": self.name}

@@ -131,6 +131,3 @@ class SEAM(CamMethod):
     def cams(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x)["cam_rv"][:, 1:]
 
-    def meta(self):
-        return {"network": self.name}
-

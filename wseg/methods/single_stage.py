@@ -36,6 +36,7 @@ from torch import nn
 from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from wseg.engine.trainer import StepContext
 from wseg.errors import WsegError
+from wseg.methods.base import MethodFlags
 
 SINGLE_STAGE: Dict[str, Type["SingleStageMethod"]] = {}
 
@@ -76,7 +77,7 @@ class SampleTransform:
         raise NotImplementedError
 
 
-class SingleStageMethod:
+class SingleStageMethod(MethodFlags):
     """Base class of the single-stage methods (see the module docstring)."""
 
     name = ""
@@ -100,30 +101,6 @@ class SingleStageMethod:
     #: Normalisation of the network input (0-1 RGB).
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
-
-    def __init__(self, args: Optional[argparse.Namespace] = None):
-        self.args = args
-
-    # -- flags
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """The method's own flags (default: none)."""
-
-    @classmethod
-    def flag_names(cls) -> List[str]:
-        """The ``dest`` names of the method's own flags (saved with the weights, part of the resume settings)."""
-        group = argparse.ArgumentParser(add_help=False).add_argument_group()
-        cls.add_arguments(group)
-        return [a.dest for a in group._group_actions]
-
-    def option(self, key: str, default: Any) -> Any:
-        """A method flag's value (``default`` when the method is used without parsed flags, e.g. in tests)."""
-        value = getattr(self.args, key, None) if self.args is not None else None
-        return default if value is None else value
-
-    def options(self) -> Dict[str, Any]:
-        """The method's flag values (what :meth:`meta` saves, so inference rebuilds the same method)."""
-        return {k: getattr(self.args, k) for k in self.flag_names() if self.args is not None and hasattr(self.args, k)}
 
     def check_args(self, args: argparse.Namespace) -> None:
         """One-line errors for the method's own flags, before anything is written (default: nothing to check)."""
