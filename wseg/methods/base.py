@@ -67,6 +67,13 @@ class MethodFlags:
         """The method's flag values (what ``meta()`` saves, so inference rebuilds the same method)."""
         return {k: getattr(self.args, k) for k in self.flag_names() if self.args is not None and hasattr(self.args, k)}
 
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], args: Optional[argparse.Namespace] = None) -> "MethodFlags":
+        """The method as its weights were trained: ``args`` when given, else the flags saved in ``meta`` (only when
+        ``meta`` names this method; older files without them get the published defaults)."""
+        options = meta.get("options") if meta.get("network") == cls.name else None
+        return cls(args if args is not None or not options else argparse.Namespace(**options))
+
 
 class CamMethod(MethodFlags):
     """Base class of the CAM methods (see the module docstring)."""
@@ -170,8 +177,7 @@ def build_from_weights(path: str, network: Optional[str] = None, backbone: Optio
     network = network or meta.get("network") or "contrast"
     backbone = backbone or meta.get("backbone") or "resnet38"
     num_classes = int(num_classes or meta.get("num_classes") or 21)
-    options = meta.get("options") if meta.get("network") == network else None
-    method = get_method(network)(args if args is not None or not options else argparse.Namespace(**options))
+    method = get_method(network).from_meta(meta, args)
     net = method.build_network(backbone, num_classes)
     load_state_dict_strict(net, state, path)
     return method, net, {**meta, "network": network, "backbone": backbone, "num_classes": num_classes}

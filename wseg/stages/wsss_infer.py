@@ -108,8 +108,7 @@ def load_trained(path: str, network=None, backbone=None, num_classes=None):
     if not name:
         raise WsegError(f"{path}: no wseg metadata names the method; pass --network (and --backbone)")
     cls = get_single_stage(name)
-    options = dict(meta.get("options") or {}) if meta.get("network") == cls.name else {}
-    method = cls(argparse.Namespace(**options))
+    method = cls.from_meta(meta)
     backbone = backbone or meta.get("backbone") or cls.defaults.get("backbone")
     num_classes = int(num_classes or meta.get("num_classes") or 21)
     if meta.get("num_classes") and int(meta["num_classes"]) != num_classes:
