@@ -33,8 +33,6 @@ UPPER_BOUND_STAGES = ["seg_train_gt", "seg_test_gt"]
 def background_only(root: str, split: str) -> float:
     """mIoU (percent) of predicting background everywhere on a split (the level a network that learned nothing
     reaches): background IoU = background pixels / labelled pixels, every class 0."""
-    import numpy as np
-
     from wseg.data.voc import VOCRoot
     from wseg.io import load_mask_png
 
