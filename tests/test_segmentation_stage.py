@@ -391,3 +391,14 @@ def test_ddp_two_processes_cpu(ddp_run):
     assert os.path.isfile(os.path.join(out, "deeplabv1_resnet38_tiny_toy_voc_itr2_all.pth"))
     text = open(os.path.join(out, "train.log")).read()
     assert "val mIoU" in text and "step 2/2" in text
+
+
+def test_adamw_option_trains_and_a_resume_under_sgd_is_refused(toy_root, pseudo, tmp_path):
+    out = str(tmp_path / "adamw")
+    _train(_train_args(toy_root, pseudo, out, "optimizer=adamw", "lr=0.0001", "max_iters=2"))
+    state = torch.load(os.path.join(out, "last.pth"), map_location="cpu", weights_only=False)["optimizer"]
+    assert "exp_avg" in next(iter(state["state"].values()))           # Adam's moments, not SGD's momentum buffer
+    with pytest.raises(WsegError, match="optimizer 'adamw' -> 'sgd'"):
+        _train(_train_args(toy_root, pseudo, out, "max_iters=2"))
+    with pytest.raises(WsegError, match="optimizer 'adam': choose sgd"):
+        _train(_train_args(toy_root, pseudo, str(tmp_path / "bad"), "optimizer=adam"))

@@ -89,6 +89,8 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "lr": (0.001, "float", "base learning rate (groups x1/x2/x10/x20)"),
     "head_lr_mult": (10.0, "float", "lr multiplier of the new head's weights (biases twice it); published 10 (DeepLab "
                                     "v1/v2 groups; mmseg models use one lr)"),
+    "optimizer": ("sgd", "str", "sgd (published) | adamw (not published: Adam's per-weight step sizes; the lr "
+                                "groups' multipliers are kept, momentum is not used)"),
     "momentum": (0.9, "float", "SGD momentum"),
     "weight_decay": (0.0005, "float", "weight decay of the two weight groups (biases: 0); mmseg models: of every "
                                       "parameter"),

@@ -36,7 +36,7 @@ from wseg.segmentation.predict import confusion_on
 
 LAST_CKPT = "last.pth"
 #: Config keys that must not change between a checkpoint and its resumption.
-RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "power", "seed", "train_list",
+RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "optimizer", "power", "seed", "train_list",
                "pseudo_mask_dir", "crop_size", "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
 
 
@@ -152,7 +152,8 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
             groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
                                       head_lr_mults(cfg.get("head_lr_mult", LR_MULTS[2])), split_mult=True)
             schedule = PolyLR(max_iters + 1, float(cfg["power"]))
-        optimizer = build_optimizer("sgd", groups, float(cfg["lr"]), float(cfg["weight_decay"]), float(cfg["momentum"]))
+        optimizer = build_optimizer(str(cfg.get("optimizer") or "sgd"), groups, float(cfg["lr"]),
+                                    float(cfg["weight_decay"]), float(cfg["momentum"]))
         arch = model.architecture()
         save_format = str(cfg.get("save_format") or "wseg")
         if mmseg_model:
