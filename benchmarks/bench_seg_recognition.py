@@ -17,7 +17,12 @@ an image holds. This script splits the two for trained segmentation networks of 
   the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
   value for each class (the prior).
 
+With ``--cam`` it also scores the image labels of each work folder's CAM network (``<work>/models/cam.pth``, its
+``class_logits`` > 0 on the images as they are) on the train and val splits: how well the network that the
+DeepLab starts from recognises the classes (the CAM rows never have to: they are scored with the true labels).
+
     python benchmarks/bench_seg_recognition.py --work_dirs runs/demo runs/robust/small_part_101 --seg_dirs seg seg_gt
+    python benchmarks/bench_seg_recognition.py --work_dirs runs/demo --seg_dirs --cam
 """
 import argparse
 import os
@@ -107,10 +112,25 @@ def summary(m: dict) -> dict:
             "prior_acc": 100 * np.maximum(freq, 1 - freq).mean()}
 
 
+def cam_recognition(work: str, threads: int) -> dict:
+    """Image-label accuracy of ``<work>/models/cam.pth`` on ``<work>/data``'s train and val splits."""
+    from wseg.data.voc import VOCRoot, load_cls_labels
+    from wseg.methods.base import build_from_weights, image_label_accuracy
+
+    torch.set_num_threads(threads)
+    method, net, _ = build_from_weights(os.path.join(work, "models", "cam.pth"))
+    voc = VOCRoot(os.path.join(work, "data"))
+    out = {}
+    for split in ("train", "val"):
+        ids = voc.ids(split)
+        out[split] = image_label_accuracy(method, net, voc, ids, load_cls_labels(voc, ids))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work_dirs", nargs="+", default=["runs/demo"], help="pipeline work folders (<work>/data)")
-    p.add_argument("--seg_dirs", nargs="+", default=["seg"],
+    p.add_argument("--seg_dirs", nargs="*", default=["seg"],
                    help="segmentation output folders in each work folder (seg: pseudo masks; seg_gt: demo_zoo's "
                         "ground-truth run)")
     p.add_argument("--config", default="segmentation/configs/demo_resnet38_standin.py")
@@ -118,8 +138,19 @@ def main() -> None:
                    help="the overrides the networks were trained and tested with (e.g. \"test_scales=[2.0]\")")
     p.add_argument("--min_share", type=float, default=0.01, help="image share that makes a class predicted")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cam", action="store_true", help="also score the image labels of <work>/models/cam.pth")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.cam:
+        print("| work folder | CAM network image-label accuracy, train (%) | images all right, train (%) | prior, "
+              "train (%) | accuracy, val (%) | all right, val (%) | prior, val (%) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for work in args.work_dirs:
+            r = cam_recognition(work, args.threads)
+            print(f"| {work} | " + " | ".join(f"{r[s]['accuracy']:.1f} | {r[s]['all_right']:.1f} | {r[s]['prior']:.1f}"
+                                             for s in ("train", "val")) + " |", flush=True)
+        if not args.seg_dirs:
+            return
     print("| work folder | trained on | as tested | true labels | class-agnostic fg IoU | fg -> bg % | "
           "fg -> other class % | objects named right % | image-label accuracy | prior accuracy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")

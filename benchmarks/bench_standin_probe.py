@@ -14,16 +14,21 @@ class layer), BatchNorm frozen, batches of 8 whole images with random flips, N s
 It says whether the backbone can learn to *recognise* the dataset's classes at an image scale, and prints the
 share of last-level channels that are dead (zero on every val image) before and after the fine-tuning: a step too
 large for frozen BatchNorm pushes ReLU inputs below zero for good, and a classifier on dead features can only
-answer the label prior.
+answer the label prior. ``--weights`` also takes a trained network of the same backbone (e.g. a CAM network's
+``models/cam.pth``; its heads are ignored, as ``segmentation/train.py --backbone_weights`` ignores them), and
+``--save`` writes the fine-tuned backbone where ``--backbone_weights`` reads it (one weights file, one scale).
 
     python benchmarks/bench_standin_probe.py [--root data/toy_voc] [--weights weights/standin/resnet38_small.pth]
     python benchmarks/bench_standin_probe.py --root runs/demo/data --finetune_steps 300 --scales 1 1.5 2
+    python benchmarks/bench_standin_probe.py --root runs/demo/data --finetune_steps 300 --scales 1 --skip_random \
+        --weights runs/demo/models/cam.pth --save cls_from_cam.pth
 """
 import argparse
 import os
 import subprocess
 import sys
 import tempfile
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -145,12 +150,18 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0, help="fine-tuning: class layer initialisation, batches, flips")
     p.add_argument("--skip_random", action="store_true", help="no random-initialisation rows")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--save", default=None, help="write the fine-tuned backbone here (--finetune_steps, one weights "
+                                                "file, one scale, --skip_random)")
     args = p.parse_args()
+    if args.save and not (args.finetune_steps and args.skip_random and len(args.weights) == 1
+                          and len(args.scales) == 1):
+        p.error("--save needs --finetune_steps, --skip_random, one --weights file and one --scales value")
     torch.set_num_threads(args.threads)
     sys.path.insert(0, REPO)
     from wseg.data.voc import VOCRoot
     from wseg.models.backbones import build_backbone
-    from wseg.models.checkpoint import read_state_dict
+    from wseg.models.checkpoint import save_state_dict
+    from wseg.segmentation.models import load_backbone_weights
 
     root = args.root
     if root is None:
@@ -173,8 +184,7 @@ def main() -> int:
             torch.manual_seed(0)
             bb = build_backbone(args.backbone)
             if w != "random":
-                state, _ = read_state_dict(w)
-                bb.load_state_dict(state)
+                load_backbone_weights(SimpleNamespace(backbone=bb), w)
             bb.eval()
             if args.finetune_steps:
                 r = finetune(bb, [image(voc, i, scale) for i in split["train"]], target["train"],
@@ -186,6 +196,9 @@ def main() -> int:
             name = "random init" if w == "random" else os.path.relpath(w, REPO)
             print(f"| {name} | {scale:g} | {r['val']:.3f} | {r['prior']:.3f} | {r['val'] / r['prior']:.2f} | "
                   f"{r['acc']:.1f} |" + (" {:.1f} / {:.1f} |".format(*r["dead"]) if "dead" in r else ""), flush=True)
+    if args.save:
+        save_state_dict(args.save, bb, {"finetuned_from": w, "finetune_steps": args.finetune_steps, "scale": scale})
+        print(f"saved the fine-tuned backbone: {args.save}")
     return 0
 
 

@@ -1,10 +1,12 @@
-"""The diagnostic counts of the recognition benchmarks: objects named right (``bench_seg_recognition.py``) and dead
-last-level channels (``bench_standin_probe.py``)."""
+"""The diagnostic counts of the recognition benchmarks: objects named right (``bench_seg_recognition.py``), dead
+last-level channels (``bench_standin_probe.py``), and a CAM network's image-label accuracy (``--cam``)."""
 import os
 import sys
 
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
@@ -39,3 +41,52 @@ class _TwoChannel(torch.nn.Module):
 def test_dead_channels_counts_channels_zero_on_every_image():
     xs = [torch.randn(1, 4, 4) for _ in range(3)]
     assert dead_channels(_TwoChannel(), xs) == 50.0
+
+
+class _FixedCam(torch.nn.Module):
+    """A CAM network stub: every image gets the same ``cam`` map."""
+
+    def __init__(self, cam):
+        super().__init__()
+        self.cam = cam
+
+    def forward(self, x):
+        return {"cam": self.cam.expand(x.shape[0], -1, -1, -1)}
+
+
+def test_class_logits_read_the_channels_the_classification_loss_reads():
+    from wseg.losses.eps import cls_loss
+    from wseg.losses.seam import classification_loss, with_background
+    from wseg.methods.base import get_method
+
+    cam = torch.randn(1, 4, 5, 6)      # 3 foreground classes + background
+    label = torch.tensor([[1.0, 0.0, 1.0]])
+    x = torch.zeros(2, 3, 8, 8)
+    for name, loss in (("contrast", lambda c: classification_loss(c, with_background(label))),
+                       ("eps", lambda c: cls_loss(c, label))):
+        logits = get_method(name)().class_logits(_FixedCam(cam), x)
+        assert logits.shape == (2, 3)
+        assert float(F.multilabel_soft_margin_loss(logits[:1], label)) == pytest.approx(float(loss(cam)), rel=1e-6)
+    assert torch.allclose(get_method("contrast")().class_logits(_FixedCam(cam), x)[0], cam.mean((2, 3))[0, 1:])
+    assert torch.allclose(get_method("eps")().class_logits(_FixedCam(cam), x)[0], cam.mean((2, 3))[0, :-1])
+
+
+def test_image_label_accuracy_scores_the_logits_against_the_labels(toy_root):
+    from wseg.data.voc import VOCRoot, load_cls_labels
+    from wseg.methods.base import get_method, image_label_accuracy
+
+    voc = VOCRoot(toy_root)
+    ids = voc.ids("train")
+    labels = load_cls_labels(voc, ids)
+    true = np.array([labels[i] for i in ids]) > 0.5
+    cam = torch.zeros(1, 4, 2, 2)
+    cam[:, 1] = 1.0                     # class 1 always present, classes 2 and 3 always absent
+    net = _FixedCam(cam).train()
+    out = image_label_accuracy(get_method("contrast")(), net, voc, ids, labels)
+    pred = np.zeros_like(true)
+    pred[:, 0] = True
+    assert out["accuracy"] == pytest.approx(100 * (pred == true).mean())
+    assert out["all_right"] == pytest.approx(100 * (pred == true).all(1).mean())
+    freq = true.mean(0)
+    assert out["prior"] == pytest.approx(100 * np.maximum(freq, 1 - freq).mean())
+    assert net.training                 # the network's mode is restored

@@ -83,10 +83,15 @@ def saliency_loss(cam: torch.Tensor, saliency: torch.Tensor, label: torch.Tensor
     return saliency_maps(cam, saliency, label, tau, lam)["loss"]
 
 
+def image_logits(cam: torch.Tensor) -> torch.Tensor:
+    """``(B, C_fg)`` image-level class logits: the global-average-pooled foreground logits (background last)."""
+    return cam.float().mean((2, 3))[:, :-1]
+
+
 def cls_loss(cam: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Multilabel soft margin on the global-average-pooled foreground logits (``pred[:, :-1]``: background last)."""
-    pred = cam.float().mean((2, 3))
-    return F.multilabel_soft_margin_loss(pred[:, :-1], label.float().to(pred.device))
+    pred = image_logits(cam)
+    return F.multilabel_soft_margin_loss(pred, label.float().to(pred.device))
 
 
 def background_first(x: torch.Tensor) -> torch.Tensor:

@@ -49,10 +49,14 @@ def max_onehot(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x[:, :1], fg], 1)
 
 
+def image_logits(cam: torch.Tensor) -> torch.Tensor:
+    """``(B, C_fg)`` image-level class logits: the average-pooled foreground CAM (background first)."""
+    return F.adaptive_avg_pool2d(cam, (1, 1)).flatten(1)[:, 1:]
+
+
 def classification_loss(cam: torch.Tensor, label_bg: torch.Tensor) -> torch.Tensor:
     """Multilabel soft margin on the average-pooled foreground CAM (``label_bg`` from :func:`with_background`)."""
-    pred = F.adaptive_avg_pool2d(cam, (1, 1)).flatten(1)[:, 1:]
-    return F.multilabel_soft_margin_loss(pred, label_bg.flatten(1)[:, 1:])
+    return F.multilabel_soft_margin_loss(image_logits(cam), label_bg.flatten(1)[:, 1:])
 
 
 def _fill_background(cam: torch.Tensor) -> torch.Tensor:

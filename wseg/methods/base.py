@@ -101,6 +101,12 @@ class CamMethod(MethodFlags):
         """``(B, C_fg, h, w)`` foreground class scores of a batch for CAM inference (background dropped). Override."""
         raise WsegError(f"method {self.name}: no CAM inference")
 
+    def class_logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_fg)`` image-level class logits, the ones the classification loss reads (> 0: the class is
+        predicted present): how well the network recognises an image's classes, which CAM scoring never asks
+        (it is given the true labels). Override."""
+        raise WsegError(f"method {self.name}: no image classifier")
+
     def check_args(self, args: argparse.Namespace) -> None:
         """One-line errors for the method's own flags (default: nothing to check)."""
 
@@ -141,6 +147,16 @@ def build_for_training(method: CamMethod, backbone: str, num_classes: int, weigh
     return net
 
 
+def _eval_images(method: CamMethod, voc: Any, ids: Sequence[str], device: Any):
+    """``(id, (1, 3, H, W) tensor)`` of each image as it is, normalised as the method's network expects."""
+    from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hwc_to_chw, normalize
+    from wseg.io import load_image
+
+    norm = (getattr(method, "mean", IMAGENET_MEAN), getattr(method, "std", IMAGENET_STD))   # single-stage: its own
+    for i in ids:
+        yield i, torch.from_numpy(hwc_to_chw(normalize(load_image(voc.image_path(i)), *norm)))[None].to(device)
+
+
 def eval_cls_loss(method: CamMethod, net: nn.Module, voc: Any, ids: Sequence[str], labels: Mapping[str, Any],
                   device: Any = "cpu") -> float:
     """The method's classification loss (its classification-only step) of a network in eval mode, averaged over
@@ -148,22 +164,37 @@ def eval_cls_loss(method: CamMethod, net: nn.Module, voc: Any, ids: Sequence[str
     label prior (:data:`wseg.engine.trainer.LEARNED_RATIO_FINAL`)."""
     import numpy as np
 
-    from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, hwc_to_chw, normalize
-    from wseg.io import load_image
-
-    norm = (getattr(method, "mean", IMAGENET_MEAN), getattr(method, "std", IMAGENET_STD))   # single-stage: its own
     ctx = StepContext(cls_only=True)
     was = net.training
     net.eval()
     total = 0.0
     with torch.no_grad():
-        for i in ids:
-            img = normalize(load_image(voc.image_path(i)), *norm)
-            x = torch.from_numpy(hwc_to_chw(img))[None].to(device)
+        for i, x in _eval_images(method, voc, ids, device):
             label = torch.from_numpy(np.asarray(labels[i], np.float32))[None].to(device)
             total += float(method.training_step(net, {"image": x, "label": label}, ctx)[method.cls_loss_key])
     net.train(was)
     return total / max(1, len(ids))
+
+
+def image_label_accuracy(method: CamMethod, net: nn.Module, voc: Any, ids: Sequence[str],
+                         labels: Mapping[str, Any], device: Any = "cpu") -> Dict[str, float]:
+    """How well a CAM network names each image's classes (its ``class_logits`` > 0, eval mode, images as they are):
+    per-label accuracy (%), the share of images with every label right, and the per-label accuracy of always
+    answering each class's more frequent value on these images (the prior)."""
+    import numpy as np
+
+    was = net.training
+    net.eval()
+    pred, true = [], []
+    with torch.no_grad():
+        for i, x in _eval_images(method, voc, ids, device):
+            pred.append((method.class_logits(net, x)[0] > 0).cpu().numpy())
+            true.append(np.asarray(labels[i]) > 0.5)
+    net.train(was)
+    pred, true = np.array(pred), np.array(true)
+    freq = true.mean(0)
+    return {"accuracy": 100.0 * float((pred == true).mean()), "all_right": 100.0 * float((pred == true).all(1).mean()),
+            "prior": 100.0 * float(np.maximum(freq, 1 - freq).mean())}
 
 
 def build_from_weights(path: str, network: Optional[str] = None, backbone: Optional[str] = None,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wseg.errors import WsegError
-from wseg.losses.eps import LAM, TAU, cls_loss, saliency_loss
+from wseg.losses.eps import LAM, TAU, cls_loss, image_logits, saliency_loss
 from wseg.methods.base import CamMethod, StepContext, published_param_groups, register
 from wseg.models.backbones import build_backbone
 from wseg.models.heads import CAMHead, PCM, ProjectionHead
@@ -165,6 +165,9 @@ class EPS(CamMethod):
         sal = saliency_loss(cam, batch["saliency"], label, float(self.option("tau", TAU)),
                             float(self.option("lam", LAM)))
         return {"loss": mlsm + sal, "loss_cls": mlsm.detach(), "loss_mlsm": mlsm.detach(), "loss_sal": sal.detach()}
+
+    def class_logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return image_logits(net(x)["cam"])
 
     def cams(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``softmax`` over the ``C + 1`` ``fc8`` logits, background (last) dropped (EPS ``infer.py``:125-131)."""

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wseg.errors import WsegError
-from wseg.losses.seam import classification_loss, seam_losses, with_background
+from wseg.losses.seam import classification_loss, image_logits, seam_losses, with_background
 from wseg.methods.base import CamMethod, StepContext, published_param_groups, register
 from wseg.models.backbones import build_backbone
 from wseg.models.heads import CAMHead, PCM, ProjectionHead
@@ -130,4 +130,7 @@ class SEAM(CamMethod):
 
     def cams(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return net(x)["cam_rv"][:, 1:]
+
+    def class_logits(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return image_logits(net(x)["cam"])
 
