@@ -402,3 +402,15 @@ def test_adamw_option_trains_and_a_resume_under_sgd_is_refused(toy_root, pseudo,
         _train(_train_args(toy_root, pseudo, out, "max_iters=2"))
     with pytest.raises(WsegError, match="optimizer 'adam': choose sgd"):
         _train(_train_args(toy_root, pseudo, str(tmp_path / "bad"), "optimizer=adam"))
+
+
+def test_warmup_iters_ramps_the_lr_then_follows_poly(toy_root, pseudo, tmp_path):
+    import json
+
+    out = str(tmp_path / "warmup")
+    _train(_train_args(toy_root, pseudo, out, "warmup_iters=4", "max_iters=6", "log_every=1", "lr=0.001"))
+    lr = {r["step"]: r["lr"] for r in map(json.loads, open(os.path.join(out, "scalars.jsonl")))}
+    # the lr logged after step k was the one of optimiser step k - 1: linear from ~0 over 4 steps, then poly
+    assert lr[1] == pytest.approx(0.001 * 1e-6, rel=1e-3)
+    assert lr[2] == pytest.approx(0.001 * (1 - 0.75 * (1 - 1e-6)), rel=1e-6)
+    assert lr[5] == pytest.approx(0.001 * (1 - 4 / 7) ** 0.9, rel=1e-6)

@@ -96,6 +96,7 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
                                       "parameter"),
     "power": (0.9, "float", "poly power: lr * (1 - itr / (max_iters + 1)) ** power; mmseg models: (lr - min_lr) * "
                             "(1 - itr / max_iters) ** power + min_lr"),
+    "warmup_iters": (0, "int", "linear lr warm-up from ~0 over the first iterations, then poly (published: 0, none)"),
     "min_lr": (0.0, "float", "mmseg models: poly floor eta_min (mmseg 1e-4; PMM 1e-4 at 20k, 5e-5 at 40k)"),
     "sync_bn": (False, "bool", "BatchNorm as SyncBatchNorm under torchrun (mmseg's SyncBN)"),
     "aux_weight": (0.4, "float", "mmseg models: loss weight of the auxiliary FCN head"),

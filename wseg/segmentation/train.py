@@ -36,8 +36,8 @@ from wseg.segmentation.predict import confusion_on
 
 LAST_CKPT = "last.pth"
 #: Config keys that must not change between a checkpoint and its resumption.
-RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "optimizer", "power", "seed", "train_list",
-               "pseudo_mask_dir", "crop_size", "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
+RESUME_KEYS = ("model", "max_iters", "batch_size", "lr", "head_lr_mult", "optimizer", "warmup_iters", "power", "seed",
+               "train_list", "pseudo_mask_dir", "crop_size", "min_lr", "data_pipeline", "pus_type", "pus_beta", "pus_k")
 
 
 def final_weights_path(cfg: Mapping[str, Any], out_dir: str, dataset: str) -> str:
@@ -147,11 +147,12 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
         model = model.to(dist.device)
         if is_mmseg(model):
             groups = model.param_groups(float(cfg["lr"]), float(cfg["weight_decay"]))
-            schedule = PolyLR(max_iters, float(cfg["power"]), min_lr=float(cfg.get("min_lr") or 0.0))
+            schedule = PolyLR(max_iters, float(cfg["power"]), warmup_iters=int(cfg.get("warmup_iters") or 0),
+                              min_lr=float(cfg.get("min_lr") or 0.0))
         else:
             groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
                                       head_lr_mults(cfg.get("head_lr_mult", LR_MULTS[2])), split_mult=True)
-            schedule = PolyLR(max_iters + 1, float(cfg["power"]))
+            schedule = PolyLR(max_iters + 1, float(cfg["power"]), warmup_iters=int(cfg.get("warmup_iters") or 0))
         optimizer = build_optimizer(str(cfg.get("optimizer") or "sgd"), groups, float(cfg["lr"]),
                                     float(cfg["weight_decay"]), float(cfg["momentum"]))
         arch = model.architecture()
