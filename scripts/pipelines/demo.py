@@ -21,7 +21,8 @@ changes"), each scaled rather than tuned to this dataset:
   with 2^4 steps and beta 16 (published 2^6, 8); the pseudo-mask CRF's kernel widths scaled with the image
   (``crf_scale_factor auto``: published widths x long side / 500, VOC's image size);
 - DeepLab (``segmentation/configs/demo_resnet38_standin.py``: frozen backbone BN as published for ResNet-38) starts
-  from the CAM network's backbone (published: from the ImageNet weights; measured in the README), 1,000 iterations;
+  from the CAM network's backbone (published: from the ImageNet weights; measured in the README), 1,000 iterations
+  after a 100-iteration linear lr warm-up (published: none; without it some seeds collapse, README);
   its val test is also scored given the true image labels (a wseg diagnostic row of the report, not a result).
 
 The from-scratch recipe of earlier versions (AdamW, 20 warm-up epochs of classification alone) is
