@@ -112,12 +112,11 @@ def summary(m: dict) -> dict:
             "prior_acc": 100 * np.maximum(freq, 1 - freq).mean()}
 
 
-def cam_recognition(work: str, threads: int) -> dict:
+def cam_recognition(work: str) -> dict:
     """Image-label accuracy of ``<work>/models/cam.pth`` on ``<work>/data``'s train and val splits."""
     from wseg.data.voc import VOCRoot, load_cls_labels
     from wseg.methods.base import build_from_weights, image_label_accuracy
 
-    torch.set_num_threads(threads)
     method, net, _ = build_from_weights(os.path.join(work, "models", "cam.pth"))
     voc = VOCRoot(os.path.join(work, "data"))
     out = {}
@@ -146,7 +145,7 @@ def main() -> None:
               "train (%) | accuracy, val (%) | all right, val (%) | prior, val (%) |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for work in args.work_dirs:
-            r = cam_recognition(work, args.threads)
+            r = cam_recognition(work)
             print(f"| {work} | " + " | ".join(f"{r[s]['accuracy']:.1f} | {r[s]['all_right']:.1f} | {r[s]['prior']:.1f}"
                                              for s in ("train", "val")) + " |", flush=True)
         if not args.seg_dirs:

@@ -75,6 +75,10 @@ def published_groups(groups: Sequence[Sequence[torch.Tensor]], lr: float, weight
     return [d for d in out if d["params"]]
 
 
+#: The optimisers :func:`build_optimizer` builds (flag choices and config checks read this).
+OPTIMIZERS = ("sgd", "adamw")
+
+
 def build_optimizer(name: str, groups: List[Dict[str, Any]], lr: float, weight_decay: float,
                     momentum: Optional[float] = None, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
     """``sgd`` (``momentum=None``: the published quirk, momentum = ``weight_decay``) or ``adamw`` over group dicts;
@@ -85,7 +89,7 @@ def build_optimizer(name: str, groups: List[Dict[str, Any]], lr: float, weight_d
     elif name == "adamw":
         opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
     else:
-        raise ValueError(f"unknown optimizer {name!r}; expected sgd or adamw")
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
     return opt

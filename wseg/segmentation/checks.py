@@ -60,8 +60,10 @@ def check_train_config(cfg: Mapping[str, Any]) -> None:
     check_mmseg_config(cfg)
     if not 0 <= float(cfg.get("min_lr") or 0) < float(cfg["lr"]):
         raise WsegError(f"min_lr {cfg['min_lr']}: must lie in [0, lr={cfg['lr']}) (mmseg eta_min 1e-4)")
-    if cfg.get("optimizer", "sgd") not in ("sgd", "adamw"):
-        raise WsegError(f"optimizer {cfg['optimizer']!r}: choose sgd (published) or adamw")
+    from wseg.engine.optim import OPTIMIZERS
+
+    if cfg.get("optimizer", "sgd") not in OPTIMIZERS:
+        raise WsegError(f"optimizer {cfg['optimizer']!r}: choose {' or '.join(OPTIMIZERS)} (published: sgd)")
     if cfg.get("pus_type") not in (None, "", "clamp", "pow", "ignore"):
         raise WsegError(f"pus_type {cfg['pus_type']!r}: choose clamp, pow, ignore or '' (off; PMM: clamp)")
     if cfg.get("pus_group") is not None and int(cfg["pus_group"]) < 1:

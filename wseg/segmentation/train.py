@@ -145,14 +145,15 @@ def train(cfg: Mapping[str, Any], progress: bool = True,
         if sync:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = model.to(dist.device)
+        warmup = int(cfg.get("warmup_iters") or 0)
         if is_mmseg(model):
             groups = model.param_groups(float(cfg["lr"]), float(cfg["weight_decay"]))
-            schedule = PolyLR(max_iters, float(cfg["power"]), warmup_iters=int(cfg.get("warmup_iters") or 0),
+            schedule = PolyLR(max_iters, float(cfg["power"]), warmup_iters=warmup,
                               min_lr=float(cfg.get("min_lr") or 0.0))
         else:
             groups = published_groups(model.get_parameter_groups(), float(cfg["lr"]), float(cfg["weight_decay"]),
                                       head_lr_mults(cfg.get("head_lr_mult", LR_MULTS[2])), split_mult=True)
-            schedule = PolyLR(max_iters + 1, float(cfg["power"]), warmup_iters=int(cfg.get("warmup_iters") or 0))
+            schedule = PolyLR(max_iters + 1, float(cfg["power"]), warmup_iters=warmup)
         optimizer = build_optimizer(str(cfg.get("optimizer") or "sgd"), groups, float(cfg["lr"]),
                                     float(cfg["weight_decay"]), float(cfg["momentum"]))
         arch = model.architecture()

@@ -22,6 +22,7 @@ import numpy as np
 
 from wseg.cli import add_bool_flag
 from wseg.data.transforms import PUBLISHED_JITTER
+from wseg.engine.optim import OPTIMIZERS
 from wseg.errors import WsegError
 from wseg.methods import METHODS, get_method
 from wseg.stages.common import add_training_arguments, check_schedule_flags
@@ -44,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_bool_flag(p, "--dropout", "the published Dropout2d layers (b6 0.3, b7 0.5, head 0.5); --dropout False for "
                                   "reduced backbones trained from scratch", default=True)
     add_training_arguments(p, "resnet38_contrast")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd",
                    help="sgd: the published poly SGD (default); adamw: poly AdamW, for training from scratch")
     p.add_argument("--crop_size", type=int, default=448)
     p.add_argument("--resize_long", type=int, nargs=2, default=[448, 768], metavar=("MIN", "MAX"),

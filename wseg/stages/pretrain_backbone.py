@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from wseg.cli import add_bool_flag
+from wseg.engine.optim import OPTIMIZERS
 from wseg.errors import WsegError
 
 FACTOR_NAMES = ("outline", "texture", "hue")
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "size); the classifier starts fresh")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--max_iters", type=int, default=3000)
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="adamw, or sgd with momentum 0.9")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adamw", help="adamw, or sgd with momentum 0.9")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--wt_dec", type=float, default=1e-4)
     p.add_argument("--warmup_iters", type=int, default=200)
