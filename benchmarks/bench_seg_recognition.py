@@ -13,6 +13,9 @@ an image holds. This script splits the two for trained segmentation networks of 
 - objects named right: of the ground truth's objects (connected regions of one class) that the prediction covers
   with foreground (10 pixels or more), the share whose foreground is mostly their own class; where classes come in
   pairs that share a body (the synthetic ``part`` cue), 50 % is what naming by the body alone scores;
+- one class per object: the mIoU when every connected region of predicted foreground (8-connected) takes the
+  class with the largest summed probability over it; above ``as tested`` where the network names part of each
+  object right and the rest of it wrong (a diagnostic, not a test step: touching objects of two classes merge);
 - the image labels the prediction implies (a class counts as predicted when it covers at least ``--min_share`` of
   the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
   value for each class (the prior).
@@ -60,7 +63,7 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
     net.eval()
     ids = voc.ids(cfg.test_list)
     data = InferenceImages(voc, ids, cfg.test_scales, cfg.mean, cfg.std, cfg.get("long_side"))
-    conf = {"tested": 0, "labels": 0, "fgbg": 0}
+    conf = {"tested": 0, "labels": 0, "fgbg": 0, "vote": 0}
     true_lab, pred_lab, named = [], [], []
     with torch.no_grad():
         for i, name in enumerate(ids):
@@ -76,6 +79,7 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
             conf["labels"] = conf["labels"] + confusion_matrix(oracle, gt, k)
             conf["fgbg"] = conf["fgbg"] + confusion_matrix((pred > 0).astype(np.int64),
                                                            np.where(gt < k, gt > 0, gt).astype(np.int64), 2)
+            conf["vote"] = conf["vote"] + confusion_matrix(object_vote(torch.softmax(logits, 0).numpy(), pred), gt, k)
             named += objects_named(pred, gt, k)
             share = np.bincount(pred.ravel(), minlength=k) / pred.size
             true_lab.append(present[1:])
@@ -96,6 +100,18 @@ def objects_named(pred: np.ndarray, gt: np.ndarray, k: int, min_pixels: int = 10
     return out
 
 
+def object_vote(probs: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """``pred`` with each 8-connected region of foreground given the foreground class of largest summed ``probs``
+    ``(C, H, W)`` over the region."""
+    import cv2
+
+    n, regions = cv2.connectedComponents((pred > 0).astype(np.uint8), connectivity=8)
+    flat = regions.ravel()
+    sums = np.stack([np.bincount(flat, weights=p.ravel(), minlength=n) for p in probs[1:]], 1)  # (regions, C - 1)
+    winner = np.concatenate([[0], 1 + sums[1:].argmax(1)])
+    return winner[regions].astype(pred.dtype)
+
+
 def summary(m: dict) -> dict:
     from wseg.metrics import scores
 
@@ -104,6 +120,7 @@ def summary(m: dict) -> dict:
     freq = m["true"].mean(0)
     return {"tested": 100 * scores(m["conf"]["tested"])["miou"],
             "labels": 100 * scores(m["conf"]["labels"])["miou"],
+            "vote": 100 * scores(m["conf"]["vote"])["miou"],
             "fgbg": 100 * scores(m["conf"]["fgbg"])["iou"][1],
             "to_bg": 100 * c[1:, 0].sum() / fg,
             "to_other": 100 * (c[1:, 1:].sum() - np.trace(c[1:, 1:])) / fg,
@@ -150,19 +167,19 @@ def main() -> None:
                                              for s in ("train", "val")) + " |", flush=True)
         if not args.seg_dirs:
             return
-    print("| work folder | trained on | as tested | true labels | class-agnostic fg IoU | fg -> bg % | "
-          "fg -> other class % | objects named right % | image-label accuracy | prior accuracy |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| work folder | trained on | as tested | true labels | one class per object | class-agnostic fg IoU | "
+          "fg -> bg % | fg -> other class % | objects named right % | image-label accuracy | prior accuracy |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for work in args.work_dirs:
         cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"), args.set)
         for seg in args.seg_dirs:
             out = os.path.join(work, seg)
             if not os.path.isdir(out):
-                print(f"| {work} | {seg} | missing: {out} | | | | | | | |")
+                print(f"| {work} | {seg} | missing: {out} | | | | | | | | |")
                 continue
             s = summary(measure(cfg, out, args.min_share))
-            print(f"| {work} | {seg} | {s['tested']:.2f} | {s['labels']:.2f} | {s['fgbg']:.2f} | {s['to_bg']:.1f} | "
-                  f"{s['to_other']:.1f} | {s['named']:.1f} | {s['label_acc']:.1f} | {s['prior_acc']:.1f} |", flush=True)
+            print(f"| {work} | {seg} | {s['tested']:.2f} | {s['labels']:.2f} | {s['vote']:.2f} | {s['fgbg']:.2f} | "
+                  f"{s['to_bg']:.1f} | {s['to_other']:.1f} | {s['named']:.1f} | {s['label_acc']:.1f} | {s['prior_acc']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

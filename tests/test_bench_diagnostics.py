@@ -1,4 +1,5 @@
-"""The diagnostic counts of the recognition benchmarks: objects named right (``bench_seg_recognition.py``), dead
+"""The diagnostic counts of the recognition benchmarks: objects named right and one class per object
+(``bench_seg_recognition.py``), dead
 last-level channels (``bench_standin_probe.py``), and a CAM network's image-label accuracy (``--cam``)."""
 import os
 import sys
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from bench_seg_recognition import objects_named  # noqa: E402
+from bench_seg_recognition import object_vote, objects_named  # noqa: E402
 from bench_standin_probe import dead_channels  # noqa: E402
 
 
@@ -29,6 +30,20 @@ def test_objects_named_counts_each_region_by_its_majority_class():
     pred[18:20, 0:2] = 2
     assert sorted(objects_named(pred, gt, 3)) == [False, True, True]
     assert objects_named(np.zeros_like(gt), gt, 3) == []      # no foreground predicted: nothing to name
+
+
+def test_object_vote_gives_each_foreground_region_its_largest_summed_class():
+    probs = np.zeros((3, 6, 8), np.float32)
+    probs[0] = 1.0
+    probs[:, 1:5, 0:3] = [[[0.05]], [[0.5]], [[0.45]]]     # region 1: class 1 wins 9 pixels by a little ...
+    probs[:, 1, 0:3] = [[0.0], [0.05], [0.95]]              # ... class 2 wins 3 by a lot: sums 4.65 vs 6.9
+    probs[:, 1:5, 5:8] = [[[0.1]], [[0.9]], [[0.0]]]       # region 2 (apart from region 1): all class 1
+    pred = probs.argmax(0).astype(np.uint8)
+    assert (pred[2:5, 0:3] == 1).all() and (pred[1, 0:3] == 2).all()
+    voted = object_vote(probs, pred)
+    assert (voted[1:5, 0:3] == 2).all()                        # the whole region takes the largest sum
+    assert (voted[1:5, 5:8] == 1).all()
+    assert (voted[pred == 0] == 0).all() and voted.dtype == pred.dtype      # background untouched
 
 
 class _TwoChannel(torch.nn.Module):
