@@ -16,6 +16,11 @@ an image holds. This script splits the two for trained segmentation networks of 
 - one class per object: the mIoU when every connected region of predicted foreground (8-connected) takes the
   class with the largest summed probability over it; above ``as tested`` where the network names part of each
   object right and the rest of it wrong (a diagnostic, not a test step: touching objects of two classes merge);
+- with ``--parts`` (synthetic roots only: the val images are re-rendered from ``toy_voc.json`` to know which
+  pixels are a class's discriminative head and which its shared body): the share of head pixels and of body pixels
+  predicted as their class, as background and as another class; and, in a second table, the same for the weakly
+  supervised stages' label maps of the train split (``<work>/cam_png``: the CAM arg-max, ``cam_crf``, ``rw``,
+  ``pseudo``: the masks the networks learned from);
 - the image labels the prediction implies (a class counts as predicted when it covers at least ``--min_share`` of
   the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
   value for each class (the prior).
@@ -26,6 +31,7 @@ DeepLab starts from recognises the classes (the CAM rows never have to: they are
 
     python benchmarks/bench_seg_recognition.py --work_dirs runs/demo runs/robust/small_part_101 --seg_dirs seg seg_gt
     python benchmarks/bench_seg_recognition.py --work_dirs runs/demo --seg_dirs --cam
+    python benchmarks/bench_seg_recognition.py --work_dirs runs/demo --seg_dirs seg --parts
 """
 import argparse
 import os
@@ -45,7 +51,7 @@ def config(path: str, root: str, overrides=None):
     return config_from_args(build_parser("bench").parse_args(argv))
 
 
-def measure(cfg, out_dir: str, min_share: float) -> dict:
+def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
     """Confusion matrices (as tested, with true labels, class-agnostic) and image labels of the network that
     ``segmentation/test.py`` would test in ``out_dir``."""
     from wseg.data.voc import VOCRoot
@@ -64,6 +70,12 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
     ids = voc.ids(cfg.test_list)
     data = InferenceImages(voc, ids, cfg.test_scales, cfg.mean, cfg.std, cfg.get("long_side"))
     conf = {"tested": 0, "labels": 0, "fgbg": 0, "vote": 0}
+    toy = None
+    if parts:
+        from wseg.data.synthetic import read_config
+
+        toy = read_config(cfg.voc12_root)
+    part_counts = np.zeros((3, 3), np.int64)   # rows: -, body, head; columns: right class, background, other
     true_lab, pred_lab, named = [], [], []
     with torch.no_grad():
         for i, name in enumerate(ids):
@@ -81,10 +93,55 @@ def measure(cfg, out_dir: str, min_share: float) -> dict:
                                                            np.where(gt < k, gt > 0, gt).astype(np.int64), 2)
             conf["vote"] = conf["vote"] + confusion_matrix(object_vote(torch.softmax(logits, 0).numpy(), pred), gt, k)
             named += objects_named(pred, gt, k)
+            if toy is not None:
+                part_counts += part_outcomes(pred, gt, rendered_parts(toy, name, gt), k)
             share = np.bincount(pred.ravel(), minlength=k) / pred.size
             true_lab.append(present[1:])
             pred_lab.append(share[1:] >= min_share)
-    return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k}
+    return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k,
+            "parts": part_counts if toy is not None else None}
+
+
+def rendered_parts(toy, image_id: str, gt: np.ndarray) -> np.ndarray:
+    """The generator's part map of a synthetic image (visible head 2, body 1, else 0), re-rendered; refused when
+    the re-rendered mask is not the root's (another generator or edited files)."""
+    from wseg.data.synthetic import image_index, render_sample
+    from wseg.errors import WsegError
+
+    sample = render_sample(image_index(image_id), toy)
+    if sample.mask.shape != gt.shape or not np.array_equal(sample.mask, gt):
+        raise WsegError(f"{image_id}: its mask is not what the root's toy_voc.json renders; --parts needs an "
+                        "unedited root made by scripts/make_toy_voc.py")
+    return sample.parts
+
+
+#: The label-map folders of the weakly supervised stages (pipeline work folder layout) and their names.
+STAGE_DIRS = (("cam_png", "CAM"), ("cam_crf", "CAM + CRF"), ("rw", "RW"), ("pseudo", "pseudo masks"))
+
+
+def stage_parts(work: str, folder: str) -> np.ndarray:
+    """:func:`part_outcomes` summed over ``<work>/<folder>``'s label PNGs of the train split (a 255 counts as
+    another class: not the pixel's class, not background)."""
+    from wseg.data.synthetic import read_config
+    from wseg.data.voc import VOCRoot
+    from wseg.io import load_mask_png
+
+    voc = VOCRoot(os.path.join(work, "data"))
+    toy, k = read_config(voc.root), voc.spec.num_classes
+    counts = np.zeros((3, 3), np.int64)
+    for name in voc.ids("train"):
+        gt = load_mask_png(voc.mask_path(name))
+        counts += part_outcomes(load_mask_png(os.path.join(work, folder, name + ".png")), gt,
+                                rendered_parts(toy, name, gt), k)
+    return counts
+
+
+def part_outcomes(pred: np.ndarray, gt: np.ndarray, parts: np.ndarray, k: int) -> np.ndarray:
+    """``(3, 3)`` pixel counts: rows part code (0 unused, 1 body, 2 head) of labelled foreground pixels, columns
+    predicted as their class / background / another class."""
+    fg = (gt > 0) & (gt < k) & (parts > 0)
+    outcome = np.where(pred == gt, 0, np.where(pred == 0, 1, 2))
+    return np.bincount(parts[fg].astype(np.int64) * 3 + outcome[fg], minlength=9).reshape(3, 3)
 
 
 def objects_named(pred: np.ndarray, gt: np.ndarray, k: int, min_pixels: int = 10) -> list:
@@ -126,7 +183,9 @@ def summary(m: dict) -> dict:
             "to_other": 100 * (c[1:, 1:].sum() - np.trace(c[1:, 1:])) / fg,
             "named": 100 * np.mean(m["named"]) if m["named"] else float("nan"),
             "label_acc": 100 * (m["pred"] == m["true"]).mean(),
-            "prior_acc": 100 * np.maximum(freq, 1 - freq).mean()}
+            "prior_acc": 100 * np.maximum(freq, 1 - freq).mean(),
+            "parts": None if m["parts"] is None else
+            100 * m["parts"][1:] / np.maximum(m["parts"][1:].sum(1, keepdims=True), 1)}
 
 
 def cam_recognition(work: str) -> dict:
@@ -155,6 +214,8 @@ def main() -> None:
     p.add_argument("--min_share", type=float, default=0.01, help="image share that makes a class predicted")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cam", action="store_true", help="also score the image labels of <work>/models/cam.pth")
+    p.add_argument("--parts", action="store_true",
+                   help="synthetic roots: also score head and body pixels apart (re-rendered from toy_voc.json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.cam:
@@ -168,18 +229,34 @@ def main() -> None:
         if not args.seg_dirs:
             return
     print("| work folder | trained on | as tested | true labels | one class per object | class-agnostic fg IoU | "
-          "fg -> bg % | fg -> other class % | objects named right % | image-label accuracy | prior accuracy |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "fg -> bg % | fg -> other class % | objects named right % | image-label accuracy | prior accuracy |"
+          + (" head px right / bg / other % | body px right / bg / other % |" if args.parts else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|---|" if args.parts else ""))
     for work in args.work_dirs:
         cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"), args.set)
         for seg in args.seg_dirs:
             out = os.path.join(work, seg)
             if not os.path.isdir(out):
-                print(f"| {work} | {seg} | missing: {out} | | | | | | | | |")
+                print(f"| {work} | {seg} | missing: {out} | | | | | | | | |" + (" | |" if args.parts else ""))
                 continue
-            s = summary(measure(cfg, out, args.min_share))
+            s = summary(measure(cfg, out, args.min_share, args.parts))
+            extra = "".join(" " + " / ".join(f"{v:.1f}" for v in row) + " |" for row in s["parts"][::-1]) \
+                if args.parts else ""
             print(f"| {work} | {seg} | {s['tested']:.2f} | {s['labels']:.2f} | {s['vote']:.2f} | {s['fgbg']:.2f} | "
-                  f"{s['to_bg']:.1f} | {s['to_other']:.1f} | {s['named']:.1f} | {s['label_acc']:.1f} | {s['prior_acc']:.1f} |", flush=True)
+                  f"{s['to_bg']:.1f} | {s['to_other']:.1f} | {s['named']:.1f} | {s['label_acc']:.1f} | "
+                  f"{s['prior_acc']:.1f} |{extra}", flush=True)
+
+    if args.parts:
+        print("\n| work folder | stage (train split) | head px right / bg / other % | body px right / bg / other % |")
+        print("|---|---|---|---|")
+        for work in args.work_dirs:
+            for folder, stage in STAGE_DIRS:
+                if not os.path.isdir(os.path.join(work, folder)):
+                    continue
+                c = stage_parts(work, folder)[1:]
+                rows = 100 * c / np.maximum(c.sum(1, keepdims=True), 1)
+                print(f"| {work} | {stage} | " + " | ".join(" / ".join(f"{v:.1f}" for v in row) for row in rows[::-1])
+                      + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from bench_seg_recognition import object_vote, objects_named  # noqa: E402
+from bench_seg_recognition import object_vote, objects_named, part_outcomes, rendered_parts  # noqa: E402
 from bench_standin_probe import dead_channels  # noqa: E402
 
 
@@ -44,6 +44,30 @@ def test_object_vote_gives_each_foreground_region_its_largest_summed_class():
     assert (voted[1:5, 0:3] == 2).all()                        # the whole region takes the largest sum
     assert (voted[1:5, 5:8] == 1).all()
     assert (voted[pred == 0] == 0).all() and voted.dtype == pred.dtype      # background untouched
+
+
+def test_part_outcomes_count_head_and_body_pixels_by_what_they_are_predicted():
+    gt = np.array([[0, 1, 1, 2], [255, 1, 1, 2]], np.uint8)
+    parts = np.array([[0, 2, 1, 2], [1, 1, 1, 1]], np.uint8)     # the 255 pixel's part is not counted
+    pred = np.array([[1, 1, 0, 1], [0, 2, 1, 2]], np.uint8)
+    c = part_outcomes(pred, gt, parts, 3)
+    assert c[2].tolist() == [1, 0, 1]          # heads: (0,1) right, (0,3) another class
+    assert c[1].tolist() == [2, 1, 1]          # bodies: (1,2), (1,3) right, (0,2) background, (1,1) another class
+    assert c[0].sum() == 0 and c.sum() == 6
+
+
+def test_rendered_parts_refuse_an_edited_mask(toy_root):
+    from wseg.data.synthetic import read_config
+    from wseg.errors import WsegError
+    from wseg.io import load_mask_png
+
+    toy = read_config(toy_root)
+    gt = load_mask_png(os.path.join(toy_root, "SegmentationClass", "toy_000001.png"))
+    assert rendered_parts(toy, "toy_000001", gt).shape == gt.shape
+    edited = gt.copy()
+    edited[0, 0] = 255 if edited[0, 0] != 255 else 0
+    with pytest.raises(WsegError, match="toy_000001: its mask is not what"):
+        rendered_parts(toy, "toy_000001", edited)
 
 
 class _TwoChannel(torch.nn.Module):

@@ -255,3 +255,29 @@ def test_preview_grid(made, tmp_path):
     out = save_preview(str(base / "a"), str(tmp_path / "p.png"), n=4, scale=1, columns=2)
     with Image.open(out) as im:
         assert im.mode == "RGB" and im.size[0] >= 2 * 3 * 96 and im.size[1] >= 2 * 64
+
+
+def test_read_config_re_renders_the_roots_masks_and_refuses_other_roots(made, tmp_path):
+    import json
+
+    from wseg.data.synthetic import CONFIG_JSON, image_index, read_config
+    from wseg.io import load_mask_png
+
+    base = made[0]
+    cfg = read_config(str(base / "a"))
+    assert (cfg.seed, cfg.num_classes, cfg.width, cfg.height) == (5, 4, 96, 64)
+    for iid in read_list(os.path.join(str(base / "a"), SPLITS, "val.txt")):
+        sample = render_sample(image_index(iid), cfg)
+        assert np.array_equal(sample.mask, load_mask_png(os.path.join(str(base / "a"), "SegmentationClass",
+                                                                      iid + ".png")))
+        assert set(np.unique(sample.parts)) <= {0, 1, 2}
+    with pytest.raises(WsegError, match="not a toy VOC id"):
+        image_index("2007_000032x")
+    with pytest.raises(WsegError, match=f"{CONFIG_JSON}: not a toy VOC root"):
+        read_config(str(tmp_path))                                   # a real dataset has no generator record
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.load(open(os.path.join(str(base / "a"), CONFIG_JSON)))
+    (old / CONFIG_JSON).write_text(json.dumps({**meta, "version": synthetic.GENERATOR_VERSION + 1}))
+    with pytest.raises(WsegError, match="generator version"):
+        read_config(str(old))

@@ -688,6 +688,33 @@ def image_id(index: int, prefix: str = "toy") -> str:
     return f"{prefix}_{index:06d}"
 
 
+def read_config(root: str) -> ToyConfig:
+    """The generator settings a toy VOC root was made with (its ``toy_voc.json``; fields missing from an older file
+    count as their defaults), so a diagnostic can re-render what it holds (:func:`render_sample` is a pure function
+    of the index and these settings)."""
+    path = os.path.join(root, CONFIG_JSON)
+    try:
+        with open(path) as f:
+            have = json.load(f)
+        fields = {**_as_json(ToyConfig()), **have}
+        cfg = ToyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}).validate()
+    except (OSError, ValueError, TypeError) as exc:
+        raise WsegError(f"{path}: not a toy VOC root's generator settings ({exc}); pass a root made by "
+                        "scripts/make_toy_voc.py") from None
+    if cfg.version != GENERATOR_VERSION:
+        raise WsegError(f"{path}: made by generator version {cfg.version}, this code draws version "
+                        f"{GENERATOR_VERSION}; regenerate the root to re-render its images")
+    return cfg
+
+
+def image_index(iid: str) -> int:
+    """The generator index of a ``<prefix>_000001``-style id (:func:`image_id`)."""
+    try:
+        return int(iid.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        raise WsegError(f"image id {iid!r}: not a toy VOC id (<prefix>_<number>)") from None
+
+
 def _paths(root: str, iid: str) -> Tuple[str, str, str]:
     return (os.path.join(root, "JPEGImages", iid + ".jpg"), os.path.join(root, "Annotations", iid + ".xml"),
             os.path.join(root, "SegmentationClass", iid + ".png"))
