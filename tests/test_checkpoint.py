@@ -74,6 +74,19 @@ def test_mismatch_message_lists_everything(tmp_path):
     assert torch.equal(ppc.cam_head.fc8.weight, a.cam_head.fc8.weight)
 
 
+def test_a_larger_network_around_this_one_is_named_as_such(tmp_path):
+    inner = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    outer = {**{"backbone." + k: v for k, v in inner.state_dict().items()}, "head.weight": torch.zeros(2, 4, 1, 1)}
+    path = str(tmp_path / "seg.pth")
+    torch.save(outer, path)
+    with pytest.raises(WsegError, match="seg.pth: holds a larger network .* 'backbone.\\*' keys name this "
+                                        "Sequential's, not Sequential weights"):
+        load_weights(inner, path)
+    torch.save({"backbone.0.weight": outer["backbone.0.weight"]}, path)   # only part of it: the usual listing
+    with pytest.raises(WsegError, match="weights do not fit the Sequential network: 6 missing"):
+        load_weights(inner, path)
+
+
 class Exploit:
     def __reduce__(self):
         return (os.system, ("touch " + os.environ.get("WSEG_PWNED", "/nonexistent/pwned"),))

@@ -55,6 +55,18 @@ def test_garbage_weights_and_device_names(tmp_path):
         resolve_device("gpu0")
 
 
+def test_cam_stages_refuse_another_networks_weights_by_name(tmp_path):
+    import torch
+
+    from wseg.methods.base import build_from_weights
+    from wseg.models.checkpoint import save_state_dict
+
+    path = str(tmp_path / "aff.pth")
+    save_state_dict(path, torch.nn.Conv2d(3, 4, 1), {"network": "affinity", "backbone": "resnet38_tiny"})
+    with pytest.raises(WsegError, match="aff.pth: holds a 'affinity' network, not a CAM method .*models/cam.pth"):
+        build_from_weights(path)
+
+
 def test_eval_refuses_the_ground_truth_folder_as_predictions(tmp_path):
     from wseg.metrics import check_files
 

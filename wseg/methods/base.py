@@ -205,6 +205,9 @@ def build_from_weights(path: str, network: Optional[str] = None, backbone: Optio
     from wseg.models.checkpoint import load_state_dict_strict, read_state_dict
 
     state, meta = read_state_dict(path)
+    if not network and meta.get("network") and meta["network"] not in METHODS:
+        raise WsegError(f"{path}: holds a '{meta['network']}' network, not a CAM method ({', '.join(METHODS)}); "
+                        "pass the CAM network's weights (e.g. models/cam.pth)")
     network = network or meta.get("network") or "contrast"
     backbone = backbone or meta.get("backbone") or "resnet38"
     num_classes = int(num_classes or meta.get("num_classes") or 21)

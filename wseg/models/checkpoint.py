@@ -127,10 +127,24 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
             parts.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches, file vs model ({_listing(shapes)})")
+        wrapped = _wrapping_prefix({k: v for k, v in own.items() if k not in allowed
+                                    and not _matches(k, allow_missing)}, state)
+        if wrapped:
+            raise WsegError(f"{source}: holds a larger network (e.g. a segmentation network) whose '{wrapped}*' keys "
+                            f"name this {type(model).__name__}'s, not {type(model).__name__} weights; pass the weights "
+                            "this stage starts from (ImageNet or stand-in backbone, or a network of this stage)")
         raise WsegError(f"{source}: weights do not fit the {type(model).__name__} network: " + "; ".join(parts)
                         + "; pass the --network/--backbone/--classes the file was trained with, or other weights")
     model.load_state_dict(collections.OrderedDict((k, v) for k, v in state.items() if k in own), strict=False)
     return allowed
+
+
+def _wrapping_prefix(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """The key prefix (``"backbone."``) under which ``state`` holds every key of ``own``, if any."""
+    for prefix in sorted({k.split(".", 1)[0] + "." for k in state if "." in k and k not in own}):
+        if own and all(prefix + k in state for k in own):
+            return prefix
+    return None
 
 
 def load_weights(model: nn.Module, path: str, allow_missing: Sequence[str] = (),
