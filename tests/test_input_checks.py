@@ -65,6 +65,13 @@ def test_cam_stages_refuse_another_networks_weights_by_name(tmp_path):
     save_state_dict(path, torch.nn.Conv2d(3, 4, 1), {"network": "affinity", "backbone": "resnet38_tiny"})
     with pytest.raises(WsegError, match="aff.pth: holds a 'affinity' network, not a CAM method .*models/cam.pth"):
         build_from_weights(path)
+    from wseg.models.backbones import build_backbone
+
+    trunk = str(tmp_path / "imagenet.pth")
+    torch.save(build_backbone("resnet38_tiny").state_dict(), trunk)
+    with pytest.raises(WsegError, match=r"imagenet.pth: backbone weights without the CAM layers \(.*fc8.*\), e.g. "
+                                        "ImageNet or stand-in"):
+        build_from_weights(trunk, backbone="resnet38_tiny", num_classes=4)
 
 
 def test_eval_refuses_the_ground_truth_folder_as_predictions(tmp_path):
@@ -117,6 +124,12 @@ def test_voc_root_checks_classes_lists_and_cams(toy_root, tmp_path):
 
     with pytest.raises(WsegError, match="--classes voc12: 21 classes, but .*classes.txt lists 4 others"):
         VOCRoot(toy_root, "voc12")
+    for inside in ("JPEGImages", "SegmentationClass"):        # a folder of the root instead of the root
+        with pytest.raises(WsegError, match=f"{inside}: a folder inside the dataset root .*; pass --voc12_root "
+                                            f"\\(or --data_root\\) {os.path.abspath(toy_root)}$"):
+            VOCRoot(os.path.join(toy_root, inside))
+    with pytest.raises(WsegError, match="is not a dataset root"):
+        VOCRoot(str(tmp_path))
     assert VOCRoot(toy_root).spec.num_classes == 4
     missing = str(tmp_path / "nolist.txt")
     with pytest.raises(WsegError, match=f"{missing}: list file not found"):    # named as given, no extra .txt
@@ -142,7 +155,7 @@ def test_training_schedule_flags(toy_root, tmp_path, extra, named):
     assert not os.path.exists(tmp_path / "s")
 
 
-def test_pipeline_overrides_reach_every_stage_and_unknown_names_fail():
+def test_pipeline_overrides_reach_every_stage_and_unknown_names_fail(tmp_path):
     from wseg.pipeline import load_pipeline, stages_from_config
 
     cfg = load_pipeline("ppc_voc", ["seg_train.max_iters=3", "aff_infer.logt=4", "seg_train.model.head_dim=64"],
@@ -155,6 +168,13 @@ def test_pipeline_overrides_reach_every_stage_and_unknown_names_fail():
     assert os.path.isfile(train[train.index("--config") + 1])            # the repo config, found from any folder
     with pytest.raises(WsegError, match="no stage 'aff_infr'.*aff_infer"):
         load_pipeline("ppc_voc", ["aff_infr.logt=4"], root="/data/voc")
+    from wseg.pipeline import Runner
+
+    # a mistyped key of the last stage fails before the first stage runs (which would fail on the missing root)
+    typo = stages_from_config(load_pipeline("ppc_voc", ["seg_train.max_iter=3"], root="/data/voc"), "/tmp/w")
+    with pytest.raises(WsegError, match="stage seg_train: .*unknown key 'max_iter'.*max_iters"):
+        Runner(str(tmp_path / "w"), typo).run(echo=lambda line: None)
+    assert not os.path.exists(str(tmp_path / "w" / "stages"))
     with pytest.raises(WsegError, match="SECTION:--flag=VALUE is gone"):
         load_pipeline("ppc_voc", ["aff_infer:--logt=4"], root="/data/voc")
     with pytest.raises(WsegError, match="dataset.root is not set"):

@@ -284,6 +284,9 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
         _train(["--config", DEMO, "--out_dir", str(tmp_path / "o3")])
     with pytest.raises(WsegError, match="pseudo-mask folder not found"):
         _train(_train_args(toy_root, str(tmp_path / "nowhere"), str(tmp_path / "o4")))
+    with pytest.raises(WsegError, match=r"JPEGImages: 12 of 12 masks missing .*holds toy_000001.jpg instead: not a "
+                                        r"folder of label PNGs"):
+        _train(_train_args(toy_root, os.path.join(toy_root, "JPEGImages"), str(tmp_path / "o4")))
     with pytest.raises(WsegError, match="image-pooling BatchNorm of deeplabv2 needs at least 2"):
         _train(_train_args(toy_root, pseudo, str(tmp_path / "o5"), "model.type=deeplabv2", "model.backbone=resnet_tiny",
                            "model.frozen_layers=[]", "batch_size=1", "model.head_dim=8"))

@@ -339,9 +339,22 @@ class Runner:
         with open(self._mark(name)) as f:
             return json.load(f)
 
+    def check_flags(self, only: Optional[Sequence[str]] = None) -> None:
+        """Parse every stage's command line before anything runs, so that a mistyped key of the last stage (``--set
+        seg_train.max_iter=3``) fails at once, not after the stages before it have run."""
+        for stage in self.stages:
+            if only and stage.name not in only:
+                continue
+            try:
+                load_script(stage.script).build_parser().parse_args(stage.argv)
+            except WsegError as exc:
+                raise WsegError(f"stage {stage.name}: {exc}") from None
+
     def run(self, only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> Dict[str, dict]:
-        """Run the stages in order; a finished stage is skipped unless the config now gives it another command
-        line, in which case it and every stage after it run again (their inputs may change)."""
+        """Run the stages in order (every command line parsed first: :meth:`check_flags`); a finished stage is
+        skipped unless the config now gives it another command line, in which case it and every stage after it run
+        again (their inputs may change)."""
+        self.check_flags(only)
         for stage in self.stages:
             if only and stage.name not in only:
                 continue

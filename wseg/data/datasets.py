@@ -88,8 +88,13 @@ class ImageMaskDataset(Dataset):
         if mask_dir is not None:
             missing = [i for i in self.ids if not os.path.isfile(os.path.join(mask_dir, i + ".png"))]
             if missing:
+                other = sorted(f for f in os.listdir(mask_dir) if os.path.splitext(f)[0] == missing[0]) \
+                    if os.path.isdir(mask_dir) else []
+                kind = (f"; it holds {other[0]} instead: not a folder of label PNGs (CAM .npy files or images?), "
+                        "pass the pseudo-mask folder (e.g. aff_infer.py --out_rw)") if other else \
+                    "; run the stage that writes them or fix the list"
                 raise WsegError(f"{mask_dir}: {len(missing)} of {len(self.ids)} masks missing for the list "
-                                f"(first: {missing[0]}.png); run the stage that writes them or fix the list")
+                                f"(first: {missing[0]}.png){kind}")
 
     def mask_path(self, image_id: str) -> str:
         if self.mask_dir is not None:

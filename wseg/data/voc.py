@@ -159,6 +159,10 @@ class VOCRoot:
                                           "JPEGImages/ (or another layout of docs/coco.md)")
         layout = detect_layout(root)
         if layout is None:
+            parent = os.path.dirname(os.path.normpath(os.path.abspath(root)))
+            if detect_layout(parent) is not None:  # a sub-folder of a root (JPEGImages/, SegmentationClass/, ...)
+                raise WsegError(f"{root}: a folder inside the dataset root {parent}, not the root; pass "
+                                f"--voc12_root (or --data_root) {parent}")
             require_dir(os.path.join(root, "JPEGImages"), "JPEGImages",
                         f"{root} is not a dataset root: a VOC-format root needs JPEGImages/ (e.g. "
                         "VOCdevkit/VOC2012); COCO roots need train2014/ + SegmentationClass/ (ToCo, EPS), "

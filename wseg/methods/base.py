@@ -213,6 +213,14 @@ def build_from_weights(path: str, network: Optional[str] = None, backbone: Optio
     num_classes = int(num_classes or meta.get("num_classes") or 21)
     method = get_method(network).from_meta(meta, args)
     net = method.build_network(backbone, num_classes)
+    own = net.state_dict()
+    trunk = set(net.backbone.state_dict()) if isinstance(getattr(net, "backbone", None), nn.Module) else set()
+    missing = [k for k in own if k not in state]
+    if missing and state and trunk and set(state) <= trunk:  # nothing but the backbone: not a trained CAM network
+        heads = sorted({k.split(".", 1)[0] for k in missing})
+        raise WsegError(f"{path}: backbone weights without the CAM layers ({', '.join(heads)}), e.g. ImageNet or "
+                        "stand-in weights; CAM inference needs a trained CAM network (the weights "
+                        "scripts/contrast_train.py writes)")
     load_state_dict_strict(net, state, path)
     return method, net, {**meta, "network": network, "backbone": backbone, "num_classes": num_classes}
 
