@@ -24,6 +24,14 @@ def build_parser():
     return p
 
 
+def check(args) -> None:
+    """One-line errors for the config's test values before anything is read (the pipeline calls it before its
+    first stage)."""
+    from wseg.segmentation.checks import check_test_config
+
+    check_test_config(config_from_args(args))
+
+
 def run(args) -> dict:
     """Predict (and evaluate); see :func:`wseg.segmentation.test.run_test`."""
     from wseg.segmentation.test import run_test

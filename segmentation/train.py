@@ -20,6 +20,14 @@ def build_parser():
     return p
 
 
+def check(args) -> None:
+    """One-line errors for the config's values before anything is read (the pipeline calls it before its first
+    stage)."""
+    from wseg.segmentation.checks import check_train_config
+
+    check_train_config(config_from_args(args))
+
+
 def run(args) -> dict:
     """Train as configured; returns ``{"weights", "iters", "val_miou", "best_miou", "iters_per_s", ...}``."""
     from wseg.segmentation.train import train

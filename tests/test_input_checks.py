@@ -174,6 +174,12 @@ def test_pipeline_overrides_reach_every_stage_and_unknown_names_fail(tmp_path):
     typo = stages_from_config(load_pipeline("ppc_voc", ["seg_train.max_iter=3"], root="/data/voc"), "/tmp/w")
     with pytest.raises(WsegError, match="stage seg_train: .*unknown key 'max_iter'.*max_iters"):
         Runner(str(tmp_path / "w"), typo).run(echo=lambda line: None)
+    for bad, named in (("aff_infer.logt=-1", "stage aff_infer: --logt -1"),                # the scripts' own checks
+                       ("seg_train.optimizer=adam", "stage seg_train: optimizer 'adam'"),
+                       ("seg_test.test_scales=[0]", "stage seg_test: test_scales")):
+        with pytest.raises(WsegError, match=named):
+            Runner(str(tmp_path / "w"), stages_from_config(load_pipeline("ppc_voc", [bad], root="/data/voc"),
+                                                           "/tmp/w")).run(echo=lambda line: None)
     assert not os.path.exists(str(tmp_path / "w" / "stages"))
     with pytest.raises(WsegError, match="SECTION:--flag=VALUE is gone"):
         load_pipeline("ppc_voc", ["aff_infer:--logt=4"], root="/data/voc")

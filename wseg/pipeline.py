@@ -340,13 +340,17 @@ class Runner:
             return json.load(f)
 
     def check_flags(self, only: Optional[Sequence[str]] = None) -> None:
-        """Parse every stage's command line before anything runs, so that a mistyped key of the last stage (``--set
-        seg_train.max_iter=3``) fails at once, not after the stages before it have run."""
+        """Parse every stage's command line (and run the script's ``check(args)``, if it has one) before anything
+        runs, so that a mistyped key or a bad value of the last stage (``--set seg_train.max_iter=3``) fails at once,
+        not after the stages before it have run."""
         for stage in self.stages:
             if only and stage.name not in only:
                 continue
+            mod = load_script(stage.script)
             try:
-                load_script(stage.script).build_parser().parse_args(stage.argv)
+                args = mod.build_parser().parse_args(stage.argv)
+                if hasattr(mod, "check"):  # the script's own value checks (pure: nothing is read or written)
+                    mod.check(args)
             except WsegError as exc:
                 raise WsegError(f"stage {stage.name}: {exc}") from None
 

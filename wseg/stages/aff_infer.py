@@ -119,9 +119,8 @@ def _crf_job(image_path: str, scores: np.ndarray, keys: np.ndarray, out_path: st
     io.save_mask_png(out_path, labels)
 
 
-def run(args: argparse.Namespace) -> dict:
-    from wseg.parallel import WorkerPool
-
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values, before any file is read (the pipeline calls it before its first stage)."""
     if args.bg_score is not None and args.alpha is not None:
         raise WsegError("--bg_score and --alpha both given: the background is either a constant (PPC 0.27) or "
                         "(1 - max CAM)^alpha (PSA 16); pass one")
@@ -142,16 +141,31 @@ def run(args: argparse.Namespace) -> dict:
         raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = load in this process)")
     from wseg.crf import resolve_scale_factor
     resolve_scale_factor(args.crf_scale_factor, (1, 1), "--crf_scale_factor")   # fails here, not in a worker
-    crf = bool(args.crf or args.out_crf)
-    crf_dir = args.out_crf or (args.out_rw if crf else None)
-    rw_dir = args.out_rw if not (crf and not args.out_crf) else None
-    outs = [(rw_dir, ".png"), (args.out_rw_npy, ".npy"), (crf_dir, ".png")]
+    outs = _outputs(args)
     if not any(d for d, _ in outs):
         raise WsegError("nothing to write: pass --out_rw (and/or --out_rw_npy, --out_crf)")
     named = [os.path.abspath(d) for d, _ in outs if d]
     if len(set(named)) < len(named):
         raise WsegError(f"--out_rw / --out_rw_npy / --out_crf name the same folder ({', '.join(named)}); the walk, "
                         "its CAM dicts and the CRF masks need separate folders")
+
+
+def _outputs(args: argparse.Namespace) -> list:
+    """``[(walk PNG folder, ".png"), (--out_rw_npy, ".npy"), (CRF folder, ".png")]`` (``None``: not written)."""
+    crf = bool(args.crf or args.out_crf)
+    crf_dir = args.out_crf or (args.out_rw if crf else None)
+    rw_dir = args.out_rw if not (crf and not args.out_crf) else None
+    return [(rw_dir, ".png"), (args.out_rw_npy, ".npy"), (crf_dir, ".png")]
+
+
+def run(args: argparse.Namespace) -> dict:
+    from wseg.parallel import WorkerPool
+
+    check(args)
+    bg_score = DEFAULT_BG_SCORE if args.bg_score is None and args.alpha is None else args.bg_score
+    outs = _outputs(args)
+    (rw_dir, _), _, (crf_dir, _) = outs
+    crf = bool(args.crf or args.out_crf)
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     first = next(d for d, _ in outs if d)
