@@ -5,6 +5,7 @@ from wseg.cli import main, stage_parser
 from wseg.stages import aff_train as stage
 
 build_parser = stage_parser(stage)
+check = stage.check
 run = stage.run
 
 if __name__ == "__main__":

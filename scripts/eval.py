@@ -6,6 +6,7 @@ from wseg.cli import main, stage_parser
 from wseg.stages import eval as stage
 
 build_parser = stage_parser(stage)
+check = stage.check
 run = stage.run
 
 if __name__ == "__main__":

@@ -153,6 +153,18 @@ def test_every_pipeline_config_lists(tmp_path, capsys):
     assert not any(os.path.exists(tmp_path / n) for n in names)        # --list writes nothing
 
 
+def test_every_pipeline_config_passes_its_preflight_before_any_input_exists(tmp_path):
+    """The checks run before the first stage read nothing: no config fails them for want of a later stage's inputs
+    (EPS's saliency maps, made by its own first stage), and they write nothing."""
+    from wseg.pipeline import PIPELINES, Runner, load_pipeline, stages_from_config
+
+    for name in sorted(f[:-3] for f in os.listdir(PIPELINES) if f.endswith(".py")):
+        work = str(tmp_path / name)
+        cfg = load_pipeline(name, root=None if name.startswith("demo") else str(tmp_path / "voc"))
+        Runner(work, stages_from_config(cfg, work)).check_flags()
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_root_with_its_own_classes_is_evaluated_with_them(finished, tmp_path):
     """The tiny run's dataset has 3 classes + background (its classes.txt): every evaluation used those 4; the same
     root passed with --voc12_root to a VOC pipeline is evaluated with its own classes too, not VOC's 21."""

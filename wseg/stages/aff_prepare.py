@@ -111,7 +111,9 @@ def _job(item: Tuple) -> Optional[str]:
     return None
 
 
-def run(args: argparse.Namespace) -> dict:
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values before anything is read or written (the pipeline calls it before its first
+    stage)."""
     if len(args.alphas) not in (1, 2):
         raise WsegError(f"--alphas {' '.join(f'{a:g}' for a in args.alphas)}: pass LOW HIGH (published 4 24/32) or "
                         "one alpha for CRF pseudo masks")
@@ -125,6 +127,12 @@ def run(args: argparse.Namespace) -> dict:
         raise WsegError(f"--gt_prob {args.gt_prob:g}: must lie in (0, 1) (published 0.7)")
     if args.num_workers < 0:
         raise WsegError(f"--num_workers {args.num_workers}: must be >= 0 (0 = CRFs in this process)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    check(args)
+    la_dir, ha_dir = resolve_dirs(args)
+    low, high = float(args.alphas[0]), float(args.alphas[-1])
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     root = args.out_crf or os.path.dirname(os.path.abspath(la_dir))

@@ -53,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_bool_flag(p, "--jitter", "colour jitter (published)", default=True)
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values before anything is read or written (the pipeline calls it before its first
+    stage)."""
     if args.radius < 2:
         raise WsegError(f"--radius {args.radius}: must be at least 2 (published 5)")
     min_crop = STRIDE * (2 * args.radius - 1)   # the pair layout needs 2r - 1 feature columns
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.methods.affinitynet import NETWORK_NAME, build_affinity_net_for_training
     from wseg.stages.common import begin_training, train_session
 
-    _check_args(args)
+    check(args)
     dist, voc, ids = begin_training(args, "aff_train")
     dataset = AffinityTrainDataset(voc, ids, args.la_crf_dir, args.ha_crf_dir, args.crop_size, args.radius,
                                    args.resize_long, args.jitter, args.resize_scale)

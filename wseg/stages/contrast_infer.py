@@ -86,7 +86,9 @@ def _crf_job(image_path: str, cams, out_path: str, bg: float, iters: int, num_cl
     io.save_mask_png(out_path, crf_label_refine(img, labels, num_classes, iters=iters, **PPC_INFER_KERNELS))
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values before anything is read or written (the pipeline calls it before its first
+    stage)."""
     resolve_views(args)
     if args.crop_mode == "grid" and not (args.crop_size >= 1 and args.crop_stride >= 1 and args.crop_batch >= 1):
         raise WsegError(f"--crop_size {args.crop_size} / --crop_stride {args.crop_stride} / --crop_batch "
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.methods.base import build_from_weights
     from wseg.parallel import WorkerPool
 
-    _check_args(args)
+    check(args)
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     outs = [(args.out_cam, ".npy"), (args.out_cam_pred, ".png"), (args.out_crf, ".png")]

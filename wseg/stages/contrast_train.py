@@ -67,7 +67,10 @@ def extend_arguments(p: argparse.ArgumentParser, lookup: Callable) -> None:
     method.add_arguments(p.add_argument_group(f"{method.name} ({method.summary})"))
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for the flags, before anything is read (the pipeline calls it before its first stage). The
+    method's ``check_args`` may look for its inputs (EPS's saliency maps) and runs in :func:`run`."""
+    get_method(args.network)
     check_schedule_flags(args)
     if args.crop_size < 8:
         raise WsegError(f"--crop_size {args.crop_size}: must be at least 8 (one feature pixel at output stride 8; "
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.stages.common import begin_training, train_session
 
     method = get_method(args.network)(args)
-    _check_args(args)
+    check(args)
     method.check_args(args)
     dist, voc, ids = begin_training(args, "contrast_train")
     transform = CamTrainTransform(args.crop_size, tuple(args.resize_long), jitter=args.color_jitter,

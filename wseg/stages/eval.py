@@ -72,12 +72,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_bool_flag(p, "--progress", "show a progress bar on stderr", default=True)
 
 
+def check(args) -> None:
+    """One-line errors for flag values before anything is read (the pipeline calls it before its first stage)."""
+    if args.num_workers < 0:
+        raise WsegError(f"--num_workers {args.num_workers}: needs 0 (in-process) or more")
+    if args.type == "png" and args.curve:
+        raise WsegError("--curve sweeps the CAM background threshold; it needs --type npy")
+    if args.type == "npy" and not args.curve and args.t is None:
+        raise WsegError("--type npy needs a background threshold --t (or --curve to find the best one)")
+
+
 def run(args) -> dict:
     """Evaluate; returns ``{"miou", "fp", "fn", "precision", "recall", "pixel_acc"}`` in percent (as printed and
     logged), ``"iou"`` ({class: percent}), ``"threshold"`` (the --t used or the best curve threshold, None for
     png), ``"best_threshold"``/``"curve"`` with --curve, ``"curve_csv"``/``"curve_png"`` paths, ``"num_images"``."""
     from wseg.data.voc import VOCRoot, read_list
 
+    check(args)
     voc = VOCRoot(args.voc12_root, args.classes) if args.voc12_root else None
     if args.gt_dir is None and voc is None:
         args.gt_dir = "./VOC2012/SegmentationClass"              # the published default
@@ -91,12 +102,6 @@ def run(args) -> dict:
         names = resolve_class_names(classes, args.num_classes)
     num_classes = len(names)
     absent = resolve_absent(args.absent, names)
-    if args.num_workers < 0:
-        raise WsegError(f"--num_workers {args.num_workers}: needs 0 (in-process) or more")
-    if args.type == "png" and args.curve:
-        raise WsegError("--curve sweeps the CAM background threshold; it needs --type npy")
-    if args.type == "npy" and not args.curve and args.t is None:
-        raise WsegError("--type npy needs a background threshold --t (or --curve to find the best one)")
     if args.curve:
         thresholds = metrics.curve_thresholds(args.start, args.end, args.step)
     elif args.type == "npy":

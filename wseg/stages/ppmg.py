@@ -57,8 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_on_error_flag(p)
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """One-line errors for bad flags, before anything is written."""
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for bad flags, before anything is read or written (the pipeline calls it before its first
+    stage)."""
     def finite(x: float) -> bool:
         return math.isfinite(float(x))
 
@@ -91,7 +92,7 @@ def _job(item: Tuple) -> Optional[str]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    check_args(args)
+    check(args)
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     settings = {"alpha": float(args.alpha), "cam_thresh": float(args.cam_thresh), "cv_scale": float(args.cv_scale),

@@ -124,7 +124,9 @@ class _Images(Dataset):
         return torch.from_numpy(rsepm.normalize_image(img)), label
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values before anything is read or written (the pipeline calls it before its first
+    stage)."""
     if not all(math.isfinite(s) and 0 < s <= 4 for s in args.scales):
         raise WsegError(f"--scales {' '.join(f'{s:g}' for s in args.scales)}: each must lie in (0, 4] "
                         "(released 1.0 0.5 1.5 2.0)")
@@ -137,7 +139,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     from wseg.models.rsepm import build_rsepm
 
-    _check_args(args)
+    check(args)
     if args.gpus is not None:
         if torch.cuda.is_initialized():
             LOG.warning("--gpus %s ignored: CUDA already started in this process; use --device", args.gpus)

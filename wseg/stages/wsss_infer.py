@@ -89,7 +89,9 @@ def _save_logits(path: str, logits: np.ndarray) -> None:
         np.save(tmp, {"msc_seg": logits[None]})
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values before anything is read or written (the pipeline calls it before its first
+    stage)."""
     if args.scales is not None and not all(0 < s <= 4 for s in args.scales):
         raise WsegError(f"--scales {' '.join(f'{s:g}' for s in args.scales)}: each must lie in (0, 4]")
     if args.crf_iters is not None and not 1 <= args.crf_iters <= MAX_CRF_ITERS:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from wseg.data.voc import VOCRoot
     from wseg.parallel import WorkerPool
 
-    _check_args(args)
+    check(args)
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     outs = [(args.out_pred, ".png"), (args.out_crf, ".png"), (args.out_logits, ".npy")]

@@ -77,7 +77,10 @@ def extend_arguments(p: argparse.ArgumentParser, lookup: Callable) -> None:
     p.set_defaults(**{k: v for k, v in method.defaults.items() if k in METHOD_DEFAULTS})
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
+    """The flag checks that need no file (run by the pipeline before any stage); the method's own ``check_args``
+    follows in :func:`run`."""
+    get_single_stage(args.network)
     missing = [k for k in METHOD_DEFAULTS if getattr(args, k) is None]
     if missing:
         raise WsegError(f"--{missing[0]}: no value and the method gives no default; pass it")
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.stages.common import begin_training
 
     method = get_single_stage(args.network)(args)
-    _check_args(args)
+    check(args)
     method.check_args(args)
     dist, voc, ids = begin_training(args, "wsss_train")
     try:
