@@ -36,6 +36,18 @@ def test_cli_turns_path_errors_into_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(afile) in err[0]
 
+    def fails_mid_loop(args):
+        from tqdm import tqdm
+
+        bar = tqdm(total=3, desc="train")
+        bar.update(1)
+        raise WsegError("x.jpg: cannot read image (OSError); the file is corrupt")
+
+    assert main(lambda: argparse.ArgumentParser(), fails_mid_loop, []) == 2
+    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert err[-1] == "error: x.jpg: cannot read image (OSError); the file is corrupt"   # a line of its own
+    assert "train" in err[-2]
+
     def bug(args):
         raise OSError("no path: a bug keeps its traceback")
 

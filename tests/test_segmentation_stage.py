@@ -280,6 +280,16 @@ def test_bad_training_inputs(toy_root, pseudo, tmp_path):
     save_mask_png(os.path.join(wrong, "toy_000007.png"), np.zeros((10, 10), np.uint8))
     with pytest.raises(WsegError, match=r"toy_000007.png: mask size 10x10 differs from the image size 48x64"):
         _train(_train_args(toy_root, wrong, str(tmp_path / "o2")))
+    broken = str(tmp_path / "broken")                       # the file that is corrupt is the one named
+    shutil.copytree(toy_root, broken)
+    with open(os.path.join(broken, "JPEGImages", "toy_000004.jpg"), "wb") as f:
+        f.write(b"not a jpeg")
+    with pytest.raises(WsegError, match=r"JPEGImages/toy_000004.jpg: cannot read the image header of toy_000004"):
+        _train(_train_args(broken, pseudo, str(tmp_path / "o2b")))
+    with open(os.path.join(wrong, "toy_000007.png"), "wb") as f:
+        f.write(b"not a png")
+    with pytest.raises(WsegError, match=r"wrong/toy_000007.png: cannot read the mask header of toy_000007"):
+        _train(_train_args(toy_root, wrong, str(tmp_path / "o2c")))
     with pytest.raises(WsegError, match="voc12_root"):
         _train(["--config", DEMO, "--out_dir", str(tmp_path / "o3")])
     with pytest.raises(WsegError, match="pseudo-mask folder not found"):

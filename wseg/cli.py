@@ -39,11 +39,13 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
     try:
         run(build_parser().parse_args(argv))
     except WsegError as exc:
+        _end_progress_bars()
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.filename is None:                    # not about a path the user named: a bug, keep the traceback
             raise
+        _end_progress_bars()
         print(f"error: {exc.filename}: {exc.strerror or exc}; check the flag that names this path (an output folder "
               "must not be an existing file, nor lie under one)", file=sys.stderr)
         return 2
@@ -51,14 +53,24 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
         if not out_of_memory(exc):                  # any other runtime error is a bug: keep the traceback
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        _end_progress_bars()
         print(f"error: out of memory ({first}); lower --batch_size or the image sizes (--crop_size, --resize_long, "
               "scales), or use a device with more memory; finished artifacts and checkpoints are kept, re-run to "
               "resume", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _end_progress_bars()
         print("interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars a failed stage left open, so that its error starts on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def out_of_memory(exc: BaseException) -> bool:

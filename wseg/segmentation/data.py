@@ -43,12 +43,15 @@ def check_mask_sizes(voc: VOCRoot, ids: Sequence[str], mask_dir: Optional[str]) 
         mpath = os.path.join(mask_dir, i + ".png") if mask_dir else voc.mask_path(i)
         if mpath is None:
             raise WsegError(f"{voc.root}: no ground-truth mask for {i}; set pseudo_mask_dir or fix train_list")
-        try:
-            with Image.open(voc.image_path(i)) as im, Image.open(mpath) as mk:
-                isize, msize = im.size, mk.size
-        except OSError as exc:
-            raise WsegError(f"{mpath}: cannot read image/mask header of {i} ({exc.__class__.__name__}); the file is "
-                            "corrupt: regenerate it")
+        sizes = []
+        for path, what in ((voc.image_path(i), "image"), (mpath, "mask")):
+            try:
+                with Image.open(path) as f:
+                    sizes.append(f.size)
+            except OSError as exc:
+                raise WsegError(f"{path}: cannot read the {what} header of {i} ({exc.__class__.__name__}); the file "
+                                "is missing or corrupt: restore or regenerate it") from None
+        isize, msize = sizes
         if isize != msize:
             raise WsegError(f"{mpath}: mask size {msize[1]}x{msize[0]} differs from the image size "
                             f"{isize[1]}x{isize[0]} of {i}; the mask belongs to another image or resolution: "
