@@ -85,6 +85,11 @@ def test_a_larger_network_around_this_one_is_named_as_such(tmp_path):
     torch.save({"backbone.0.weight": outer["backbone.0.weight"]}, path)   # only part of it: the usual listing
     with pytest.raises(WsegError, match="weights do not fit the Sequential network: 6 missing"):
         load_weights(inner, path)
+    own = {k: v.clone() for k, v in inner.state_dict().items()}
+    own["0.weight"] = torch.zeros(5, 3, 1, 1)                          # its own keys, one of the wrong shape,
+    torch.save({**own, **{"ema." + k: v for k, v in inner.state_dict().items()}}, path)   # + a prefixed copy
+    with pytest.raises(WsegError, match="weights do not fit .*0.weight \\(5, 3, 1, 1\\) vs \\(4, 3, 1, 1\\)"):
+        load_weights(inner, path)
 
 
 class Exploit:

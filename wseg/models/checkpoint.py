@@ -127,9 +127,9 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
             parts.append(f"{len(unexpected)} unexpected ({_listing(unexpected)})")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches, file vs model ({_listing(shapes)})")
-        wrapped = _wrapping_prefix({k: v for k, v in own.items() if k not in allowed
-                                    and not _matches(k, allow_missing)}, state)
-        if wrapped:
+        required = {k: v for k, v in own.items() if k not in allowed and not _matches(k, allow_missing)}
+        wrapped = None if any(k in state for k in required) else _wrapping_prefix(required, state)
+        if wrapped:  # none of this network's keys as they are, all of them under one prefix
             raise WsegError(f"{source}: holds a larger network (e.g. a segmentation network) whose '{wrapped}*' keys "
                             f"name this {type(model).__name__}'s, not {type(model).__name__} weights; pass the weights "
                             "this stage starts from (ImageNet or stand-in backbone, or a network of this stage)")
