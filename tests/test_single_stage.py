@@ -125,8 +125,10 @@ def test_toy_method_through_both_stages(toy_root, tmp_path):
 
 
 def test_unknown_method_and_published_defaults():
-    with pytest.raises(WsegError, match="unknown single-stage method"):
+    with pytest.raises(WsegError, match="unknown single-stage method; choose one of locbe, rsepm, toco"):
         get_single_stage("no_such_method")
+    with pytest.raises(WsegError, match="contrast is a CAM method: its network goes to scripts/contrast_train.py"):
+        get_single_stage("contrast")
     p = script("wsss_train").build_parser()
     args = p.parse_args(["--network", "locbe", "--voc12_root", "r", "--train_list", "train"])
     assert (args.backbone, args.max_iters, args.batch_size, args.crop_size) == ("vit_base_patch16_224", 20000, 4, 448)

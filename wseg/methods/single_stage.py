@@ -39,6 +39,8 @@ from wseg.errors import WsegError
 from wseg.methods.base import MethodFlags
 
 SINGLE_STAGE: Dict[str, Type["SingleStageMethod"]] = {}
+#: The single-stage methods wseg ships (module ``wseg.methods.<name>``, imported when first asked for).
+SHIPPED = ("toco", "locbe", "rsepm")
 
 
 def register_single_stage(cls: Type["SingleStageMethod"]) -> Type["SingleStageMethod"]:
@@ -57,8 +59,14 @@ def get_single_stage(name: Optional[str]) -> Type["SingleStageMethod"]:
             if exc.name != f"wseg.methods.{name}":
                 raise
     if name not in SINGLE_STAGE:
-        known = ", ".join(sorted(SINGLE_STAGE)) or "none registered"
-        raise WsegError(f"--network {name or '(none)'}: unknown single-stage method; choose one of {known}")
+        from wseg.methods.base import METHODS
+
+        for shipped in SHIPPED:  # so that the error lists them all
+            importlib.import_module(f"wseg.methods.{shipped}")
+        hint = (f" ({name} is a CAM method: its network goes to scripts/contrast_train.py / contrast_infer.py)"
+                if name in METHODS else "")
+        raise WsegError(f"--network {name or '(none)'}: unknown single-stage method; choose one of "
+                        f"{', '.join(sorted(SINGLE_STAGE))}{hint}")
     return SINGLE_STAGE[name]
 
 
