@@ -85,6 +85,11 @@ def test_a_larger_network_around_this_one_is_named_as_such(tmp_path):
     torch.save({"backbone.0.weight": outer["backbone.0.weight"]}, path)   # only part of it: the usual listing
     with pytest.raises(WsegError, match="weights do not fit the Sequential network: 6 missing"):
         load_weights(inner, path)
+    whole = torch.nn.Module()                                # the other way round: a backbone file for a whole net
+    whole.backbone, whole.head = inner, torch.nn.Conv2d(4, 2, 1)
+    torch.save(inner.state_dict(), path)
+    with pytest.raises(WsegError, match="seg.pth: holds only the 'backbone.\\*' part of a Module .*backbone_weights"):
+        load_weights(whole, path)
     own = {k: v.clone() for k, v in inner.state_dict().items()}
     own["0.weight"] = torch.zeros(5, 3, 1, 1)                          # its own keys, one of the wrong shape,
     torch.save({**own, **{"ema." + k: v for k, v in inner.state_dict().items()}}, path)   # + a prefixed copy

@@ -133,6 +133,12 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
             raise WsegError(f"{source}: holds a larger network (e.g. a segmentation network) whose '{wrapped}*' keys "
                             f"name this {type(model).__name__}'s, not {type(model).__name__} weights; pass the weights "
                             "this stage starts from (ImageNet or stand-in backbone, or a network of this stage)")
+        inner = None if any(k in state for k in required) else _inner_prefix(required, state)
+        if inner:  # none of this network's keys as they are, but all of its '<inner>*' part without the prefix
+            raise WsegError(f"{source}: holds only the '{inner}*' part of a {type(model).__name__} (e.g. ImageNet, "
+                            f"stand-in or another stage's weights for its backbone), not a whole one; pass it as "
+                            "backbone weights (segmentation: backbone_weights) or pass a trained "
+                            f"{type(model).__name__} file")
         raise WsegError(f"{source}: weights do not fit the {type(model).__name__} network: " + "; ".join(parts)
                         + "; pass the --network/--backbone/--classes the file was trained with, or other weights")
     model.load_state_dict(collections.OrderedDict((k, v) for k, v in state.items() if k in own), strict=False)
@@ -143,6 +149,15 @@ def _wrapping_prefix(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.
     """The key prefix (``"backbone."``) under which ``state`` holds every key of ``own``, if any."""
     for prefix in sorted({k.split(".", 1)[0] + "." for k in state if "." in k and k not in own}):
         if own and all(prefix + k in state for k in own):
+            return prefix
+    return None
+
+
+def _inner_prefix(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """The key prefix (``"backbone."``) of at least half of ``own``'s keys whose keys ``state`` holds without it."""
+    for prefix in sorted({k.split(".", 1)[0] + "." for k in own if "." in k}):
+        inside = [k[len(prefix):] for k in own if k.startswith(prefix)]
+        if 2 * len(inside) >= len(own) and all(k in state for k in inside):
             return prefix
     return None
 
