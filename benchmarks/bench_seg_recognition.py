@@ -119,20 +119,21 @@ def rendered_parts(toy, image_id: str, gt: np.ndarray) -> np.ndarray:
 STAGE_DIRS = (("cam_png", "CAM"), ("cam_crf", "CAM + CRF"), ("rw", "RW"), ("pseudo", "pseudo masks"))
 
 
-def stage_parts(work: str, folder: str) -> np.ndarray:
-    """:func:`part_outcomes` summed over ``<work>/<folder>``'s label PNGs of the train split (a 255 counts as
-    another class: not the pixel's class, not background)."""
+def stage_parts(work: str, folders) -> dict:
+    """``{folder: counts}``: :func:`part_outcomes` summed over each ``<work>/<folder>``'s label PNGs of the train
+    split (a 255 counts as another class: not the pixel's class, not background); each image is rendered once."""
     from wseg.data.synthetic import read_config
     from wseg.data.voc import VOCRoot
     from wseg.io import load_mask_png
 
     voc = VOCRoot(os.path.join(work, "data"))
     toy, k = read_config(voc.root), voc.spec.num_classes
-    counts = np.zeros((3, 3), np.int64)
+    counts = {folder: np.zeros((3, 3), np.int64) for folder in folders}
     for name in voc.ids("train"):
         gt = load_mask_png(voc.mask_path(name))
-        counts += part_outcomes(load_mask_png(os.path.join(work, folder, name + ".png")), gt,
-                                rendered_parts(toy, name, gt), k)
+        parts = rendered_parts(toy, name, gt)
+        for folder in folders:
+            counts[folder] += part_outcomes(load_mask_png(os.path.join(work, folder, name + ".png")), gt, parts, k)
     return counts
 
 
@@ -250,10 +251,10 @@ def main() -> None:
         print("\n| work folder | stage (train split) | head px right / bg / other % | body px right / bg / other % |")
         print("|---|---|---|---|")
         for work in args.work_dirs:
-            for folder, stage in STAGE_DIRS:
-                if not os.path.isdir(os.path.join(work, folder)):
-                    continue
-                c = stage_parts(work, folder)[1:]
+            present = [(folder, stage) for folder, stage in STAGE_DIRS if os.path.isdir(os.path.join(work, folder))]
+            counts = stage_parts(work, [folder for folder, _ in present])
+            for folder, stage in present:
+                c = counts[folder][1:]
                 rows = 100 * c / np.maximum(c.sum(1, keepdims=True), 1)
                 print(f"| {work} | {stage} | " + " | ".join(" / ".join(f"{v:.1f}" for v in row) for row in rows[::-1])
                       + " |", flush=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -124,7 +124,7 @@ def check(args: argparse.Namespace) -> None:
     if args.bg_score is not None and args.alpha is not None:
         raise WsegError("--bg_score and --alpha both given: the background is either a constant (PPC 0.27) or "
                         "(1 - max CAM)^alpha (PSA 16); pass one")
-    bg_score = DEFAULT_BG_SCORE if args.bg_score is None and args.alpha is None else args.bg_score
+    bg_score = _bg_score(args)
     if not (0 <= args.logt <= MAX_LOGT and 0 < args.beta <= 100 and 1 <= args.crf_iters <= MAX_CRF_ITERS):
         raise WsegError(f"--logt {args.logt} / --beta {args.beta:g} / --crf_iters {args.crf_iters}: need 0 <= logt <= "
                         f"{MAX_LOGT}, 0 < beta <= 100 and 1 to {MAX_CRF_ITERS} CRF iterations (published 6 or 8, 8, 1)")
@@ -150,9 +150,19 @@ def check(args: argparse.Namespace) -> None:
                         "its CAM dicts and the CRF masks need separate folders")
 
 
+def _bg_score(args: argparse.Namespace) -> Optional[float]:
+    """The constant background score (PPC's 0.27 unless given), or None with PSA's ``--alpha``."""
+    return DEFAULT_BG_SCORE if args.bg_score is None and args.alpha is None else args.bg_score
+
+
+def _crf(args: argparse.Namespace) -> bool:
+    """Whether the walk is CRF-refined into pseudo masks (``--crf``, implied by ``--out_crf``)."""
+    return bool(args.crf or args.out_crf)
+
+
 def _outputs(args: argparse.Namespace) -> list:
     """``[(walk PNG folder, ".png"), (--out_rw_npy, ".npy"), (CRF folder, ".png")]`` (``None``: not written)."""
-    crf = bool(args.crf or args.out_crf)
+    crf = _crf(args)
     crf_dir = args.out_crf or (args.out_rw if crf else None)
     rw_dir = args.out_rw if not (crf and not args.out_crf) else None
     return [(rw_dir, ".png"), (args.out_rw_npy, ".npy"), (crf_dir, ".png")]
@@ -162,10 +172,10 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.parallel import WorkerPool
 
     check(args)
-    bg_score = DEFAULT_BG_SCORE if args.bg_score is None and args.alpha is None else args.bg_score
+    bg_score = _bg_score(args)
     outs = _outputs(args)
     (rw_dir, _), _, (crf_dir, _) = outs
-    crf = bool(args.crf or args.out_crf)
+    crf = _crf(args)
     voc = VOCRoot(args.voc12_root, args.classes)
     ids = voc.ids(args.infer_list)
     first = next(d for d, _ in outs if d)
