@@ -42,8 +42,8 @@ STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root
 TOP_KEYS = ("description", "dataset", "stages")
 DATASET_KEYS = ("root", "classes", "train_list", "infer_list", "eval_list", "val_list")
 #: What the report may show of a stage's result (quality numbers, never timings).
-METRIC_KEYS = ("miou", "miou_crf", "miou_true_labels", "best_threshold", "fp", "fn", "precision", "recall",
-               "pixel_acc", "num_classes")
+METRIC_KEYS = ("miou", "miou_crf", "miou_unfiltered", "miou_true_labels", "best_threshold", "fp", "fn",
+               "precision", "recall", "pixel_acc", "num_classes")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from wseg.pipeline import segmentation_variant as _variant
 _base_ = "demo.py"
 
 stages = dict(
-    seg_train=None, seg_test=None,
+    seg_train=None, seg_test=None, label_train=None,
     **_variant("dlv3p_ce", "DeepLabV3+ CE on pseudo masks",
                dict(config="segmentation/configs/demo_deeplabv3plus_standin.py", voc12_root="{root}",
                     train_list="{train_list}", backbone_weights="{repo}/weights/standin/resnet_v1c_small.pth",

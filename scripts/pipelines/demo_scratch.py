@@ -15,4 +15,11 @@ stages = dict(
                              lr=0.001, head_lr_mult=None, optimizer="adamw", wt_dec=0.0001)),
     aff_infer=dict(args=dict(bg_score=0.2)),
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38.py")),
+    # the published test, as this recipe was measured (no image-label classifier)
+    label_train=None,
+    seg_test=dict(args=dict(label_filter=None, label_filter_check=None),
+                  report=[dict(label="DeepLab", split="val", metric="miou"),
+                          dict(label="DeepLab + CRF", split="val", metric="miou_crf"),
+                          dict(label="DeepLab given the true image labels (diagnostic)", split="val",
+                               metric="miou_true_labels")]),
 )

@@ -135,6 +135,9 @@ def check_test_config(cfg: Mapping[str, Any]) -> None:
     check_mmseg_config(cfg)
     if cfg.get("on_error", "skip") not in ("skip", "stop"):
         raise WsegError(f"on_error {cfg['on_error']}: choose skip or stop")
+    if cfg.get("label_filter_check") and not cfg.get("label_filter"):
+        raise WsegError(f"label_filter_check {cfg['label_filter_check']}: set label_filter too (the labels to keep), "
+                        "or drop label_filter_check")
     _check_root(cfg)
 
 

@@ -135,6 +135,14 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "test_true_labels": (False, "bool", "labelled split: also score the MS+flip prediction given each image's true "
                                         "labels (absent classes dropped before the arg-max, as the pseudo masks "
                                         "are scored): recognition solved, localisation as it is (wseg diagnostic)"),
+    "label_filter": (None, "str?", "image labels to keep (cls_labels.npy format, e.g. scripts/label_train.py's "
+                                   "--out_labels): the other classes' probabilities are zeroed before the arg-max "
+                                   "and the CRF; the unfiltered arg-max is scored too (miou_unfiltered). wseg "
+                                   "addition (RS+EPM's inference filters by its classifier); none: off, as published"),
+    "label_filter_check": (None, "str?", "held-out labels of training images (label_train's --out_cv): the "
+                                         "label_filter is used only where they are right more often than the labels "
+                                         "the network's own MS+flip prediction implies on those images (each class "
+                                         "covering 1% of an image); else the test stays the published one"),
     "crf": (True, "bool", "dense CRF on the averaged probabilities"),
     "crf_iters": (10, "int", "CRF mean-field iterations"),
     "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),

@@ -154,7 +154,9 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                   device: Optional[torch.device] = None, amp: bool = False, num_workers: int = 0,
                   crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
                   on_error: str = "skip", mmseg: Optional[MMSegTest] = None,
-                  long_side: Optional[int] = None, true_label_dir: Optional[str] = None) -> Dict[str, Any]:
+                  long_side: Optional[int] = None, true_label_dir: Optional[str] = None,
+                  class_filter: Optional[Mapping[str, np.ndarray]] = None,
+                  unfiltered_dir: Optional[str] = None) -> Dict[str, Any]:
     """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
     and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`). With ``mmseg``, mmseg's
     test instead (:func:`mmseg_predict`; ``scales``/``flip`` are then ``mmseg``'s). ``long_side``: the scales
@@ -163,15 +165,19 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
     while the network goes on. ``true_label_dir`` (optional, labelled splits) also receives the arg-max over only
-    the classes of each image's ground truth (:func:`true_label_argmax`). Returns ``{"num_images", "predicted",
+    the classes of each image's ground truth (:func:`true_label_argmax`). ``class_filter`` (``{id: multi-hot over
+    the foreground classes}``, :mod:`wseg.label_filter`) zeroes the other classes' probabilities before the arg-max
+    and the CRF; ``unfiltered_dir`` then receives the arg-max without it. Returns ``{"num_images", "predicted",
     "seconds", "images_per_s"}``.
     """
     from wseg.parallel import WorkerPool
 
     device = device or next(model.parameters()).device
     plain_dir = plain_dir if crf is not None else None
-    todo = pending_shard(ids, [(out_dir, ".png"), (plain_dir, ".png"), (true_label_dir, ".png")])
-    for d in (out_dir, plain_dir, true_label_dir):
+    unfiltered_dir = unfiltered_dir if class_filter is not None else None
+    todo = pending_shard(ids, [(out_dir, ".png"), (plain_dir, ".png"), (true_label_dir, ".png"),
+                               (unfiltered_dir, ".png")])
+    for d in (out_dir, plain_dir, true_label_dir, unfiltered_dir):
         if d:
             os.makedirs(d, exist_ok=True)
     model.eval()
@@ -186,13 +192,20 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
             else:
                 probs = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp)
                 pred = probs.argmax(0)
+            if true_label_dir:
+                save_mask_png(os.path.join(true_label_dir, image_id + ".png"),
+                              true_label_argmax(probs, load_mask_png(voc.mask_path(image_id))))
+            if class_filter is not None:
+                from wseg.label_filter import restrict_to_classes
+
+                if unfiltered_dir:
+                    save_mask_png(os.path.join(unfiltered_dir, image_id + ".png"), pred.to(torch.uint8).cpu().numpy())
+                probs = restrict_to_classes(probs, class_filter[image_id])
+                pred = probs.argmax(0)
             path = os.path.join(out_dir, image_id + ".png")
             if crf is None or plain_dir:
                 plain = pred.to(torch.uint8).cpu().numpy()
                 save_mask_png(path if crf is None else os.path.join(plain_dir, image_id + ".png"), plain)
-            if true_label_dir:
-                save_mask_png(os.path.join(true_label_dir, image_id + ".png"),
-                              true_label_argmax(probs, load_mask_png(voc.mask_path(image_id))))
             if crf is not None:
                 pool.submit(image_id, _crf_save, img, probs.cpu().numpy(), dict(crf), path)
 
@@ -207,15 +220,46 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
             "images_per_s": round(done / seconds, 3) if done and seconds > 0 else None}
 
 
+@torch.no_grad()
+def implied_image_labels(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], num_classes: int,
+                         scales: Sequence[float], flip: bool = True, mean: Sequence[float] = (0.485, 0.456, 0.406),
+                         std: Sequence[float] = (0.229, 0.224, 0.225), device: Optional[torch.device] = None,
+                         amp: bool = False, num_workers: int = 0, progress: bool = True,
+                         mmseg: Optional[MMSegTest] = None, long_side: Optional[int] = None) -> np.ndarray:
+    """``(N, K)`` image labels implied by the network's MS+flip arg-max on ``ids`` (each foreground class covering
+    1 % of the image, :func:`wseg.label_filter.implied_labels`); the label filter's check on training images."""
+    from wseg.label_filter import implied_labels
+
+    device = device or next(model.parameters()).device
+    model.eval()
+    rows: Dict[str, np.ndarray] = {}
+    failures = Failures("implied labels", "stop")
+
+    def process(image_id: str, sample) -> None:
+        img, inputs = sample
+        if mmseg is not None:
+            pred = mmseg_predict(model, inputs, img.shape[:2], mmseg, device, amp)[1]
+        else:
+            pred = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp).argmax(0)
+        rows[image_id] = implied_labels(pred.cpu().numpy(), num_classes)
+
+    data = (MMSegInferenceImages(voc, ids, mmseg, mean, std) if mmseg is not None else
+            InferenceImages(voc, ids, scales, mean, std, long_side))
+    run_images(data, list(ids), process, failures, num_workers, desc="implied labels" if progress else "")
+    failures.check(len(ids))
+    return np.stack([rows[i] for i in ids])
+
+
 def true_label_argmax(probs: torch.Tensor, gt: np.ndarray) -> np.ndarray:
     """The arg-max of ``probs (C, H, W)`` over background and the classes present in the ground-truth mask ``gt``
     only (uint8 ``(H, W)``): the prediction with recognition solved and its localisation as it is, the way the
     pseudo-mask stages are scored (they drop the CAMs of the classes absent from the image's labels)."""
-    present = torch.zeros(probs.shape[0], dtype=torch.bool, device=probs.device)
+    from wseg.label_filter import restrict_to_classes
+
     classes = np.unique(gt)
-    present[torch.as_tensor(classes[classes < probs.shape[0]].astype(np.int64), device=probs.device)] = True
-    present[0] = True
-    return probs.masked_fill(~present[:, None, None], float("-inf")).argmax(0).to(torch.uint8).cpu().numpy()
+    present = np.zeros(probs.shape[0] - 1, np.float32)
+    present[classes[(classes > 0) & (classes < probs.shape[0])].astype(np.int64) - 1] = 1
+    return restrict_to_classes(probs, present, float("-inf")).argmax(0).to(torch.uint8).cpu().numpy()
 
 
 @torch.no_grad()

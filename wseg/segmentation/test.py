@@ -15,11 +15,17 @@ test resize to ``img_scale``, ``test_mode`` whole or slide (``test_crop``/``test
 ``test_scales`` (multiplying the resize target, mmseg 0.x, or the original image, 1.x: ``tta_ratio_of``) x
 ``test_flip`` with the mean of the softmaxes, then the optional CRF. ``test_scales=[1.0] test_flip=False
 crf=False`` is mmseg 1.2.2's own single-scale ``inference`` of the config, PNG for PNG.
+
+``label_filter`` (a wseg addition, off by default as published) names predicted image labels
+(:mod:`wseg.label_filter`, ``scripts/label_train.py``): every other class is dropped before the arg-max and the CRF,
+and the unfiltered arg-max goes to ``<plain folder>_unfiltered`` and is scored as ``miou_unfiltered``. With
+``label_filter_check`` (held-out labels of training images, ``label_train.py --out_cv``) the filter is used only
+where those are right more often than the labels the network's own prediction implies on the same images.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from wseg.errors import WsegError
 
@@ -51,12 +57,49 @@ def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str,
     return eval_stage.run(stage_parser(eval_stage)().parse_args(argv))
 
 
+def _file_record(path: str) -> Dict[str, Any]:
+    return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "mtime": round(os.path.getmtime(path), 3)}
+
+
+def _label_filter(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: bool
+                  ) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any], Dict[str, Any]]:
+    """``label_filter``'s labels of ``ids`` (every id must be there), or None where there is none or
+    ``label_filter_check`` finds the network's own recognition of the training images better; what the folder
+    records say of it; the check's numbers."""
+    from wseg.engine.runtime import LOG
+    from wseg.label_filter import filter_decision, label_arrays, read_label_file
+
+    path, check = cfg.get("label_filter"), cfg.get("label_filter_check")
+    if not path:                        # (label_filter_check alone is refused by check_test_config)
+        return None, {}, {}
+    k = voc.spec.num_classes - 1
+    rows = label_arrays(read_label_file(path), ids, k, path)
+    record: Dict[str, Any] = {"label_filter": _file_record(path)}
+    if not check:
+        return dict(zip(ids, rows)), record, {}
+    from wseg.segmentation.predict import implied_image_labels
+
+    held = read_label_file(check)
+    train_ids = sorted(held)
+    true = label_arrays(voc.cls_labels(train_ids), train_ids, k, voc.cls_labels_path())
+    network = implied_image_labels(model, voc, train_ids, k, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std,
+                                   device, bool(cfg.amp), int(cfg.num_workers), progress, mmseg, cfg.get("long_side"))
+    decision = filter_decision(label_arrays(held, train_ids, k, check), network, true)
+    LOG.info("label filter check on %d training images: the classifier's held-out labels %.1f%% right per label, the "
+             "network's own %.1f%%: %s", len(train_ids), decision["classifier_acc"], decision["network_acc"],
+             "filtering" if decision["use"] else "not filtering (the published test)")
+    record["label_filter"]["check"] = {**_file_record(check), "use": bool(decision["use"])}
+    numbers = {"label_filter_used": bool(decision["use"]), "label_acc_classifier_cv": decision["classifier_acc"],
+               "label_acc_network_train": decision["network_acc"]}
+    return (dict(zip(ids, rows)) if decision["use"] else None), record, numbers
+
+
 def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bool = True) -> Dict[str, Any]:
     """Predict (and evaluate). Returns ``{"miou", "fp", "fn", "precision", "recall", "pixel_acc", "iou"}`` of the
     MS+flip predictions and, with ``crf``, the same keys with ``_crf`` for the CRF-refined ones (percent; absent for
-    an unlabelled split), ``miou_true_labels`` with ``test_true_labels`` (the MS+flip probabilities arg-maxed over
-    each image's true classes), plus ``pred_dir`` (final predictions), ``pred_dir_nocrf``, ``predicted``,
-    ``images_per_s``, ``ckpt``, ``labelled``."""
+    an unlabelled split), ``miou_unfiltered`` with ``label_filter``, ``miou_true_labels`` with
+    ``test_true_labels`` (the MS+flip probabilities arg-maxed over each image's true classes), plus ``pred_dir``
+    (final predictions), ``pred_dir_nocrf``, ``predicted``, ``images_per_s``, ``ckpt``, ``labelled``."""
     from wseg import io
     from wseg.data.voc import VOCRoot
     from wseg.engine.runtime import LOG, resolve_device, setup_logging
@@ -89,14 +132,16 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
     else:  # the evaluation server takes one result: the final (CRF) predictions
         pred_dir, plain_dir = cfg.pred_dir or server_layout_dir(out_dir), None
     true_dir = (plain_dir or pred_dir) + "_true_labels" if labelled and cfg.get("test_true_labels") else None
-    gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
-    for d in (pred_dir, plain_dir, true_dir):
-        if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
-            raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
-                            "predictions and score 100%. Set pred_dir to another folder")
     from wseg.segmentation.predict import MMSegTest
 
     mmseg = MMSegTest.from_config(cfg) if cfg.get("data_pipeline") == "mmseg" else None
+    class_filter, filter_record, filter_numbers = _label_filter(cfg, voc, ids, model, device, mmseg, progress)
+    unfiltered_dir = (plain_dir or pred_dir) + "_unfiltered" if labelled and class_filter is not None else None
+    gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
+    for d in (pred_dir, plain_dir, true_dir, unfiltered_dir):
+        if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
+            raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
+                            "predictions and score 100%. Set pred_dir to another folder")
     settings = {"ckpt": os.path.abspath(ckpt), "ckpt_bytes": os.path.getsize(ckpt),
                 "ckpt_mtime": round(os.path.getmtime(ckpt), 3), "scales": list(cfg.test_scales),
                 "flip": bool(cfg.test_flip)}
@@ -104,8 +149,9 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         settings["mmseg_test"] = {"mode": mmseg.mode, "crop": mmseg.crop, "stride": mmseg.stride,
                                   "resize": None if mmseg.resize is None else list(mmseg.resize),
                                   "ratio_of": mmseg.ratio_of}
-    for folder, extra in ((pred_dir, {"crf": crf}), (plain_dir, {"crf": None}),
-                          (true_dir, {"crf": None, "true_labels": True})):  # records beside the folders
+    for folder, extra in ((pred_dir, {"crf": crf, **filter_record}), (plain_dir, {"crf": None, **filter_record}),
+                          (true_dir, {"crf": None, "true_labels": True}),
+                          (unfiltered_dir, {"crf": None})):  # records beside the folders
         if folder:
             record = os.path.join(os.path.dirname(os.path.abspath(folder)),
                                   f".{os.path.basename(os.path.abspath(folder))}{PREDICTION_SETTINGS}")
@@ -116,12 +162,12 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
     res = predict_split(model, voc, ids, pred_dir, cfg.test_scales, cfg.test_flip, crf, cfg.mean, cfg.std, device,
                         bool(cfg.amp), int(cfg.num_workers), int(cfg.crf_workers), progress, plain_dir,
                         on_error=cfg.get("on_error", "skip"), mmseg=mmseg, long_side=cfg.get("long_side"),
-                        true_label_dir=true_dir)
+                        true_label_dir=true_dir, class_filter=class_filter, unfiltered_dir=unfiltered_dir)
     LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
              res["images_per_s"], pred_dir)
     lst = voc.list_path(cfg.test_list) or cfg.test_list      # a list file, or a split name of a folder layout
     result = {**res, "pred_dir": pred_dir, "pred_dir_nocrf": plain_dir, "ckpt": ckpt, "labelled": labelled,
-              "list": lst}
+              "list": lst, **filter_numbers}
     if labelled and do_eval:
         keys = ("miou", "fp", "fn", "precision", "recall", "pixel_acc", "iou")
         comment = f"{cfg.exp_name} {os.path.basename(ckpt)} {name} scales={list(cfg.test_scales)} flip={cfg.test_flip}"
@@ -135,6 +181,12 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
             ev = evaluate(cfg, voc, lst, pred_dir, out_dir, comment + " crf=False", progress)
             result.update({k: ev[k] for k in keys})
             LOG.info("mIoU %.3f%% (scales %s, flip %s)", ev["miou"], list(cfg.test_scales), cfg.test_flip)
+        if unfiltered_dir:
+            ev = evaluate(cfg, voc, lst, unfiltered_dir, out_dir, comment + " label_filter=None", progress)
+            result["miou_unfiltered"] = ev["miou"]
+            LOG.info("mIoU %.3f%% without the label filter (the published test)", ev["miou"])
+        elif filter_numbers:                    # the check kept the published test: it is the unfiltered one
+            result["miou_unfiltered"] = result["miou"]
         if true_dir:
             ev = evaluate(cfg, voc, lst, true_dir, out_dir, comment + " true_labels=True", progress)
             result["miou_true_labels"] = ev["miou"]

@@ -36,6 +36,10 @@ stages = dict(
                    args=dict(config="segmentation/configs/deeplabv1_resnet38.py", voc12_root="{root}",
                              train_list="{train_list}", pseudo_mask_dir="{work}/pseudo", out_dir="{work}/seg",
                              progress=False)),
+    # optional, a wseg addition (off as published): an image-label classifier whose predicted val labels restrict
+    # the segmentation test (seg_test's label_filter); demo.py turns it on. After seg_train, so that changing it
+    # re-runs the test only
+    label_train=None,
     seg_test=dict(script="segmentation/test.py", describe="DeepLab multi-scale + flip (+ CRF) on val",
                   args_from="seg_train", args=dict(test_list="{val_list}"),
                   report=[dict(label="DeepLab", split="val", metric="miou"),

@@ -1,0 +1,129 @@
+"""The image-label classifier (scripts/label_train.py, wseg.label_filter) and the segmentation test's label_filter:
+LSE pooling between average and max, the class restriction, training that beats the label prior and resumes,
+the written labels, and one-line errors for bad label files."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from wseg.cli import stage_parser
+from wseg.errors import WsegError
+from wseg.label_filter import LabelClassifier, decide, read_label_file, restrict_to_classes
+from wseg.models.backbones import build_backbone
+from wseg.models.checkpoint import save_state_dict
+from wseg.stages import label_train
+
+from test_segmentation_stage import DEMO, TEST, pseudo, trained  # noqa: F401 (fixtures)
+
+
+def test_lse_pooling_lies_between_average_and_max():
+    torch.manual_seed(0)
+    net = LabelClassifier(build_backbone("resnet38_tiny"), 3, scales=(1.0,), lse_r=0.01)
+    f = torch.randn(net.classifier.in_channels, 4, 5)
+    z = net.classifier(f[None])[0].flatten(1)
+    assert torch.allclose(net.image_logits([f]), z.mean(1), atol=1e-2)          # r -> 0: average pooling
+    net.lse_r = 500.0
+    assert torch.allclose(net.image_logits([f]), z.amax(1), atol=1e-2)          # r -> inf: max pooling
+    net.lse_r = 4.0
+    assert bool((net.image_logits([f]) <= z.amax(1) + 1e-6).all() and (net.image_logits([f]) >= z.mean(1)).all())
+    # several scales: the maximum of each scale's score
+    assert torch.allclose(net.image_logits([f, f[:, :2, :2]]),
+                          torch.maximum(net.image_logits([f]), net.image_logits([f[:, :2, :2]])))
+
+
+def test_restrict_to_classes_keeps_background_and_the_listed_classes():
+    probs = torch.tensor([[[0.1, 0.2]], [[0.6, 0.1]], [[0.3, 0.7]]])        # classes 1 and 2 win one pixel each
+    assert restrict_to_classes(probs, np.array([0, 1])).argmax(0).tolist() == [[2, 2]]
+    assert restrict_to_classes(probs, np.array([1, 0])).argmax(0).tolist() == [[1, 0]]
+    logits = torch.log(probs)                                            # negative scores: -inf, not 0, for logits
+    assert restrict_to_classes(logits, np.array([0, 0]), float("-inf")).argmax(0).tolist() == [[0, 0]]
+    assert decide(np.array([0.2, 0.4, 0.1]), 0.5).tolist() == [0, 1, 0]   # none above: the best class stays
+    assert decide(np.array([0.6, 0.4, 0.9]), 0.5).tolist() == [1, 0, 1]
+
+
+def _args(root, tmp, weights, *extra):
+    argv = ["--voc12_root", root, "--train_list", "train", "--infer_list", "val", "--backbone", "resnet38_tiny",
+            "--weights", weights, "--scales", "1", "--session_name", os.path.join(tmp, "labels"),
+            "--out_labels", os.path.join(tmp, "val.npy"), "--batch_size", "4", "--max_iters", "60", "--lr", "0.03",
+            "--device", "cpu", "--progress", "False", *extra]
+    return stage_parser(label_train)().parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def backbone_file(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("w") / "tiny.pth")
+    save_state_dict(path, build_backbone("resnet38_tiny"))
+    return path
+
+
+def test_label_train_learns_writes_labels_and_resumes(toy_root, backbone_file, tmp_path):
+    res = label_train.run(_args(toy_root, str(tmp_path), backbone_file, "--out_cv", str(tmp_path / "cv.npy")))
+    train = [line.strip() for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "train.txt"))]
+    cv = read_label_file(str(tmp_path / "cv.npy"))             # held-out labels of every training image
+    assert sorted(cv) == sorted(train) and 0 <= res["cv"]["label_acc"] <= 100
+    assert all(os.path.isfile(str(tmp_path / f"labels_fold{k}.pth")) for k in (0, 1))
+    assert res["learned"] is True and res["cls_loss"] < 0.9 * res["prior_loss"]   # it fits its training labels
+    labels = read_label_file(str(tmp_path / "val.npy"))
+    scores = np.load(str(tmp_path / "val_scores.npy"), allow_pickle=True).item()
+    val = [line.strip() for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "val.txt"))]
+    assert sorted(labels) == sorted(val) == sorted(scores)
+    assert all(v.shape == (3,) and v.sum() >= 1 and set(v.tolist()) <= {0.0, 1.0} for v in labels.values())
+    entry = res["labels"]["val"]
+    assert 0 <= entry["label_acc"] <= 100 and 0 <= entry["prior_acc"] <= 100
+    again = label_train.run(_args(toy_root, str(tmp_path), backbone_file))      # finished: loads, predicts again
+    assert again["labels"]["val"]["label_acc"] == entry["label_acc"]
+    with pytest.raises(WsegError, match="another configuration"):
+        label_train.run(_args(toy_root, str(tmp_path), backbone_file, "--lse_r", "2"))
+
+
+def test_label_train_flag_errors(toy_root, backbone_file, tmp_path):
+    for extra, named in ((["--scales", "0"], "--scales"), (["--lse_r", "-1"], "--lse_r"),
+                         (["--threshold", "1"], "--threshold"), (["--out_labels", "x.txt"], "--out_labels"),
+                         (["--max_iters", "0"], "--max_iters")):
+        with pytest.raises(WsegError, match=named):
+            label_train.check(_args(toy_root, str(tmp_path), backbone_file, *extra))
+    with pytest.raises(WsegError, match="no such file"):
+        label_train.run(_args(toy_root, str(tmp_path), str(tmp_path / "missing.pth")))
+
+
+def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, tmp_path):  # noqa: F811
+    out, res = trained
+    val = [line.strip() for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "val.txt"))]
+    true = np.load(os.path.join(toy_root, "cls_labels.npy"), allow_pickle=True).item()
+    path = str(tmp_path / "labels.npy")
+    np.save(path, {i: true[i] for i in val}, allow_pickle=True)
+    argv = ["--config", DEMO, "--voc12_root", toy_root, "--out_dir", str(tmp_path / "o"), "--ckpt", res["weights"],
+            "--progress", "False", "--set", "model.backbone=resnet38_tiny", "crf=False", "test_true_labels=True",
+            f"label_filter={path}"]
+    r = TEST.run(TEST.build_parser().parse_args(argv))
+    # the true labels as the filter: the filtered test is the true-label diagnostic; the published one is scored too
+    assert r["miou"] == pytest.approx(r["miou_true_labels"]) and "miou_unfiltered" in r
+    assert os.path.isdir(r["pred_dir"] + "_unfiltered")
+    # a file that lacks an image, is not a dict, or has another class count: one line naming it
+    np.save(path, {val[0]: true[val[0]]}, allow_pickle=True)
+    with pytest.raises(WsegError, match=f"{path}: no image-level labels for 3 of 4"):
+        TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={path}", f"pred_dir={tmp_path / 'p'}"]))
+    np.save(path, np.zeros(3), allow_pickle=True)
+    with pytest.raises(WsegError, match="not a cls_labels.npy-format file|not a dict"):
+        TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={path}"]))
+    np.save(path, {i: np.ones(5, np.float32) for i in val}, allow_pickle=True)
+    with pytest.raises(WsegError, match="5 classes per image"):
+        TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={path}"]))
+    with pytest.raises(WsegError, match="no such label file"):
+        TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={tmp_path / 'nope.npy'}"]))
+    # the check on training images: a classifier right on every training image filters, one always wrong does not
+    np.save(path, {i: true[i] for i in val}, allow_pickle=True)
+    train = [line.strip() for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "train.txt"))]
+    for name, held, used in (("right", {i: true[i] for i in train}, True),
+                             ("wrong", {i: 1 - true[i] for i in train}, False)):
+        check = str(tmp_path / f"{name}.npy")
+        np.save(check, held, allow_pickle=True)
+        r = TEST.run(TEST.build_parser().parse_args(argv + [f"label_filter_check={check}",
+                                                            f"pred_dir={tmp_path / name}"]))
+        assert r["label_filter_used"] is used and r["label_acc_classifier_cv"] == (100.0 if used else 0.0)
+        assert 0 <= r["label_acc_network_train"] <= 100
+        assert (r["miou"] == pytest.approx(r["miou_true_labels"])) if used else (r["miou"] == r["miou_unfiltered"])
+    with pytest.raises(WsegError, match="set label_filter too"):
+        TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter_check={check}"]))

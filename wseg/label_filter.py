@@ -1,0 +1,226 @@
+"""Image-label classifier for the segmentation test's class filter (a wseg addition to the multi-stage recipe).
+
+Why: the pseudo masks never have to recognise which classes an image holds (they are made and scored, as
+published, with each image's true labels); the segmentation network does. Where classes share a body and differ
+in a small part, the demo's reduced DeepLab finds the objects but names them wrong (README: "the classes, not the
+pixels"). RS+EPM's released inference restricts its segmentation to the classes its classifier predicts
+(``pred_class >= conf_th``); this module gives any segmentation network such a classifier, trained on the image-level
+labels alone (the weak labels; nothing else):
+
+- a frozen backbone (ImageNet or stand-in weights, the same ``--weights`` files as the CAM stage), its last-level
+  feature map at each of ``scales`` (image sizes relative to the image), standardised per channel with the
+  training images' statistics;
+- a 1x1 class layer at every position, pooled by log-sum-exp (LSE, Pinheiro & Collobert, CVPR 2015: average
+  pooling as ``r -> 0``, max pooling as ``r -> inf``), so a class whose cue is a small part is not averaged away
+  as under global average pooling; the maximum over the scales;
+- the multi-label soft-margin loss, Adam with the poly schedule, on the one training loop (resumable, the
+  label-prior check of every trainer);
+- per image: the classes with ``sigmoid(logit) >= threshold``; an image with none keeps its best class (every
+  image of these datasets holds an object).
+
+:func:`predict_labels` writes the ``cls_labels.npy`` format (``{id: multi-hot over the foreground classes}``), which
+``segmentation/test.py --set label_filter=<file>`` reads: :func:`restrict_to_classes` zeroes the probabilities of
+the other classes before the arg-max and the CRF.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, List, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wseg.errors import WsegError
+
+#: the sigmoid scores are written beside the predicted labels ``<stem>.npy``, as ``<stem>_scores.npy``
+SCORES_SUFFIX = "_scores.npy"
+
+
+class LabelClassifier(nn.Module):
+    """Frozen ``backbone`` -> standardised last-level features at ``scales`` -> 1x1 ``classifier`` -> LSE pooling
+    (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, K)`` logits (module docstring)."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, scales: Sequence[float] = (2.0,), lse_r: float = 4.0):
+        super().__init__()
+        self.backbone = backbone
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        channels = int(backbone.out_channels)
+        self.scales, self.lse_r, self.num_classes = tuple(float(s) for s in scales), float(lse_r), int(num_classes)
+        self.register_buffer("feat_mean", torch.zeros(channels))
+        self.register_buffer("feat_std", torch.ones(channels))
+        self.classifier = nn.Conv2d(channels, self.num_classes, 1)
+
+    def train(self, mode: bool = True) -> "LabelClassifier":
+        super().train(mode)
+        self.backbone.eval()              # frozen: BatchNorm statistics and dropout of the backbone stay fixed
+        return self
+
+    @torch.no_grad()
+    def features(self, image: torch.Tensor) -> List[torch.Tensor]:
+        """The backbone's last-level ``(C, h, w)`` map of a normalised ``(3, H, W)`` image at each scale."""
+        out = []
+        for s in self.scales:
+            x = image[None]
+            if s != 1:
+                size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[2] * s)))
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            out.append(self.backbone(x)[self.backbone.levels[-1]][0])
+        return out
+
+    def set_statistics(self, feats: Sequence[Sequence[torch.Tensor]]) -> None:
+        """Per-channel mean and std over every position of every training feature map (Welford-free: two sums)."""
+        total = torch.zeros_like(self.feat_mean, dtype=torch.float64)
+        sq = torch.zeros_like(total)
+        n = 0
+        for per_scale in feats:
+            for f in per_scale:
+                f = f.double().flatten(1)
+                total += f.sum(1).to(total.device)
+                sq += (f * f).sum(1).to(total.device)
+                n += f.shape[1]
+        mean = total / max(n, 1)
+        self.feat_mean.copy_(mean.float())
+        self.feat_std.copy_((sq / max(n, 1) - mean * mean).clamp(min=0).sqrt().float() + 1e-6)
+
+    def image_logits(self, per_scale: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(K,)`` logits of one image from its per-scale feature maps."""
+        out = []
+        for f in per_scale:
+            f = (f.float() - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
+            z = self.classifier(f[None])[0].flatten(1)                      # (K, positions)
+            out.append((torch.logsumexp(self.lse_r * z, 1) - math.log(z.shape[1])) / self.lse_r)
+        return torch.stack(out).amax(0)
+
+    def forward(self, feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        return torch.stack([self.image_logits(f) for f in feats])
+
+
+class FeatureBank:
+    """The frozen backbone's features of a list of images, computed once and kept (fp16, on the CPU) when they fit
+    in ``cache_gb``, else recomputed each time an image is drawn (large datasets on a GPU)."""
+
+    def __init__(self, model: LabelClassifier, voc, ids: Sequence[str], mean, std, device: torch.device,
+                 cache_gb: float = 4.0):
+        self.model, self.voc, self.ids, self.mean, self.std, self.device = model, voc, list(ids), mean, std, device
+        self.cache_gb = float(cache_gb)
+        self.cache: Dict[int, List[torch.Tensor]] = {}
+        self.caching = self.cache_gb > 0
+
+    def image(self, i: int) -> torch.Tensor:
+        from wseg.data.transforms import hwc_to_chw, normalize
+        from wseg.io import load_image
+
+        img = load_image(self.voc.image_path(self.ids[i]))
+        return torch.from_numpy(hwc_to_chw(normalize(img, self.mean, self.std))).to(self.device)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> List[torch.Tensor]:
+        if i in self.cache:
+            return [f.to(self.device) for f in self.cache[i]]
+        feats = self.model.features(self.image(i))
+        if self.caching:
+            self.cache[i] = [f.half().cpu() for f in feats]
+            if len(self.cache) == 1:      # the first image says whether the whole list fits
+                per_image = sum(f.numel() * 2 for f in self.cache[i])
+                self.caching = per_image * len(self.ids) <= self.cache_gb * 2 ** 30
+                if not self.caching:
+                    self.cache.clear()
+        return feats
+
+
+def label_arrays(labels: Mapping[str, np.ndarray], ids: Sequence[str], num_classes: int, path: str) -> np.ndarray:
+    """``(N, K)`` float32 multi-hot rows of ``ids`` from a ``cls_labels.npy`` dict; one-line errors naming ``path``."""
+    missing = [i for i in ids if i not in labels]
+    if missing:
+        raise WsegError(f"{path}: no image-level labels for {len(missing)} of {len(ids)} images (e.g. {missing[0]}); "
+                        "make them with scripts/make_cls_labels.py (voc12/make_cls_labels.py) or pass the list the "
+                        "file was written for")
+    rows = np.stack([np.asarray(labels[i], np.float32).reshape(-1) for i in ids])
+    if rows.shape[1] != num_classes:
+        raise WsegError(f"{path}: {rows.shape[1]} classes per image, the dataset has {num_classes} foreground "
+                        "classes; pass the labels of this dataset")
+    return rows
+
+
+def read_label_file(path: str) -> Dict[str, np.ndarray]:
+    """A ``cls_labels.npy``-format dict, with one-line errors for a missing or foreign file."""
+    if not os.path.isfile(path):
+        raise WsegError(f"{path}: no such label file; write it with scripts/label_train.py --out_labels {path} "
+                        "(or pass a cls_labels.npy-format file)")
+    try:
+        data = np.load(path, allow_pickle=True).item()
+    except (ValueError, OSError, AttributeError, EOFError) as exc:
+        raise WsegError(f"{path}: not a cls_labels.npy-format file ({{image id: multi-hot labels}}): "
+                        f"{type(exc).__name__}; write it with scripts/label_train.py") from None
+    if not isinstance(data, dict):
+        raise WsegError(f"{path}: holds a {type(data).__name__}, not a dict {{image id: multi-hot labels}}; write it "
+                        "with scripts/label_train.py")
+    return data
+
+
+@torch.no_grad()
+def predict_labels(model: LabelClassifier, bank: FeatureBank, progress: bool = True) -> Dict[str, np.ndarray]:
+    """``{id: sigmoid scores}`` of every image of ``bank`` (eval mode)."""
+    from tqdm import tqdm
+
+    model.eval()
+    scores = {}
+    for i in tqdm(range(len(bank)), desc="labels", dynamic_ncols=True, leave=False, disable=not progress):
+        scores[bank.ids[i]] = torch.sigmoid(model.image_logits(bank[i])).cpu().numpy().astype(np.float32)
+    return scores
+
+
+def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Multi-hot float32 labels: the classes scoring at least ``threshold``, or the best one when none does."""
+    labels = (scores >= threshold).astype(np.float32)
+    if not labels.any():
+        labels[int(np.argmax(scores))] = 1.0
+    return labels
+
+
+def label_scores(pred: np.ndarray, true: np.ndarray, train_prior: np.ndarray) -> Dict[str, float]:
+    """Per-label accuracy, images with every label right, and the accuracy of always answering each class's majority
+    value of the training list (the prior), in percent."""
+    prior = (train_prior >= 0.5).astype(np.float32)
+    return {"label_acc": float((pred == true).mean()) * 100, "images_all_right": float((pred == true).all(1).mean())
+            * 100, "prior_acc": float((prior[None] == true).mean()) * 100}
+
+
+def implied_labels(pred: np.ndarray, num_classes: int, min_share: float = 0.01) -> np.ndarray:
+    """Multi-hot float32 labels over the ``num_classes`` foreground classes that a label map implies: each class
+    covering at least ``min_share`` of its labelled pixels (255 ignored)."""
+    pred = np.asarray(pred)
+    valid = pred[pred != 255].astype(np.int64)
+    share = np.bincount(valid, minlength=num_classes + 1)[1:num_classes + 1] / max(1, valid.size)
+    return (share >= min_share).astype(np.float32)
+
+
+def filter_decision(classifier: np.ndarray, network: np.ndarray, true: np.ndarray) -> Dict[str, float]:
+    """Use the filter? Only where the classifier's held-out labels of the training images are right more often than
+    the labels the segmentation network's own predictions imply on them: ``{"use", "classifier_acc",
+    "network_acc"}`` (per-label accuracies, percent). A classifier worse than the network's own recognition (e.g.
+    where whole objects tell the classes apart and the frozen features see textures better than shapes) would only
+    remove right classes."""
+    acc_c = float((classifier == true).mean()) * 100
+    acc_n = float((network == true).mean()) * 100
+    return {"use": acc_c > acc_n, "classifier_acc": acc_c, "network_acc": acc_n}
+
+
+def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float = 0.0) -> torch.Tensor:
+    """``scores (C, H, W)`` with the foreground classes absent from ``present`` (multi-hot over the ``C - 1``
+    foreground classes) set to ``fill`` (0 for probabilities, ``-inf`` for logits); background always stays. The
+    arg-max then picks among the listed classes (the pseudo masks' and RS+EPM's rule); the CRF's unary ``-log``
+    clips the zeros, so they do not come back."""
+    keep = torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)
+    keep[1:] = torch.as_tensor(np.asarray(present).reshape(-1)[:scores.shape[0] - 1] > 0, device=scores.device)
+    return scores.masked_fill(~keep[:, None, None], fill)
+
+
+__all__ = ["FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "filter_decision", "implied_labels",
+           "label_arrays", "label_scores", "predict_labels", "read_label_file", "restrict_to_classes"]

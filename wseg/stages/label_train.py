@@ -1,0 +1,243 @@
+"""Image-label classifier for the segmentation test's class filter (:mod:`wseg.label_filter`; a wseg addition, in
+the spirit of RS+EPM's ``pred_class >= conf_th``): train a 1x1 LSE-pooled class layer on a frozen backbone's
+features from the training list's image-level labels, then write the predicted labels of ``--infer_list`` (e.g.
+val, or test without ground truth) in the ``cls_labels.npy`` format for ``segmentation/test.py --set
+label_filter=<file>``.
+
+    python scripts/label_train.py --voc12_root VOC2012 --train_list train_aug --infer_list val \\
+        --weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params --session_name runs/labels --out_labels runs/labels/val.npy
+
+Outputs: ``<session_name>.pth`` (backbone + class layer, with the scales and the LSE sharpness), ``_last.pth``
+(resume), ``.log``, ``_scalars.jsonl``; ``--out_labels`` (multi-hot per image) and ``<out_labels>_scores.npy``
+(the sigmoid scores), both written atomically. Where the infer list has labels in ``cls_labels.npy`` the log and
+the result give the per-label accuracy, the share of images with every label right and the label prior's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Dict
+
+import numpy as np
+import torch
+
+from wseg.cli import add_bool_flag
+from wseg.errors import WsegError
+
+RESUME_KEYS = ("backbone", "weights", "scales", "lse_r", "batch_size", "max_iters", "lr", "wt_dec", "train_list")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--voc12_root", "--data_root", dest="voc12_root", required=True, help="dataset root")
+    p.add_argument("--classes", default=None, help="voc12 | coco14 | classes.txt (default: root's classes.txt)")
+    p.add_argument("--train_list", required=True, help="images whose image-level labels train the class layer")
+    p.add_argument("--infer_list", nargs="+", default=["val"], help="lists whose labels to predict")
+    p.add_argument("--weights", required=True,
+                   help="backbone weights (ImageNet .params / .pth, or the stand-in file); the backbone stays frozen")
+    p.add_argument("--backbone", default="resnet38", help="resnet38 | resnet38_small | resnet101 | ...")
+    p.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                   help="image sizes relative to the image; the class score is the maximum over them (the demo: 2, "
+                        "so that its small parts span a few feature cells)")
+    p.add_argument("--lse_r", type=float, default=4.0, help="log-sum-exp pooling sharpness r (0 < r; large: max)")
+    p.add_argument("--threshold", type=float, default=0.5, help="a class is predicted at sigmoid score >= this")
+    p.add_argument("--session_name", default="labels", help="output prefix: <name>.pth, <name>.log, <name>_last.pth")
+    p.add_argument("--out_labels", required=True,
+                   help="predicted labels (.npy, cls_labels format); with several --infer_list, <stem>_<list>.npy")
+    p.add_argument("--out_cv", default=None,
+                   help="also write held-out labels of the training images here (.npy): --cv_folds classifiers, each "
+                        "trained without its fold; segmentation/test.py's label_filter_check compares them with the "
+                        "network's own recognition before it filters")
+    p.add_argument("--cv_folds", type=int, default=2, help="folds for --out_cv")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_iters", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-2, help="AdamW lr of the class layer (poly schedule)")
+    p.add_argument("--wt_dec", type=float, default=1e-3)
+    p.add_argument("--cache_gb", type=float, default=4.0,
+                   help="keep the frozen features in memory (fp16) when they fit in this many GiB, else recompute "
+                        "them for every batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    add_bool_flag(p, "--resume", "continue from <session_name>_last.pth when present (default on)", default=True)
+    add_bool_flag(p, "--progress", "progress bars", default=True)
+    p.add_argument("--log_every", type=int, default=50)
+
+
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for flag values (the pipeline calls it before its first stage)."""
+    if not args.scales or min(args.scales) <= 0 or max(args.scales) > 8:
+        raise WsegError(f"--scales {args.scales}: need factors in (0, 8], e.g. 1 (VOC) or 2 (the demo)")
+    if not 0 < args.lse_r < 1e3:
+        raise WsegError(f"--lse_r {args.lse_r:g}: need 0 < r < 1000 (4: between average and max pooling)")
+    if not 0 < args.threshold < 1:
+        raise WsegError(f"--threshold {args.threshold:g}: a sigmoid score threshold in (0, 1), e.g. 0.5")
+    if args.batch_size < 1 or args.max_iters < 1:
+        raise WsegError(f"--batch_size {args.batch_size} / --max_iters {args.max_iters}: both must be at least 1")
+    if not (0 < args.lr < 1 and 0 <= args.wt_dec < 1):
+        raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g}: need 0 < lr < 1 and 0 <= wt_dec < 1")
+    if args.out_cv is not None and (not args.out_cv.endswith(".npy") or args.cv_folds < 2):
+        raise WsegError(f"--out_cv {args.out_cv} / --cv_folds {args.cv_folds}: name a .npy file and at least 2 folds")
+    if not args.out_labels.endswith(".npy"):
+        raise WsegError(f"--out_labels {args.out_labels}: name a .npy file (the cls_labels.npy format)")
+    if not os.path.basename(args.session_name):
+        raise WsegError(f"--session_name {args.session_name!r}: needs a file name prefix (e.g. runs/labels)")
+
+
+def out_path(args: argparse.Namespace, name: str) -> str:
+    """Where the labels of ``--infer_list`` entry ``name`` go."""
+    if len(args.infer_list) == 1:
+        return args.out_labels
+    stem = args.out_labels[:-4]
+    return f"{stem}_{os.path.splitext(os.path.basename(name))[0]}.npy"
+
+
+def _known_labels(voc, ids, num_classes: int):
+    """``(N, K)`` true labels of ``ids`` where the root has them (val), else None (test)."""
+    from wseg.label_filter import label_arrays
+
+    try:
+        return label_arrays(voc.cls_labels(ids), ids, num_classes, voc.cls_labels_path())
+    except WsegError:
+        return None
+
+
+class _Indices(torch.utils.data.Dataset):
+    """Positions into the feature bank (the trainer's data plan draws batches of them)."""
+
+    def __init__(self, idx):
+        self.idx = list(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> int:
+        return self.idx[i]
+
+
+class _NoAugment:
+    def reseed(self, seed: int) -> None:
+        pass
+
+
+def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix: str, desc: str) -> dict:
+    """Train ``model``'s class layer on the bank's images ``idx`` (labels ``y[idx]``) on the one training loop
+    (resumable from ``<prefix>_last.pth``, the label-prior check); saves ``<prefix>.pth``."""
+    from wseg.engine.optim import PolyLR, build_optimizer
+    from wseg.engine.plans import StepPlan
+    from wseg.engine.runtime import LOG
+    from wseg.engine.trainer import Trainer, multilabel_prior_loss
+    from wseg.models.checkpoint import save_state_dict
+
+    plan = StepPlan(_Indices(idx), _NoAugment(), min(args.batch_size, len(idx)), args.seed, 0, dist,
+                    collate_fn=lambda batch: batch)
+    target = torch.from_numpy(y).to(dist.device)
+
+    def step(net, batch, ctx):
+        logits = net([bank[i] for i in batch])
+        return {"loss": torch.nn.functional.multilabel_soft_margin_loss(logits.float(), target[batch])}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer("adamw", [{"params": params, "lr": args.lr, "weight_decay": args.wt_dec}],
+                                args.lr, args.wt_dec)
+    meta = {"network": "label_classifier", "backbone": args.backbone, "scales": list(args.scales),
+            "lse_r": args.lse_r, "num_classes": model.num_classes, "threshold": args.threshold}
+    trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(args.max_iters), plan=plan, step=step,
+                      dist=dist, max_iters=args.max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
+                      resume_keys=RESUME_KEYS, resume=args.resume, ckpt_every=args.max_iters, log_every=args.log_every,
+                      scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size,
+                      desc=desc, progress=args.progress, prior=("loss", multilabel_prior_loss(y[list(idx)])))
+    result = trainer.run()
+    save_state_dict(prefix + ".pth", model, meta=meta)
+    LOG.info("saved %s.pth", prefix)
+    return result
+
+
+def _save_table(path: str, table: dict) -> None:
+    from wseg.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, table, allow_pickle=True)
+
+
+def _cross_validate(model, bank, ids, y: np.ndarray, args: argparse.Namespace, dist) -> Dict[str, np.ndarray]:
+    """Held-out labels of every training image: ``--cv_folds`` classifiers, each trained (the same settings) on
+    the other folds and predicting its own; what ``segmentation/test.py``'s ``label_filter_check`` compares with the
+    network's own recognition."""
+    from wseg.label_filter import LabelClassifier, decide
+
+    order = np.random.default_rng(args.seed).permutation(len(ids))
+    out: Dict[str, np.ndarray] = {}
+    for k, held in enumerate(np.array_split(order, args.cv_folds)):
+        fold = LabelClassifier(model.backbone, model.num_classes, args.scales, args.lse_r).to(dist.device)
+        fold.feat_mean.copy_(model.feat_mean)
+        fold.feat_std.copy_(model.feat_std)
+        rest = sorted(set(range(len(ids))) - set(held.tolist()))
+        _fit(fold, bank, rest, y, args, dist, f"{args.session_name}_fold{k}", f"label fold {k + 1}/{args.cv_folds}")
+        fold.eval()
+        with torch.no_grad():
+            for i in held.tolist():
+                out[ids[i]] = decide(torch.sigmoid(fold.image_logits(bank[i])).cpu().numpy(), args.threshold)
+    return {i: out[i] for i in ids}
+
+
+def run(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from wseg.engine.runtime import LOG
+    from wseg.label_filter import (FeatureBank, LabelClassifier, SCORES_SUFFIX, decide, label_arrays, label_scores,
+                                   predict_labels)
+    from wseg.models.backbones import build_backbone
+    from wseg.segmentation.models import load_backbone_weights
+    from wseg.stages.common import begin_training
+
+    check(args)
+    if not os.path.isfile(args.weights):
+        raise WsegError(f"--weights {args.weights}: no such file; pass the backbone's ImageNet (or stand-in) weights")
+    dist, voc, ids = begin_training(args, "label_train")
+    if dist.enabled:
+        raise WsegError("label_train runs in one process (its features are cached per process); run it without "
+                        "torchrun")
+    num_classes = voc.spec.num_classes - 1
+    labels_path = voc.cls_labels_path()
+    y = label_arrays(voc.cls_labels(ids), ids, num_classes, labels_path)
+    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r)
+    load_backbone_weights(model, args.weights)
+    model.to(dist.device)
+    bank = FeatureBank(model, voc, ids, IMAGENET_MEAN, IMAGENET_STD, dist.device, args.cache_gb)
+    bank[0]                           # decides whether the features are kept
+    LOG.info("features of %d training images at scales %s (%s)", len(ids), args.scales,
+             "kept in memory" if bank.caching else "recomputed per batch")
+    sample = range(len(bank)) if bank.caching else range(min(64, len(bank)))  # the feature statistics
+    model.set_statistics([bank[i] for i in tqdm(sample, desc="features", dynamic_ncols=True, leave=False,
+                                                disable=not args.progress)])
+    prefix = args.session_name
+    result = _fit(model, bank, range(len(ids)), y, args, dist, prefix, "label train")
+
+    out: dict = {"weights": prefix + ".pth", "learned": result.get("learned"), "cls_loss": result.get("cls_loss"),
+                 "prior_loss": result.get("prior_loss"), "seconds": result["seconds"], "labels": {}}
+    for name in args.infer_list:
+        infer_ids = voc.ids(name)
+        scores = predict_labels(model, FeatureBank(model, voc, infer_ids, IMAGENET_MEAN, IMAGENET_STD, dist.device,
+                                                   0), args.progress)
+        pred = {i: decide(s, args.threshold) for i, s in scores.items()}
+        path = out_path(args, name)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _save_table(path[:-4] + SCORES_SUFFIX, scores)
+        _save_table(path, pred)
+        entry = {"path": path, "images": len(infer_ids)}
+        true = _known_labels(voc, infer_ids, num_classes)
+        if true is not None:
+            entry.update(label_scores(np.stack([pred[i] for i in infer_ids]), true, y.mean(0)))
+            LOG.info("%s: per-label accuracy %.1f%% (the training list's prior %.1f%%), every label right in %.1f%% "
+                     "of the images", os.path.basename(name), entry["label_acc"], entry["prior_acc"],
+                     entry["images_all_right"])
+        LOG.info("wrote %s (%d images)", path, len(infer_ids))
+        out["labels"][name] = entry
+    if args.out_cv:
+        cv = _cross_validate(model, bank, ids, y, args, dist)
+        _save_table(args.out_cv, cv)
+        out["cv"] = {"path": args.out_cv, **label_scores(np.stack([cv[i] for i in ids]), y, y.mean(0))}
+        LOG.info("%d-fold held-out labels of the training images: per-label accuracy %.1f%% (prior %.1f%%); wrote %s",
+                 args.cv_folds, out["cv"]["label_acc"], out["cv"]["prior_acc"], args.out_cv)
+    dist.close()
+    return out
