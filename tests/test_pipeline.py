@@ -293,6 +293,45 @@ def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_p
     assert sorted(n.split(".stale-")[0] for n in os.listdir(work) if ".stale-" in n) == ["a", "b", "b", "c", "c", "c"]
 
 
+def test_a_stage_sets_aside_its_declared_outputs_inside_an_earlier_stages_folder(tmp_path, monkeypatch):
+    """A test stage writes its prediction folders inside the training stage's folder, which a re-run of the test
+    alone must keep; its ``outputs`` globs are set aside instead, so that the re-run predicts again."""
+    import argparse
+    import types
+
+    from wseg import pipeline as pl
+
+    def run(a):
+        os.makedirs(a.out_dir, exist_ok=True)
+        if a.pred:
+            os.makedirs(os.path.join(a.out_dir, "pred_val"), exist_ok=True)
+            with open(os.path.join(a.out_dir, "pred_val", "x.png"), "w") as f:
+                f.write(a.v)
+        return {}
+
+    def fake(rel):
+        def build_parser():
+            p = argparse.ArgumentParser()
+            p.add_argument("--v", default="0")
+            p.add_argument("--out_dir")
+            p.add_argument("--pred", action="store_true")
+            return p
+        return types.SimpleNamespace(build_parser=build_parser, run=run)
+
+    monkeypatch.setattr(pl, "load_script", fake)
+    work = str(tmp_path / "work")
+    seg = os.path.join(work, "seg")
+    stages = lambda v: [  # noqa: E731
+        pl.Stage("train", "t.py", ["--out_dir", seg]),
+        pl.Stage("test", "p.py", ["--v", v, "--out_dir", seg, "--pred"], outputs=[os.path.join(seg, "pred_*")])]
+    pl.Runner(work, stages("1")).run(echo=lambda _: None)
+    pl.Runner(work, stages("2")).run(echo=lambda _: None)         # the test changed: it alone runs again
+    names = sorted(os.listdir(seg))
+    assert names[0] == "pred_val" and names[1].startswith("pred_val.stale-") and len(names) == 2
+    with open(os.path.join(seg, "pred_val", "x.png")) as f:
+        assert f.read() == "2"
+
+
 def test_a_stage_whose_config_file_was_edited_runs_again(tmp_path, monkeypatch):
     """The same command line with an edited ``--config`` (or an edited ``_base_`` of it) is another setting: the
     stage runs again; an unchanged config is skipped."""

@@ -4,7 +4,9 @@ A pipeline is a config (``scripts/pipelines/<method>_<dataset>.py``, composed fr
 ``dataset`` section and an ordered ``stages`` dict, each stage ``dict(script=..., args=dict(...), report=[...])``.
 ``args`` are the script's own keys (its flags without ``--``; dict values reach into dict-valued keys, e.g.
 a segmentation ``model``); ``report`` rows name what the report table shows of the stage's result
-(``dict(label=..., split=..., metric="miou")``). A stage set to ``None`` in a derived config is dropped. Values may
+(``dict(label=..., split=..., metric="miou")``); ``outputs`` lists more paths (globs) the stage writes besides its
+``--out*`` / ``--session_name`` flags, e.g. the test's prediction folders inside the training stage's folder, so that a
+re-run sets them aside too. A stage set to ``None`` in a derived config is dropped. Values may
 use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights), ``{root}`` (the
 dataset root), ``{classes}`` (the dataset's own
 class list: the config's ``dataset.classes``, else the root's ``classes.txt``, else ``voc12``), ``{gt}`` (the
@@ -21,6 +23,7 @@ killed run resumes where it stopped, since every artifact is written atomically.
 """
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
@@ -38,7 +41,7 @@ from wseg.io import atomic_write_text
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = os.path.join(REPO, "scripts", "pipelines")
 SPLIT_DIR = os.path.join("ImageSets", "Segmentation")
-STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root")
+STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root", "outputs")
 TOP_KEYS = ("description", "dataset", "stages")
 DATASET_KEYS = ("root", "classes", "train_list", "infer_list", "eval_list", "val_list")
 #: What the report may show of a stage's result (quality numbers, never timings).
@@ -55,6 +58,7 @@ class Stage:
     argv: List[str]
     describe: str = ""
     report: List[Dict[str, Any]] = field(default_factory=list)
+    outputs: List[str] = field(default_factory=list)   # more paths (globs) it writes, set aside on a re-run
 
 
 def single_stage_method(network: str, label: str, train_label: str = "pseudo labels") -> Dict[str, Dict[str, Any]]:
@@ -267,7 +271,8 @@ def stages_from_config(cfg: Mapping[str, Any], work_dir: str) -> List[Stage]:
         for key in ("config",):             # repo configs resolve from any working folder
             if isinstance(args.get(key), str) and not os.path.isabs(args[key]) and not os.path.isfile(args[key]):
                 args[key] = os.path.join(REPO, args[key])
-        stages.append(Stage(name, script, argv_of(args), st.get("describe", ""), list(st.get("report") or [])))
+        stages.append(Stage(name, script, argv_of(args), st.get("describe", ""), list(st.get("report") or []),
+                            [_fill(str(p), env) for p in st.get("outputs") or []]))
     return stages
 
 
@@ -317,7 +322,8 @@ class Runner:
                 continue
             if self.is_done(s.name):
                 os.remove(self._mark(s.name))
-            for flag, out in _output_flags(s):
+            declared = [("", p) for pattern in s.outputs for p in sorted(glob.glob(pattern)) if ".stale-" not in p]
+            for flag, out in _output_flags(s) + declared:
                 out = os.path.abspath(out)
                 if out in keep or not out.startswith(work):
                     continue
@@ -437,8 +443,6 @@ def _outputs(stage: Stage) -> List[str]:
 def _written_paths(out: str, session: bool) -> List[str]:
     """What exists of one output: the folder or file itself, or for a ``--session_name`` prefix the files a
     training session writes (``<prefix>.pth``, ``<prefix>_last.pth``, ``<prefix>.log``, ``<prefix>_scalars.jsonl``)."""
-    import glob
-
     if not session:
         return [out] if os.path.lexists(out) else []
     return sorted(p for pattern in (".*", "_last.*", "_scalars.*") for p in glob.glob(glob.escape(out) + pattern)

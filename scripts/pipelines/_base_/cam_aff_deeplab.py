@@ -42,6 +42,7 @@ stages = dict(
     label_train=None,
     seg_test=dict(script="segmentation/test.py", describe="DeepLab multi-scale + flip (+ CRF) on val",
                   args_from="seg_train", args=dict(test_list="{val_list}"),
+                  outputs=["{work}/seg/pred_*"],   # its folders inside seg_train's out_dir, set aside on a re-run
                   report=[dict(label="DeepLab", split="val", metric="miou"),
                           dict(label="DeepLab + CRF", split="val", metric="miou_crf")]),
 )
