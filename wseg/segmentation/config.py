@@ -142,7 +142,8 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "label_filter_check": (None, "str?", "held-out labels of training images (label_train's --out_cv): the "
                                          "label_filter is used only where they are right more often than the labels "
                                          "the network's own MS+flip prediction implies on those images (each class "
-                                         "covering 1% of an image); else the test stays the published one"),
+                                         "covering 1% of an image; at most 1,000 of them, evenly spaced); else the "
+                                         "test stays the published one"),
     "crf": (True, "bool", "dense CRF on the averaged probabilities"),
     "crf_iters": (10, "int", "CRF mean-field iterations"),
     "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),

@@ -27,6 +27,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import numpy as np
+
 from wseg.errors import WsegError
 
 PREDICTION_SETTINGS = ".predictions.json"
@@ -57,6 +59,10 @@ def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str,
     return eval_stage.run(stage_parser(eval_stage)().parse_args(argv))
 
 
+#: the label filter's check predicts at most this many of the training images
+CHECK_IMAGES = 1000
+
+
 def _file_record(path: str) -> Dict[str, Any]:
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "mtime": round(os.path.getmtime(path), 3)}
 
@@ -81,6 +87,8 @@ def _label_filter(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
 
     held = read_label_file(check)
     train_ids = sorted(held)
+    if len(train_ids) > CHECK_IMAGES:                   # evenly spaced, e.g. 1,000 of VOC's 10,582
+        train_ids = [train_ids[i] for i in np.linspace(0, len(train_ids) - 1, CHECK_IMAGES).round().astype(int)]
     true = label_arrays(voc.cls_labels(train_ids), train_ids, k, voc.cls_labels_path())
     network = implied_image_labels(model, voc, train_ids, k, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std,
                                    device, bool(cfg.amp), int(cfg.num_workers), progress, mmseg, cfg.get("long_side"))
