@@ -13,14 +13,16 @@ labels alone (the weak labels; nothing else):
 - a 1x1 class layer at every position, pooled by log-sum-exp (LSE, Pinheiro & Collobert, CVPR 2015: average
   pooling as ``r -> 0``, max pooling as ``r -> inf``), so a class whose cue is a small part is not averaged away
   as under global average pooling; the maximum over the scales;
-- the multi-label soft-margin loss, Adam with the poly schedule, on the one training loop (resumable, the
+- the multi-label soft-margin loss, AdamW with the poly schedule, on the one training loop (resumable, the
   label-prior check of every trainer);
-- per image: the classes with ``sigmoid(logit) >= threshold``; an image with none keeps its best class (every
-  image of these datasets holds an object).
+- per image: the classes with ``sigmoid(logit) >= threshold`` (:func:`decide`); an image with none keeps its best
+  class (every image of these datasets holds an object).
 
-:func:`predict_labels` writes the ``cls_labels.npy`` format (``{id: multi-hot over the foreground classes}``), which
-``segmentation/test.py --set label_filter=<file>`` reads: :func:`restrict_to_classes` zeroes the probabilities of
-the other classes before the arg-max and the CRF.
+``scripts/label_train.py`` writes them in the ``cls_labels.npy`` format (``{id: multi-hot over the foreground
+classes}``), which ``segmentation/test.py --set label_filter=<file>`` reads: :func:`restrict_to_classes` zeroes the
+probabilities of the other classes before the arg-max and the CRF. :func:`filter_decision` is its check: filter
+only where the classifier's held-out labels of the training images beat those the network's prediction implies
+(:func:`implied_labels`).
 """
 from __future__ import annotations
 
@@ -139,8 +141,8 @@ def label_arrays(labels: Mapping[str, np.ndarray], ids: Sequence[str], num_class
     missing = [i for i in ids if i not in labels]
     if missing:
         raise WsegError(f"{path}: no image-level labels for {len(missing)} of {len(ids)} images (e.g. {missing[0]}); "
-                        "make them with scripts/make_cls_labels.py (voc12/make_cls_labels.py) or pass the list the "
-                        "file was written for")
+                        "write them for this list with scripts/label_train.py (predicted labels) or "
+                        "voc12/make_cls_labels.py (the dataset's own), or pass the list the file was written for")
     rows = np.stack([np.asarray(labels[i], np.float32).reshape(-1) for i in ids])
     if rows.shape[1] != num_classes:
         raise WsegError(f"{path}: {rows.shape[1]} classes per image, the dataset has {num_classes} foreground "
