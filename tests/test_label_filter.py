@@ -127,3 +127,16 @@ def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, 
         assert (r["miou"] == pytest.approx(r["miou_true_labels"])) if used else (r["miou"] == r["miou_unfiltered"])
     with pytest.raises(WsegError, match="set label_filter too"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter_check={check}"]))
+
+
+def test_the_report_marks_a_test_whose_check_kept_the_unfiltered_prediction():
+    from wseg.pipeline import Stage, report_markdown
+
+    rows = [{"label": "published", "metric": "miou_unfiltered"}, {"label": "filtered", "metric": "miou"}]
+    stages = [Stage("seg_test", "segmentation/test.py", ["--out_dir", "/w/seg"], report=rows)]
+    result = {"label_filter_used": False, "label_acc_network_train": 92.2, "label_acc_classifier_cv": 78.5}
+    results = {"seg_test": {"seconds": 1, "result": result, "metrics": {"miou": 55.0, "miou_unfiltered": 55.0}}}
+    table = report_markdown(stages, results)
+    assert "| published | " in table and "| filtered (not filtered: " in table and "92.2 % right" in table
+    result["label_filter_used"] = True
+    assert "not filtered" not in report_markdown(stages, results)

@@ -481,7 +481,8 @@ def val_selected_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> D
 def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
     """The stage-by-stage quality table (rows from the config's ``report`` entries) and the time table. Rows fed by
     a network that did not learn (see :func:`unlearned_sources`) or by a checkpoint chosen with the val ground
-    truth (:func:`val_selected_sources`) are marked."""
+    truth (:func:`val_selected_sources`) are marked, and so are a test's rows where its label filter's check kept
+    the unfiltered prediction."""
     bad = unlearned_sources(stages, results)
     by_val = val_selected_sources(stages, results)
     lines = ["| result | split | mIoU (%) | best bg threshold |", "|---|---|---:|---:|"]
@@ -493,6 +494,11 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
                 thr = f"{m['best_threshold']:.2f}" if "best_threshold" in m and key == "miou" else ""
                 mark = f" (fed by {bad[st.name]}, which did not learn)" if st.name in bad else ""
                 mark += " (checkpoint chosen with val ground truth)" if st.name in by_val else ""
+                res = results.get(st.name, {}).get("result") or {}
+                if res.get("label_filter_used") is False and key in ("miou", "miou_crf"):
+                    mark += (f" (not filtered: on the training images the network's own labels, "
+                             f"{res['label_acc_network_train']:.1f} % right, beat the classifier's "
+                             f"{res['label_acc_classifier_cv']:.1f} %)")
                 lines.append(f"| {row['label']}{mark} | {row.get('split', '')} | {m[key]:.2f} | {thr} |")
     for name in sorted(set(bad.values())):
         res = (results.get(name) or {}).get("result") or {}
