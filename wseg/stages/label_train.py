@@ -5,15 +5,16 @@ val, or test without ground truth) in the ``cls_labels.npy`` format for ``segmen
 label_filter=<file>``.
 
     python scripts/label_train.py --voc12_root VOC2012 --train_list train_aug --infer_list val \\
-        --weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params --session_name runs/labels --out_labels runs/labels/val.npy \\
-        --out_cv runs/labels/train_cv.npy
+        --weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params --session_name runs/labels \\
+        --out_labels runs/labels/val.npy --out_cv runs/labels/train_cv.npy
 
 Outputs: ``<session_name>.pth`` (backbone + class layer, with the scales and the LSE sharpness), ``_last.pth``
 (resume), ``.log``, ``_scalars.jsonl``; ``--out_labels`` (multi-hot per image) and ``<out_labels>_scores.npy``
 (the sigmoid scores); with ``--out_cv``, held-out labels of every training image from ``--cv_folds`` classifiers
 trained without their fold (``<session_name>_fold<k>.pth``), which ``segmentation/test.py``'s
-``label_filter_check`` compares with the network's own recognition. Label files are written atomically. Where the infer list has labels in ``cls_labels.npy`` the log and
-the result give the per-label accuracy, the share of images with every label right and the label prior's.
+``label_filter_check`` compares with the network's own recognition. Label files are written atomically. Where the
+infer list has labels in ``cls_labels.npy`` the log and the result give the per-label accuracy, the share of images
+with every label right and the label prior's.
 """
 from __future__ import annotations
 
