@@ -56,6 +56,7 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
     ``segmentation/test.py`` would test in ``out_dir``."""
     from wseg.data.voc import VOCRoot
     from wseg.io import load_mask_png
+    from wseg.label_filter import implied_labels
     from wseg.metrics import confusion_matrix
     from wseg.segmentation.data import InferenceImages
     from wseg.segmentation.models import build_model, load_segmentation_weights
@@ -95,9 +96,8 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
             named += objects_named(pred, gt, k)
             if toy is not None:
                 part_counts += part_outcomes(pred, gt, rendered_parts(toy, name, gt), k)
-            share = np.bincount(pred.ravel(), minlength=k) / pred.size
             true_lab.append(present[1:])
-            pred_lab.append(share[1:] >= min_share)
+            pred_lab.append(implied_labels(pred, k - 1, min_share) > 0)
     return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k,
             "parts": part_counts if toy is not None else None}
 

@@ -121,9 +121,10 @@ class StepSampler(Sampler):
 
 
 class SeededSamples(Dataset):
-    """``dataset[(index, seed)]``: the transform is reseeded (``transform.reseed(seed)``) before each sample."""
+    """``dataset[(index, seed)]``: the transform is reseeded (``transform.reseed(seed)``) before each sample; with no
+    transform (data without random draws, e.g. the stand-in corpus, cached features) the seed is unused."""
 
-    def __init__(self, base: Dataset, transform: Any):
+    def __init__(self, base: Dataset, transform: Any = None):
         self.base, self.transform = base, transform
 
     def __len__(self) -> int:
@@ -131,12 +132,14 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        self.transform.reseed(seed)
+        if self.transform is not None:
+            self.transform.reseed(seed)
         return self.base[index]
 
 
 class StepPlan:
-    """Per-sample seeds (:class:`StepSampler`) and a per-iteration re-seed of the process-wide RNG (dropout)."""
+    """Per-sample seeds (:class:`StepSampler`) and a per-iteration re-seed of the process-wide RNG (dropout).
+    ``transform``: the dataset's augmentation, reseeded per sample, or None (:class:`SeededSamples`)."""
 
     resumable_mid_epoch = True
 

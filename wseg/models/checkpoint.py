@@ -128,12 +128,13 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches, file vs model ({_listing(shapes)})")
         required = {k: v for k, v in own.items() if k not in allowed and not _matches(k, allow_missing)}
-        wrapped = None if any(k in state for k in required) else _wrapping_prefix(required, state)
+        none_as_named = not any(k in state for k in required)
+        wrapped = _wrapping_prefix(required, state) if none_as_named else None
         if wrapped:  # none of this network's keys as they are, all of them under one prefix
             raise WsegError(f"{source}: holds a larger network (e.g. a segmentation network) whose '{wrapped}*' keys "
                             f"name this {type(model).__name__}'s, not {type(model).__name__} weights; pass the weights "
                             "this stage starts from (ImageNet or stand-in backbone, or a network of this stage)")
-        inner = None if any(k in state for k in required) else _inner_prefix(required, state)
+        inner = _inner_prefix(required, state) if none_as_named else None
         if inner:  # none of this network's keys as they are, but all of its '<inner>*' part without the prefix
             raise WsegError(f"{source}: holds only the '{inner}*' part of a {type(model).__name__} (e.g. ImageNet, "
                             f"stand-in or another stage's weights for its backbone), not a whole one; pass it as "

@@ -148,6 +148,23 @@ def _crf_save(img: np.ndarray, probs: np.ndarray, params: Mapping[str, float], p
     save_mask_png(path, np.argmax(crf_refine(img, probs, params), 0).astype(np.uint8))
 
 
+def _test_images(voc: VOCRoot, ids: Sequence[str], scales: Sequence[float], mean: Sequence[float],
+                 std: Sequence[float], long_side: Optional[int], mmseg: Optional[MMSegTest]):
+    """The test's ``(image, inputs)`` dataset: mmseg's views with ``mmseg``, else the published multi-scale ones."""
+    if mmseg is not None:
+        return MMSegInferenceImages(voc, ids, mmseg, mean, std)
+    return InferenceImages(voc, ids, scales, mean, std, long_side)
+
+
+def _probs_and_pred(model: torch.nn.Module, inputs, size: Tuple[int, int], flip: bool, device, amp: bool,
+                    mmseg: Optional[MMSegTest]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(C, H, W)`` probabilities at ``size`` and their arg-max: mmseg's test with ``mmseg``, else MS+flip."""
+    if mmseg is not None:
+        return mmseg_predict(model, inputs, size, mmseg, device, amp)
+    probs = ms_flip_probs(model, inputs, size, flip, device, amp)
+    return probs, probs.argmax(0)
+
+
 def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_dir: str, scales: Sequence[float],
                   flip: bool = True, crf: Optional[Mapping[str, float]] = None,
                   mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -187,11 +204,7 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     if todo:
         def process(image_id: str, sample) -> None:
             img, inputs = sample
-            if mmseg is not None:
-                probs, pred = mmseg_predict(model, inputs, img.shape[:2], mmseg, device, amp)
-            else:
-                probs = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp)
-                pred = probs.argmax(0)
+            probs, pred = _probs_and_pred(model, inputs, img.shape[:2], flip, device, amp, mmseg)
             if true_label_dir:
                 save_mask_png(os.path.join(true_label_dir, image_id + ".png"),
                               true_label_argmax(probs, load_mask_png(voc.mask_path(image_id))))
@@ -210,8 +223,7 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                 pool.submit(image_id, _crf_save, img, probs.cpu().numpy(), dict(crf), path)
 
         with WorkerPool(crf_workers if crf is not None and crf_workers > 1 else 0, failures) as pool:
-            data = (MMSegInferenceImages(voc, todo, mmseg, mean, std) if mmseg is not None else
-                    InferenceImages(voc, todo, scales, mean, std, long_side))
+            data = _test_images(voc, todo, scales, mean, std, long_side, mmseg)
             done = run_images(data, todo, process, failures, num_workers, desc="predict" if progress else "")
             pool.drain("crf" if progress else None)
     failures.check(len(todo))
@@ -237,14 +249,10 @@ def implied_image_labels(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str
 
     def process(image_id: str, sample) -> None:
         img, inputs = sample
-        if mmseg is not None:
-            pred = mmseg_predict(model, inputs, img.shape[:2], mmseg, device, amp)[1]
-        else:
-            pred = ms_flip_probs(model, inputs, img.shape[:2], flip, device, amp).argmax(0)
+        pred = _probs_and_pred(model, inputs, img.shape[:2], flip, device, amp, mmseg)[1]
         rows[image_id] = implied_labels(pred.cpu().numpy(), num_classes)
 
-    data = (MMSegInferenceImages(voc, ids, mmseg, mean, std) if mmseg is not None else
-            InferenceImages(voc, ids, scales, mean, std, long_side))
+    data = _test_images(voc, ids, scales, mean, std, long_side, mmseg)
     run_images(data, list(ids), process, failures, num_workers, desc="implied labels" if progress else "")
     failures.check(len(ids))
     return np.stack([rows[i] for i in ids])

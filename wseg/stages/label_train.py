@@ -104,24 +104,6 @@ def _known_labels(voc, ids, num_classes: int):
         return None
 
 
-class _Indices(torch.utils.data.Dataset):
-    """Positions into the feature bank (the trainer's data plan draws batches of them)."""
-
-    def __init__(self, idx):
-        self.idx = list(idx)
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int) -> int:
-        return self.idx[i]
-
-
-class _NoAugment:
-    def reseed(self, seed: int) -> None:
-        pass
-
-
 def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix: str, desc: str) -> dict:
     """Train ``model``'s class layer on the bank's images ``idx`` (labels ``y[idx]``) on the one training loop
     (resumable from ``<prefix>_last.pth``, the label-prior check); saves ``<prefix>.pth``."""
@@ -131,7 +113,8 @@ def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix
     from wseg.engine.trainer import Trainer, multilabel_prior_loss
     from wseg.models.checkpoint import save_state_dict
 
-    plan = StepPlan(_Indices(idx), _NoAugment(), min(args.batch_size, len(idx)), args.seed, 0, dist,
+    # the plan draws batches of positions into the feature bank (a list is a map-style dataset)
+    plan = StepPlan(list(idx), None, min(args.batch_size, len(idx)), args.seed, 0, dist,
                     collate_fn=lambda batch: batch)
     target = torch.from_numpy(y).to(dist.device)
 
@@ -156,6 +139,7 @@ def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix
 
 
 def _save_table(path: str, table: dict) -> None:
+    """``np.save`` of a dict, atomically (parent folders are made)."""
     from wseg.io import atomic_path
 
     with atomic_path(path) as tmp:
@@ -225,7 +209,6 @@ def run(args: argparse.Namespace) -> dict:
                                                    0), args.progress)
         pred = {i: decide(s, args.threshold) for i, s in scores.items()}
         path = out_path(args, name)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         _save_table(path[:-4] + SCORES_SUFFIX, scores)
         _save_table(path, pred)
         entry = {"path": path, "images": len(infer_ids)}

@@ -71,13 +71,6 @@ class Classifier(nn.Module):
         return torch.split(self.fc(feats[self.backbone.levels[-1]].mean((2, 3))), self.factors, 1)
 
 
-class _NoAugment:
-    """The corpus draws each image from its index; nothing to re-seed."""
-
-    def reseed(self, seed: int) -> None:
-        pass
-
-
 @torch.no_grad()
 def heldout_accuracy(model: nn.Module, corpus, device: torch.device, batch_size: int = 128) -> Dict[str, float]:
     """Held-out accuracies (percent): ``top1`` (every factor right: the class) and one per factor."""
@@ -144,7 +137,8 @@ def run(args: argparse.Namespace) -> dict:
     optimizer = build_optimizer(args.optimizer, [{"params": decay, "lr": args.lr, "weight_decay": args.wt_dec},
                                                  {"params": no_decay, "lr": args.lr, "weight_decay": 0.0}],
                                 args.lr, args.wt_dec, momentum=0.9)
-    plan = StepPlan(train_set, _NoAugment(), args.batch_size, args.seed, args.num_workers, dist)
+    # the corpus draws each image from its index: no augmentation to re-seed
+    plan = StepPlan(train_set, None, args.batch_size, args.seed, args.num_workers, dist)
 
     def step(net, batch, ctx):
         x, y = batch
