@@ -11,6 +11,7 @@ demo config's test, which keeps the classes of its image-label classifier (``lab
 same network's unfiltered prediction (the two are equal for a config without ``label_filter``).
 
     python benchmarks/bench_robustness.py [--only small_part] [--work_root runs/robust] [--upper_bound]
+    python benchmarks/bench_robustness.py --work_root runs/extra --datasets small_part:505 small_part:606
 """
 import argparse
 import json
@@ -128,13 +129,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work_root", default="runs/robust")
     p.add_argument("--only", nargs="+", default=None, help="presets to run")
+    p.add_argument("--datasets", nargs="+", default=None, metavar="PRESET:SEED",
+                   help="run these instead of the fixed list (e.g. more seeds of a preset, made after a change)")
     p.add_argument("--config", default="scripts/pipelines/demo.py")
     p.add_argument("--upper_bound", action="store_true",
                    help="also train the demo's DeepLab on the ground truth (scripts/pipelines/demo_zoo.py stages "
                         f"{' '.join(UPPER_BOUND_STAGES)}): what it reaches fully supervised at the same budget")
     args = p.parse_args(argv)
     summary = []
-    for preset, seed in DATASETS:
+    try:
+        datasets = [(d.split(":")[0], int(d.split(":")[1])) for d in args.datasets] if args.datasets else DATASETS
+    except (IndexError, ValueError):
+        p.error(f"--datasets {' '.join(args.datasets)}: give PRESET:SEED items, e.g. small_part:505")
+    for preset, seed in datasets:
         if args.only and preset not in args.only:
             continue
         work = os.path.join(args.work_root, f"{preset}_{seed}")
