@@ -1,6 +1,6 @@
 """The image-label classifier (scripts/label_train.py, wseg.label_filter) and the segmentation test's label_filter:
 LSE pooling between average and max, the class restriction, training that beats the label prior and resumes,
-the written labels, and one-line errors for bad label files."""
+the written labels, the check on the training images, and one-line errors for bad label files."""
 import os
 
 import numpy as np
@@ -99,8 +99,8 @@ def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, 
             f"label_filter={path}"]
     r = TEST.run(TEST.build_parser().parse_args(argv))
     # the true labels as the filter: the filtered test is the true-label diagnostic; the published one is scored too
-    assert r["miou"] == pytest.approx(r["miou_true_labels"]) and "miou_unfiltered" in r
-    assert os.path.isdir(r["pred_dir"] + "_unfiltered")
+    assert r["miou"] == pytest.approx(r["miou_true_labels"]) and "miou_published" in r
+    assert os.path.isdir(r["pred_dir"] + "_published")
     # a file that lacks an image, is not a dict, or has another class count: one line naming it
     np.save(path, {val[0]: true[val[0]]}, allow_pickle=True)
     with pytest.raises(WsegError, match=f"{path}: no image-level labels for 3 of 4"):
@@ -113,30 +113,38 @@ def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, 
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={path}"]))
     with pytest.raises(WsegError, match="no such label file"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={tmp_path / 'nope.npy'}"]))
-    # the check on training images: a classifier right on every training image filters, one always wrong does not
+    # the check on training images (scored against their masks): a classifier right on every training image
+    # filters, one always wrong does not
     np.save(path, {i: true[i] for i in val}, allow_pickle=True)
     train = [line.strip() for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "train.txt"))]
-    for name, held, used in (("right", {i: true[i] for i in train}, True),
-                             ("wrong", {i: 1 - true[i] for i in train}, False)):
+    # (this 4-iteration network calls everything background at x1; at x0.1 its classes come out, and the right
+    # labels then score better; at x1 the always-wrong ones tie with the unfiltered test, which wins ties)
+    for name, held, used, scale in (("right", {i: true[i] for i in train}, True, 0.1),
+                                    ("wrong", {i: 1 - true[i] for i in train}, False, 1.0)):
         check = str(tmp_path / f"{name}.npy")
         np.save(check, held, allow_pickle=True)
-        r = TEST.run(TEST.build_parser().parse_args(argv + [f"label_filter_check={check}",
+        r = TEST.run(TEST.build_parser().parse_args(argv + [f"label_filter_check={check}", f"bg_scale={scale}",
                                                             f"pred_dir={tmp_path / name}"]))
-        assert r["label_filter_used"] is used and r["label_acc_classifier_cv"] == (100.0 if used else 0.0)
-        assert 0 <= r["label_acc_network_train"] <= 100
-        assert (r["miou"] == pytest.approx(r["miou_true_labels"])) if used else (r["miou"] == r["miou_unfiltered"])
+        assert r["label_filter_used"] is used and r["train_images"] == len(train) and r["bg_scale"] == scale
+        assert (r["train_miou_filtered"] > r["train_miou_unfiltered"]) if used else \
+            (r["train_miou_unfiltered"] >= r["train_miou_filtered"])
+        assert r["train_miou"] == max(r["train_miou_filtered"], r["train_miou_unfiltered"])
+        assert (r["miou"] == pytest.approx(r["miou_true_labels"])) if used else (r["miou"] == r["miou_published"])
     with pytest.raises(WsegError, match="set label_filter too"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter_check={check}"]))
 
 
-def test_the_report_marks_a_test_whose_check_kept_the_unfiltered_prediction():
+def test_the_report_marks_the_tests_background_factor_and_a_kept_unfiltered_prediction():
     from wseg.pipeline import Stage, report_markdown
 
-    rows = [{"label": "published", "metric": "miou_unfiltered"}, {"label": "filtered", "metric": "miou"}]
+    rows = [{"label": "published", "metric": "miou_published"}, {"label": "filtered", "metric": "miou"}]
     stages = [Stage("seg_test", "segmentation/test.py", ["--out_dir", "/w/seg"], report=rows)]
-    result = {"label_filter_used": False, "label_acc_network_train": 92.2, "label_acc_classifier_cv": 78.5}
-    results = {"seg_test": {"seconds": 1, "result": result, "metrics": {"miou": 55.0, "miou_unfiltered": 55.0}}}
+    result = {"label_filter_used": False, "train_miou_unfiltered": 62.1, "train_miou_filtered": 41.9}
+    results = {"seg_test": {"seconds": 1, "result": result, "metrics": {"miou": 55.0, "miou_published": 55.0}}}
     table = report_markdown(stages, results)
-    assert "| published | " in table and "| filtered (not filtered: " in table and "92.2 % right" in table
+    assert "| published | " in table and "| filtered (not filtered: " in table and "scored 62.1 mIoU" in table
     result["label_filter_used"] = True
-    assert "not filtered" not in report_markdown(stages, results)
+    assert "not filtered" not in report_markdown(stages, results) and "background x" not in table
+    result["bg_scale"] = 0.25                            # the chosen background factor is named on the test's rows
+    table = report_markdown(stages, results)
+    assert "| filtered (background x0.25) | " in table and "| published | " in table

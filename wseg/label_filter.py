@@ -20,9 +20,9 @@ labels alone (the weak labels; nothing else):
 
 ``scripts/label_train.py`` writes them in the ``cls_labels.npy`` format (``{id: multi-hot over the foreground
 classes}``), which ``segmentation/test.py --set label_filter=<file>`` reads: :func:`restrict_to_classes` zeroes the
-probabilities of the other classes before the arg-max and the CRF. :func:`filter_decision` is its check: filter
-only where the classifier's held-out labels of the training images beat those the network's prediction implies
-(:func:`implied_labels`).
+probabilities of the other classes before the arg-max and the CRF. Its check (``label_filter_check``,
+:mod:`wseg.segmentation.calibration`) filters only where the test filtered by the classifier's held-out labels of
+the training images scores better on them than the unfiltered one.
 """
 from __future__ import annotations
 
@@ -203,17 +203,6 @@ def implied_labels(pred: np.ndarray, num_classes: int, min_share: float = 0.01) 
     return (share >= min_share).astype(np.float32)
 
 
-def filter_decision(classifier: np.ndarray, network: np.ndarray, true: np.ndarray) -> Dict[str, float]:
-    """Use the filter? Only where the classifier's held-out labels of the training images are right more often than
-    the labels the segmentation network's own predictions imply on them: ``{"use", "classifier_acc",
-    "network_acc"}`` (per-label accuracies, percent). A classifier worse than the network's own recognition (e.g.
-    where whole objects tell the classes apart and the frozen features see textures better than shapes) would only
-    remove right classes."""
-    acc_c = float((classifier == true).mean()) * 100
-    acc_n = float((network == true).mean()) * 100
-    return {"use": acc_c > acc_n, "classifier_acc": acc_c, "network_acc": acc_n}
-
-
 def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float = 0.0) -> torch.Tensor:
     """``scores (C, H, W)`` with the foreground classes absent from ``present`` (multi-hot over the ``C - 1``
     foreground classes) set to ``fill`` (0 for probabilities, ``-inf`` for logits); background always stays. The
@@ -224,5 +213,5 @@ def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float =
     return scores.masked_fill(~keep[:, None, None], fill)
 
 
-__all__ = ["FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "filter_decision", "implied_labels",
+__all__ = ["FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "implied_labels",
            "label_arrays", "label_scores", "predict_labels", "read_label_file", "restrict_to_classes"]

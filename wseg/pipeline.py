@@ -45,7 +45,7 @@ STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root
 TOP_KEYS = ("description", "dataset", "stages")
 DATASET_KEYS = ("root", "classes", "train_list", "infer_list", "eval_list", "val_list")
 #: What the report may show of a stage's result (quality numbers, never timings).
-METRIC_KEYS = ("miou", "miou_crf", "miou_unfiltered", "miou_true_labels", "best_threshold", "fp", "fn",
+METRIC_KEYS = ("miou", "miou_crf", "miou_published", "miou_true_labels", "best_threshold", "fp", "fn",
                "precision", "recall", "pixel_acc", "num_classes")
 
 
@@ -481,8 +481,8 @@ def val_selected_sources(stages: Sequence[Stage], results: Dict[str, dict]) -> D
 def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
     """The stage-by-stage quality table (rows from the config's ``report`` entries) and the time table. Rows fed by
     a network that did not learn (see :func:`unlearned_sources`) or by a checkpoint chosen with the val ground
-    truth (:func:`val_selected_sources`) are marked, and so are a test's rows where its label filter's check kept
-    the unfiltered prediction."""
+    truth (:func:`val_selected_sources`) are marked, and so are a test's rows with a background scale (its factor)
+    and those where its label filter's check kept the unfiltered prediction."""
     bad = unlearned_sources(stages, results)
     by_val = val_selected_sources(stages, results)
     lines = ["| result | split | mIoU (%) | best bg threshold |", "|---|---|---:|---:|"]
@@ -495,10 +495,12 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
                 mark = f" (fed by {bad[st.name]}, which did not learn)" if st.name in bad else ""
                 mark += " (checkpoint chosen with val ground truth)" if st.name in by_val else ""
                 res = results.get(st.name, {}).get("result") or {}
+                if res.get("bg_scale", 1) != 1 and key in ("miou", "miou_crf", "miou_true_labels"):
+                    mark += f" (background x{res['bg_scale']:g})"
                 if res.get("label_filter_used") is False and key in ("miou", "miou_crf"):
-                    mark += (f" (not filtered: on the training images the network's own labels, "
-                             f"{res['label_acc_network_train']:.1f} % right, beat the classifier's "
-                             f"{res['label_acc_classifier_cv']:.1f} %)")
+                    mark += (f" (not filtered: on the training images the unfiltered test scored "
+                             f"{res['train_miou_unfiltered']:.1f} mIoU against the training masks, the filtered "
+                             f"{res['train_miou_filtered']:.1f})")
                 lines.append(f"| {row['label']}{mark} | {row.get('split', '')} | {m[key]:.2f} | {thr} |")
     for name in sorted(set(bad.values())):
         res = (results.get(name) or {}).get("result") or {}

@@ -138,6 +138,10 @@ def check_test_config(cfg: Mapping[str, Any]) -> None:
     if cfg.get("label_filter_check") and not cfg.get("label_filter"):
         raise WsegError(f"label_filter_check {cfg['label_filter_check']}: set label_filter too (the labels to keep), "
                         "or drop label_filter_check")
+    from wseg.segmentation.calibration import bg_scale_setting, check_grid
+
+    if bg_scale_setting(cfg.get("bg_scale", 1.0)) is None:
+        check_grid(cfg.get("bg_scale_grid") or [])
     _check_root(cfg)
 
 

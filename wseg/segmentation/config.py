@@ -135,15 +135,21 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
     "test_true_labels": (False, "bool", "labelled split: also score the MS+flip prediction given each image's true "
                                         "labels (absent classes dropped before the arg-max, as the pseudo masks "
                                         "are scored): recognition solved, localisation as it is (wseg diagnostic)"),
+    "bg_scale": (1.0, "str", "the background probability times this factor before the arg-max and the CRF (1: "
+                             "the published test), or auto: the factor of bg_scale_grid whose test scores best on "
+                             "the training images (at most 1,000) against the masks the network learned from "
+                             "(pseudo_mask_dir). wseg addition, README: 'The test's background scale'"),
+    "bg_scale_grid": ([1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.07, 0.05], "list[float]",
+                      "the factors bg_scale=auto tries"),
     "label_filter": (None, "str?", "image labels to keep (cls_labels.npy format, e.g. scripts/label_train.py's "
                                    "--out_labels): the other classes' probabilities are zeroed before the arg-max "
-                                   "and the CRF; the unfiltered arg-max is scored too (miou_unfiltered). wseg "
+                                   "and the CRF; the published arg-max is scored too (miou_published). wseg "
                                    "addition (RS+EPM's inference filters by its classifier); none: off, as published"),
     "label_filter_check": (None, "str?", "held-out labels of training images (label_train's --out_cv): the "
-                                         "label_filter is used only where they are right more often than the labels "
-                                         "the network's own MS+flip prediction implies on those images (each class "
-                                         "covering 1% of an image; at most 1,000 of them, evenly spaced); else the "
-                                         "test stays the published one"),
+                                         "label_filter is used only where the test filtered by these labels scores "
+                                         "better on those images (at most 1,000) than the unfiltered one, against "
+                                         "the masks the network learned from (pseudo_mask_dir); chosen together "
+                                         "with bg_scale=auto"),
     "crf": (True, "bool", "dense CRF on the averaged probabilities"),
     "crf_iters": (10, "int", "CRF mean-field iterations"),
     "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),

@@ -172,8 +172,8 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                   crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
                   on_error: str = "skip", mmseg: Optional[MMSegTest] = None,
                   long_side: Optional[int] = None, true_label_dir: Optional[str] = None,
-                  class_filter: Optional[Mapping[str, np.ndarray]] = None,
-                  unfiltered_dir: Optional[str] = None) -> Dict[str, Any]:
+                  class_filter: Optional[Mapping[str, np.ndarray]] = None, bg_scale: float = 1.0,
+                  published_dir: Optional[str] = None) -> Dict[str, Any]:
     """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
     and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`). With ``mmseg``, mmseg's
     test instead (:func:`mmseg_predict`; ``scales``/``flip`` are then ``mmseg``'s). ``long_side``: the scales
@@ -182,19 +182,22 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
     while the network goes on. ``true_label_dir`` (optional, labelled splits) also receives the arg-max over only
-    the classes of each image's ground truth (:func:`true_label_argmax`). ``class_filter`` (``{id: multi-hot over
-    the foreground classes}``, :mod:`wseg.label_filter`) zeroes the other classes' probabilities before the arg-max
-    and the CRF; ``unfiltered_dir`` then receives the arg-max without it. Returns ``{"num_images", "predicted",
-    "seconds", "images_per_s"}``.
+    the classes of each image's ground truth (:func:`true_label_argmax`). ``bg_scale`` multiplies the background
+    probability and ``class_filter`` (``{id: multi-hot over the foreground classes}``, :mod:`wseg.label_filter`)
+    zeroes the other classes' probabilities, before the arg-max and the CRF (wseg additions,
+    :mod:`wseg.segmentation.calibration`); ``published_dir`` then receives the arg-max without either. Returns
+    ``{"num_images", "predicted", "seconds", "images_per_s"}``.
     """
+    from wseg.label_filter import restrict_to_classes
     from wseg.parallel import WorkerPool
+    from wseg.segmentation.calibration import scale_background
 
     device = device or next(model.parameters()).device
     plain_dir = plain_dir if crf is not None else None
-    unfiltered_dir = unfiltered_dir if class_filter is not None else None
+    published_dir = published_dir if class_filter is not None or bg_scale != 1 else None
     todo = pending_shard(ids, [(out_dir, ".png"), (plain_dir, ".png"), (true_label_dir, ".png"),
-                               (unfiltered_dir, ".png")])
-    for d in (out_dir, plain_dir, true_label_dir, unfiltered_dir):
+                               (published_dir, ".png")])
+    for d in (out_dir, plain_dir, true_label_dir, published_dir):
         if d:
             os.makedirs(d, exist_ok=True)
     model.eval()
@@ -205,14 +208,15 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
         def process(image_id: str, sample) -> None:
             img, inputs = sample
             probs, pred = _probs_and_pred(model, inputs, img.shape[:2], flip, device, amp, mmseg)
+            if published_dir:
+                save_mask_png(os.path.join(published_dir, image_id + ".png"), pred.to(torch.uint8).cpu().numpy())
+            if bg_scale != 1:
+                probs = scale_background(probs, bg_scale)
+                pred = probs.argmax(0)
             if true_label_dir:
                 save_mask_png(os.path.join(true_label_dir, image_id + ".png"),
                               true_label_argmax(probs, load_mask_png(voc.mask_path(image_id))))
             if class_filter is not None:
-                from wseg.label_filter import restrict_to_classes
-
-                if unfiltered_dir:
-                    save_mask_png(os.path.join(unfiltered_dir, image_id + ".png"), pred.to(torch.uint8).cpu().numpy())
                 probs = restrict_to_classes(probs, class_filter[image_id])
                 pred = probs.argmax(0)
             path = os.path.join(out_dir, image_id + ".png")
@@ -233,29 +237,44 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
 
 
 @torch.no_grad()
-def implied_image_labels(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], num_classes: int,
-                         scales: Sequence[float], flip: bool = True, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                         std: Sequence[float] = (0.229, 0.224, 0.225), device: Optional[torch.device] = None,
-                         amp: bool = False, num_workers: int = 0, progress: bool = True,
-                         mmseg: Optional[MMSegTest] = None, long_side: Optional[int] = None) -> np.ndarray:
-    """``(N, K)`` image labels implied by the network's MS+flip arg-max on ``ids`` (each foreground class covering
-    1 % of the image, :func:`wseg.label_filter.implied_labels`); the label filter's check on training images."""
-    from wseg.label_filter import implied_labels
+def training_image_confusions(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], masks: Mapping[str, str],
+                              candidates: Mapping[str, Optional[Mapping[str, np.ndarray]]], factors: Sequence[float],
+                              scales: Sequence[float], flip: bool = True,
+                              mean: Sequence[float] = (0.485, 0.456, 0.406),
+                              std: Sequence[float] = (0.229, 0.224, 0.225), device: Optional[torch.device] = None,
+                              amp: bool = False, num_workers: int = 0, progress: bool = True,
+                              mmseg: Optional[MMSegTest] = None, long_side: Optional[int] = None
+                              ) -> Dict[str, np.ndarray]:
+    """``{candidate: (n, C + 1, C + 1) confusions}``: the test's prediction of ``ids`` (MS+flip or mmseg's) against
+    ``masks`` (``{id: mask PNG path}``), for each candidate (``None``: unfiltered; else ``{id: multi-hot labels}``
+    of the label filter) at each background factor (ascending), from one pass (:mod:`wseg.segmentation.calibration`).
+    """
+    from wseg.label_filter import restrict_to_classes
+    from wseg.metrics import histogram_to_confusions
+    from wseg.segmentation.calibration import factor_histogram
 
     device = device or next(model.parameters()).device
     model.eval()
-    rows: Dict[str, np.ndarray] = {}
-    failures = Failures("implied labels", "stop")
+    grid = np.asarray(factors, np.float32)
+    k = voc.spec.num_classes
+    hist = {name: np.zeros((len(grid) + 1, k + 1, k + 1), np.int64) for name in candidates}
+    failures = Failures("background scale / label filter check", "stop")
 
     def process(image_id: str, sample) -> None:
         img, inputs = sample
-        pred = _probs_and_pred(model, inputs, img.shape[:2], flip, device, amp, mmseg)[1]
-        rows[image_id] = implied_labels(pred.cpu().numpy(), num_classes)
+        probs = _probs_and_pred(model, inputs, img.shape[:2], flip, device, amp, mmseg)[0]
+        mask = load_mask_png(masks[image_id])
+        if mask.shape != img.shape[:2]:
+            raise WsegError(f"{masks[image_id]}: mask {mask.shape[1]}x{mask.shape[0]} for an image of "
+                            f"{img.shape[1]}x{img.shape[0]}; pass the masks made for this dataset")
+        for name, labels in candidates.items():
+            p = probs if labels is None else restrict_to_classes(probs, labels[image_id])
+            hist[name] += factor_histogram(p, mask, grid, k)
 
     data = _test_images(voc, ids, scales, mean, std, long_side, mmseg)
-    run_images(data, list(ids), process, failures, num_workers, desc="implied labels" if progress else "")
+    run_images(data, list(ids), process, failures, num_workers, desc="training images" if progress else "")
     failures.check(len(ids))
-    return np.stack([rows[i] for i in ids])
+    return {name: histogram_to_confusions(h) for name, h in hist.items()}
 
 
 def true_label_argmax(probs: torch.Tensor, gt: np.ndarray) -> np.ndarray:

@@ -16,11 +16,13 @@ test resize to ``img_scale``, ``test_mode`` whole or slide (``test_crop``/``test
 ``test_flip`` with the mean of the softmaxes, then the optional CRF. ``test_scales=[1.0] test_flip=False
 crf=False`` is mmseg 1.2.2's own single-scale ``inference`` of the config, PNG for PNG.
 
-``label_filter`` (a wseg addition, off by default as published) names predicted image labels
-(:mod:`wseg.label_filter`, ``scripts/label_train.py``): every other class is dropped before the arg-max and the CRF,
-and the unfiltered arg-max goes to ``<plain folder>_unfiltered`` and is scored as ``miou_unfiltered``. With
-``label_filter_check`` (held-out labels of training images, ``label_train.py --out_cv``) the filter is used only
-where those are right more often than the labels the network's own prediction implies on the same images.
+Two wseg additions, off by default as published (:mod:`wseg.segmentation.calibration`): ``bg_scale`` multiplies
+the background probability before the arg-max and the CRF, and ``label_filter`` names predicted image labels
+(:mod:`wseg.label_filter`, ``scripts/label_train.py``) whose other classes are dropped. ``bg_scale=auto`` and
+``label_filter_check`` (held-out labels of training images, ``label_train.py --out_cv``) choose the factor and
+whether to filter on the training images, against the masks the network was trained on (``pseudo_mask_dir``).
+With either addition in use the published arg-max goes to ``<plain folder>_published`` and is scored as
+``miou_published``.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def evaluate(cfg, voc, ids_list: str, pred_dir: str, out_dir: str, comment: str,
     return eval_stage.run(stage_parser(eval_stage)().parse_args(argv))
 
 
-#: the label filter's check predicts at most this many of the training images
+#: the background scale's and the label filter check's choice predicts at most this many of the training images
 CHECK_IMAGES = 1000
 
 
@@ -67,45 +69,81 @@ def _file_record(path: str) -> Dict[str, Any]:
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "mtime": round(os.path.getmtime(path), 3)}
 
 
-def _label_filter(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: bool
-                  ) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any], Dict[str, Any]]:
-    """``label_filter``'s labels of ``ids`` (every id must be there), or None where there is none or
-    ``label_filter_check`` finds the network's own recognition of the training images better; what the folder
-    records say of it; the check's numbers."""
+def _training_masks(cfg, voc, ids: Sequence[str]) -> Dict[str, str]:
+    """The masks the network was trained on (``pseudo_mask_dir``, else the dataset's own) of ``ids``."""
+    folder = cfg.get("pseudo_mask_dir")
+    paths = {i: os.path.join(folder, i + ".png") if folder else voc.mask_path(i) for i in ids}
+    missing = [i for i, p in paths.items() if not p or not os.path.isfile(p)]
+    if missing:
+        where = folder or "the dataset's SegmentationClass"
+        raise WsegError(f"{where}: no training mask for {len(missing)} of {len(ids)} training images (e.g. "
+                        f"{missing[0]}); bg_scale=auto and label_filter_check score the test on the training images "
+                        "against the masks the network learned from: set pseudo_mask_dir to them (as in training)")
+    return paths
+
+
+def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: bool
+                  ) -> Tuple[Optional[Dict[str, Any]], float, Dict[str, Any], Dict[str, Any]]:
+    """The test's label filter (``label_filter``'s labels of ``ids``, or None) and background factor, chosen on the
+    training images where ``bg_scale`` is ``auto`` or ``label_filter_check`` is set
+    (:mod:`wseg.segmentation.calibration`); what the folder records say of them; the choice's numbers."""
     from wseg.engine.runtime import LOG
-    from wseg.label_filter import filter_decision, label_arrays, read_label_file
+    from wseg.label_filter import label_arrays, read_label_file
+    from wseg.segmentation.calibration import FILTERED, UNFILTERED, bg_scale_setting, choose
 
     path, check = cfg.get("label_filter"), cfg.get("label_filter_check")
-    if not path:                        # (label_filter_check alone is refused by check_test_config)
-        return None, {}, {}
+    fixed = bg_scale_setting(cfg.get("bg_scale", 1.0))
     k = voc.spec.num_classes - 1
-    rows = label_arrays(read_label_file(path), ids, k, path)
-    record: Dict[str, Any] = {"label_filter": _file_record(path)}
-    if not check:
-        return dict(zip(ids, rows)), record, {}
-    from wseg.segmentation.predict import implied_image_labels
+    record: Dict[str, Any] = {}
+    labels = None
+    if path:
+        labels = dict(zip(ids, label_arrays(read_label_file(path), ids, k, path)))
+        record["label_filter"] = _file_record(path)
+    if fixed is not None and not check:
+        if fixed != 1:
+            record["bg_scale"] = fixed
+        return labels, fixed, record, ({"bg_scale": fixed} if fixed != 1 else {})
+    from wseg.segmentation.predict import training_image_confusions
 
-    held = read_label_file(check)
-    train_ids = sorted(held)
+    # the candidates: the unfiltered test; the filtered one by the classifier's held-out labels of the training
+    # images (label_filter_check), or, with the filter always on, by their own image-level labels
+    held = read_label_file(check) if check else None
+    train_ids = sorted(held) if check else voc.ids(cfg.train_list)
     if len(train_ids) > CHECK_IMAGES:                   # evenly spaced, e.g. 1,000 of VOC's 10,582
         train_ids = [train_ids[i] for i in np.linspace(0, len(train_ids) - 1, CHECK_IMAGES).round().astype(int)]
-    true = label_arrays(voc.cls_labels(train_ids), train_ids, k, voc.cls_labels_path())
-    network = implied_image_labels(model, voc, train_ids, k, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std,
-                                   device, bool(cfg.amp), int(cfg.num_workers), progress, mmseg, cfg.get("long_side"))
-    decision = filter_decision(label_arrays(held, train_ids, k, check), network, true)
-    LOG.info("label filter check on %d training images: the classifier's held-out labels %.1f%% right per label, the "
-             "network's own %.1f%%: %s", len(train_ids), decision["classifier_acc"], decision["network_acc"],
-             "filtering" if decision["use"] else "not filtering (the published test)")
-    record["label_filter"]["check"] = {**_file_record(check), "use": bool(decision["use"])}
-    numbers = {"label_filter_used": bool(decision["use"]), "label_acc_classifier_cv": decision["classifier_acc"],
-               "label_acc_network_train": decision["network_acc"]}
-    return (dict(zip(ids, rows)) if decision["use"] else None), record, numbers
+    candidates: Dict[str, Any] = {}
+    if not path or check:
+        candidates[UNFILTERED] = None
+    if path:
+        source, where = (held, check) if check else (voc.cls_labels(train_ids), voc.cls_labels_path())
+        candidates[FILTERED] = dict(zip(train_ids, label_arrays(source, train_ids, k, where)))
+    factors = sorted({fixed} if fixed is not None else {float(f) for f in cfg.bg_scale_grid})
+    confs = training_image_confusions(model, voc, train_ids, _training_masks(cfg, voc, train_ids), candidates,
+                                      factors, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std, device,
+                                      bool(cfg.amp), int(cfg.num_workers), progress, mmseg, cfg.get("long_side"))
+    best = choose(confs, factors)
+    for name, curve in best["curve"].items():
+        LOG.info("training images (%d), %s test against the training masks, mIoU per background factor: %s",
+                 len(train_ids), name, ", ".join(f"x{f:g} {m:.2f}" for f, m in zip(factors, curve)))
+    use = best["candidate"] == FILTERED
+    LOG.info("chosen: %s, background x%g (%.2f mIoU on the training images)", "filtered" if use else "unfiltered",
+             best["bg_scale"], best["miou"])
+    curves = {n: [round(m, 3) for m in c] for n, c in best["curve"].items()}
+    numbers = {"bg_scale": best["bg_scale"], "train_images": len(train_ids), "train_miou": round(best["miou"], 3),
+               "bg_scale_curve": {"factors": factors, **curves}}
+    if check:
+        numbers.update({"label_filter_used": use,
+                        "train_miou_filtered": round(max(best["curve"][FILTERED]), 3),
+                        "train_miou_unfiltered": round(max(best["curve"][UNFILTERED]), 3)})
+        record["label_filter"]["check"] = {**_file_record(check), "use": use}
+    record["bg_scale"] = best["bg_scale"]
+    return (labels if use or not check else None), best["bg_scale"], record, numbers
 
 
 def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bool = True) -> Dict[str, Any]:
     """Predict (and evaluate). Returns ``{"miou", "fp", "fn", "precision", "recall", "pixel_acc", "iou"}`` of the
     MS+flip predictions and, with ``crf``, the same keys with ``_crf`` for the CRF-refined ones (percent; absent for
-    an unlabelled split), ``miou_unfiltered`` with ``label_filter``, ``miou_true_labels`` with
+    an unlabelled split), ``miou_published`` with ``bg_scale``/``label_filter``, ``miou_true_labels`` with
     ``test_true_labels`` (the MS+flip probabilities arg-maxed over each image's true classes), plus ``pred_dir``
     (final predictions), ``pred_dir_nocrf``, ``predicted``, ``images_per_s``, ``ckpt``, ``labelled``."""
     from wseg import io
@@ -143,10 +181,12 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
     from wseg.segmentation.predict import MMSegTest
 
     mmseg = MMSegTest.from_config(cfg) if cfg.get("data_pipeline") == "mmseg" else None
-    class_filter, filter_record, filter_numbers = _label_filter(cfg, voc, ids, model, device, mmseg, progress)
-    unfiltered_dir = (plain_dir or pred_dir) + "_unfiltered" if labelled and class_filter is not None else None
+    class_filter, bg_scale, filter_record, filter_numbers = _test_choices(cfg, voc, ids, model, device, mmseg,
+                                                                          progress)
+    adjusted = class_filter is not None or bg_scale != 1
+    published_dir = (plain_dir or pred_dir) + "_published" if labelled and adjusted else None
     gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
-    for d in (pred_dir, plain_dir, true_dir, unfiltered_dir):
+    for d in (pred_dir, plain_dir, true_dir, published_dir):
         if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
             raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
                             "predictions and score 100%. Set pred_dir to another folder")
@@ -158,8 +198,8 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
                                   "resize": None if mmseg.resize is None else list(mmseg.resize),
                                   "ratio_of": mmseg.ratio_of}
     for folder, extra in ((pred_dir, {"crf": crf, **filter_record}), (plain_dir, {"crf": None, **filter_record}),
-                          (true_dir, {"crf": None, "true_labels": True}),
-                          (unfiltered_dir, {"crf": None})):  # records beside the folders
+                          (true_dir, {"crf": None, "true_labels": True, "bg_scale": bg_scale}),
+                          (published_dir, {"crf": None})):  # records beside the folders
         if folder:
             record = os.path.join(os.path.dirname(os.path.abspath(folder)),
                                   f".{os.path.basename(os.path.abspath(folder))}{PREDICTION_SETTINGS}")
@@ -170,7 +210,8 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
     res = predict_split(model, voc, ids, pred_dir, cfg.test_scales, cfg.test_flip, crf, cfg.mean, cfg.std, device,
                         bool(cfg.amp), int(cfg.num_workers), int(cfg.crf_workers), progress, plain_dir,
                         on_error=cfg.get("on_error", "skip"), mmseg=mmseg, long_side=cfg.get("long_side"),
-                        true_label_dir=true_dir, class_filter=class_filter, unfiltered_dir=unfiltered_dir)
+                        true_label_dir=true_dir, class_filter=class_filter, bg_scale=bg_scale,
+                        published_dir=published_dir)
     LOG.info("predicted %d of %d images (%s img/s) into %s", res["predicted"], res["num_images"],
              res["images_per_s"], pred_dir)
     lst = voc.list_path(cfg.test_list) or cfg.test_list      # a list file, or a split name of a folder layout
@@ -189,12 +230,13 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
             ev = evaluate(cfg, voc, lst, pred_dir, out_dir, comment + " crf=False", progress)
             result.update({k: ev[k] for k in keys})
             LOG.info("mIoU %.3f%% (scales %s, flip %s)", ev["miou"], list(cfg.test_scales), cfg.test_flip)
-        if unfiltered_dir:
-            ev = evaluate(cfg, voc, lst, unfiltered_dir, out_dir, comment + " label_filter=None", progress)
-            result["miou_unfiltered"] = ev["miou"]
-            LOG.info("mIoU %.3f%% without the label filter (the published test)", ev["miou"])
-        elif filter_numbers:                    # the check kept the published test: it is the unfiltered one
-            result["miou_unfiltered"] = result["miou"]
+        if published_dir:
+            ev = evaluate(cfg, voc, lst, published_dir, out_dir, comment + " published (no bg_scale/label_filter)",
+                          progress)
+            result["miou_published"] = ev["miou"]
+            LOG.info("mIoU %.3f%% without the background scale and the label filter (the published test)", ev["miou"])
+        elif filter_numbers:                    # the choice kept the published test
+            result["miou_published"] = result["miou"]
         if true_dir:
             ev = evaluate(cfg, voc, lst, true_dir, out_dir, comment + " true_labels=True", progress)
             result["miou_true_labels"] = ev["miou"]
