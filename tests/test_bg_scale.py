@@ -2,6 +2,7 @@
 pass scores every factor exactly as the arg-max of the scaled probabilities would, the choice prefers the
 published test on ties, bg_scale=auto picks the factor that a fixed run reproduces, and bad values or missing
 training masks are one-line errors."""
+import json
 import os
 
 import numpy as np
@@ -82,3 +83,31 @@ def test_auto_picks_a_factor_a_fixed_run_reproduces(trained, pseudo, toy_root, t
     with pytest.raises(WsegError, match=f"{empty}: no training mask for"):
         TEST.run(TEST.build_parser().parse_args(argv + [f"out_dir={tmp_path / 'x'}", "bg_scale=auto",
                                                         f"pseudo_mask_dir={empty}"]))
+
+
+def test_a_rerun_reuses_the_choice_until_its_inputs_change(trained, pseudo, toy_root, tmp_path,  # noqa: F811
+                                                           monkeypatch):
+    import wseg.segmentation.predict as predict
+    from wseg.segmentation.test import _cached_choice
+
+    out, res = trained
+    argv = ["--config", DEMO, "--voc12_root", toy_root, "--ckpt", res["weights"], "--progress", "False", "--set",
+            "model.backbone=resnet38_tiny", "crf=False", f"pseudo_mask_dir={pseudo}", "bg_scale=auto",
+            f"out_dir={tmp_path / 'o'}"]
+    first = TEST.run(TEST.build_parser().parse_args(argv))
+    passes = []
+    real = predict.training_image_confusions
+    monkeypatch.setattr(predict, "training_image_confusions", lambda *a, **k: passes.append(1) or real(*a, **k))
+    again = TEST.run(TEST.build_parser().parse_args(argv))
+    assert passes == [] and again["bg_scale_curve"] == first["bg_scale_curve"] and again["miou"] == first["miou"]
+    # the record holds what the choice was made from: any other input (checkpoint, settings, grid, masks) misses
+    choice = tmp_path / "o" / ".pred_val.choice.json"
+    saved = json.loads(choice.read_text())
+    assert _cached_choice(str(choice), saved["inputs"]) == saved["choice"]
+    for key, value in (("factors", [0.3, 1.0]), ("masks", {**saved["inputs"]["masks"], "files": 0}),
+                       ("test", {**saved["inputs"]["test"], "ckpt_mtime": 0})):
+        assert _cached_choice(str(choice), {**saved["inputs"], key: value}) is None
+    # a choice file that is not JSON is not trusted: the pass runs again
+    choice.write_text("{")
+    TEST.run(TEST.build_parser().parse_args(argv))
+    assert passes == [1]

@@ -26,6 +26,7 @@ With either addition in use the published arg-max goes to ``<plain folder>_publi
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -82,11 +83,29 @@ def _training_masks(cfg, voc, ids: Sequence[str]) -> Dict[str, str]:
     return paths
 
 
-def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: bool
+def _folder_record(path: str) -> Dict[str, Any]:
+    return {"path": path, "files": len(os.listdir(path)), "mtime": round(os.path.getmtime(path), 3)}
+
+
+def _cached_choice(path: str, inputs: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The choice recorded in ``path`` when it was made from the same ``inputs`` (JSON-equal), else None."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return saved.get("choice") if saved.get("inputs") == json.loads(json.dumps(inputs)) else None
+
+
+def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: bool, settings: Dict[str, Any],
+                  choice_file: str
                   ) -> Tuple[Optional[Dict[str, Any]], float, Dict[str, Any], Dict[str, Any]]:
     """The test's label filter (``label_filter``'s labels of ``ids``, or None) and background factor, chosen on the
     training images where ``bg_scale`` is ``auto`` or ``label_filter_check`` is set
-    (:mod:`wseg.segmentation.calibration`); what the folder records say of them; the choice's numbers."""
+    (:mod:`wseg.segmentation.calibration`); what the folder records say of them; the choice's numbers. The choice
+    is kept in ``choice_file`` and reused by a re-run with the same checkpoint (``settings``), test settings,
+    held-out labels and training masks (the pass over the training images costs about as much as the test)."""
+    from wseg import io
     from wseg.engine.runtime import LOG
     from wseg.label_filter import label_arrays, read_label_file
     from wseg.segmentation.calibration import FILTERED, UNFILTERED, bg_scale_setting, choose
@@ -118,10 +137,22 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
         source, where = (held, check) if check else (voc.cls_labels(train_ids), voc.cls_labels_path())
         candidates[FILTERED] = dict(zip(train_ids, label_arrays(source, train_ids, k, where)))
     factors = sorted({fixed} if fixed is not None else {float(f) for f in cfg.bg_scale_grid})
-    confs = training_image_confusions(model, voc, train_ids, _training_masks(cfg, voc, train_ids), candidates,
-                                      factors, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std, device,
-                                      bool(cfg.amp), int(cfg.num_workers), progress, mmseg, cfg.get("long_side"))
-    best = choose(confs, factors)
+    masks = _training_masks(cfg, voc, train_ids)
+    test = {**settings, "mean": list(cfg.mean), "std": list(cfg.std), "long_side": cfg.get("long_side"),
+            "amp": bool(cfg.amp)}
+    inputs = {"test": test, "factors": factors, "candidates": sorted(candidates),
+              "label_filter_check": _file_record(check) if check else None, "train_ids": train_ids,
+              "masks": _folder_record(os.path.dirname(os.path.abspath(masks[train_ids[0]])))}
+    best = _cached_choice(choice_file, inputs)
+    if best is None:
+        confs = training_image_confusions(model, voc, train_ids, masks, candidates, factors, cfg.test_scales,
+                                          cfg.test_flip, cfg.mean, cfg.std, device, bool(cfg.amp),
+                                          int(cfg.num_workers), progress, mmseg, cfg.get("long_side"))
+        best = choose(confs, factors)
+        io.atomic_write_text(choice_file, json.dumps({"inputs": inputs, "choice": best}, indent=1))
+    else:
+        LOG.info("background scale / label filter check: the choice of %s (same checkpoint, settings and training "
+                 "masks)", choice_file)
     for name, curve in best["curve"].items():
         LOG.info("training images (%d), %s test against the training masks, mIoU per background factor: %s",
                  len(train_ids), name, ", ".join(f"x{f:g} {m:.2f}" for f, m in zip(factors, curve)))
@@ -181,15 +212,6 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
     from wseg.segmentation.predict import MMSegTest
 
     mmseg = MMSegTest.from_config(cfg) if cfg.get("data_pipeline") == "mmseg" else None
-    class_filter, bg_scale, filter_record, filter_numbers = _test_choices(cfg, voc, ids, model, device, mmseg,
-                                                                          progress)
-    adjusted = class_filter is not None or bg_scale != 1
-    published_dir = (plain_dir or pred_dir) + "_published" if labelled and adjusted else None
-    gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
-    for d in (pred_dir, plain_dir, true_dir, published_dir):
-        if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
-            raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
-                            "predictions and score 100%. Set pred_dir to another folder")
     settings = {"ckpt": os.path.abspath(ckpt), "ckpt_bytes": os.path.getsize(ckpt),
                 "ckpt_mtime": round(os.path.getmtime(ckpt), 3), "scales": list(cfg.test_scales),
                 "flip": bool(cfg.test_flip)}
@@ -197,6 +219,17 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
         settings["mmseg_test"] = {"mode": mmseg.mode, "crop": mmseg.crop, "stride": mmseg.stride,
                                   "resize": None if mmseg.resize is None else list(mmseg.resize),
                                   "ratio_of": mmseg.ratio_of}
+    choice_file = os.path.join(os.path.dirname(os.path.abspath(pred_dir)),
+                               f".{os.path.basename(os.path.abspath(pred_dir))}.choice.json")
+    class_filter, bg_scale, filter_record, filter_numbers = _test_choices(
+        cfg, voc, ids, model, device, mmseg, progress, settings, choice_file)
+    adjusted = class_filter is not None or bg_scale != 1
+    published_dir = (plain_dir or pred_dir) + "_published" if labelled and adjusted else None
+    gt_dir = cfg.gt_dir or (voc.gt_dir(cfg.test_list) if labelled else None)
+    for d in (pred_dir, plain_dir, true_dir, published_dir):
+        if d and gt_dir and os.path.isdir(d) and os.path.isdir(gt_dir) and os.path.samefile(d, gt_dir):
+            raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
+                            "predictions and score 100%. Set pred_dir to another folder")
     for folder, extra in ((pred_dir, {"crf": crf, **filter_record}), (plain_dir, {"crf": None, **filter_record}),
                           (true_dir, {"crf": None, "true_labels": True, "bg_scale": bg_scale}),
                           (published_dir, {"crf": None})):  # records beside the folders
