@@ -124,7 +124,10 @@ def verdict(m: dict, floor_train: float, floor_val: float) -> str:
               "all well above background-only": min(m["CAM"], m["RW"], m["pseudo"]) >= floor_train + 10
               and m["DeepLab val"] >= floor_val + 10}
     failed = [k for k, ok in checks.items() if not ok]
-    return "pattern holds" if not failed else "fails: " + ", ".join(failed)
+    gap = f"DeepLab val - pseudo {m['DeepLab val'] - m['pseudo']:+.1f}"
+    if "DeepLab+CRF val" in m:
+        gap += f", {m['DeepLab+CRF val'] - m['pseudo']:+.1f} with the CRF"
+    return ("pattern holds" if not failed else "fails: " + ", ".join(failed)) + f" ({gap})"
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """The diagnostic counts of the recognition benchmarks: objects named right and one class per object
 (``bench_seg_recognition.py``), dead
-last-level channels (``bench_standin_probe.py``), and a CAM network's image-label accuracy (``--cam``)."""
+last-level channels (``bench_standin_probe.py``), a CAM network's image-label accuracy (``--cam``), and the
+robustness bench's pattern check with its margin (``bench_robustness.py``)."""
 import os
 import sys
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
 from bench_seg_recognition import object_vote, objects_named, part_outcomes, rendered_parts  # noqa: E402
+from bench_robustness import verdict  # noqa: E402
 from bench_standin_probe import dead_channels  # noqa: E402
 
 
@@ -129,3 +131,12 @@ def test_image_label_accuracy_scores_the_logits_against_the_labels(toy_root):
     freq = true.mean(0)
     assert out["prior"] == pytest.approx(100 * np.maximum(freq, 1 - freq).mean())
     assert net.training                 # the network's mode is restored
+
+
+def test_the_robustness_verdict_checks_the_pattern_and_prints_the_margin():
+    m = {"CAM": 50.0, "RW": 55.0, "pseudo": 57.0, "DeepLab val": 50.0, "DeepLab+CRF val": 52.5}
+    assert verdict(m, 12.0, 12.0) == "pattern holds (DeepLab val - pseudo -7.0, -4.5 with the CRF)"
+    assert verdict({**m, "DeepLab val": 48.9}, 12.0, 12.0).startswith("fails: DeepLab near pseudo (DeepLab val - "
+                                                                     "pseudo -8.1")
+    assert verdict({**m, "CAM": 29.0, "RW": 28.0}, 12.0, 12.0).startswith("fails: RW > CAM, CAM >= 30 (")
+    assert verdict({"CAM": 50.0}, 12.0, 12.0) == "incomplete"

@@ -293,6 +293,21 @@ def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_p
     assert sorted(n.split(".stale-")[0] for n in os.listdir(work) if ".stale-" in n) == ["a", "b", "b", "c", "c", "c"]
 
 
+def test_a_session_prefix_covers_every_file_of_its_training_and_its_folds(tmp_path):
+    """``--session_name`` outputs: the session's weights, resume checkpoint, log and scalars, and those of its
+    held-out folds (label_train --out_cv), so that a re-run does not resume a fold of another configuration; not
+    another session that only shares the start of the name, nor what was already set aside."""
+    from wseg.pipeline import _written_paths
+
+    names = ["labels.pth", "labels_last.pth", "labels.log", "labels_scalars.jsonl", "labels_fold0.pth",
+             "labels_fold0_last.pth", "labels_fold1_scalars.jsonl", "labelsx.pth", "labels_gt.pth",
+             "labels.pth.stale-1"]
+    for n in names:
+        (tmp_path / n).write_text("")
+    got = [os.path.basename(p) for p in _written_paths(str(tmp_path / "labels"), session=True)]
+    assert got == sorted(names[:7])
+
+
 def test_a_stage_sets_aside_its_declared_outputs_inside_an_earlier_stages_folder(tmp_path, monkeypatch):
     """A test stage writes its prediction folders inside the training stage's folder, which a re-run of the test
     alone must keep; its ``outputs`` globs are set aside instead, so that the re-run predicts again."""

@@ -442,11 +442,13 @@ def _outputs(stage: Stage) -> List[str]:
 
 def _written_paths(out: str, session: bool) -> List[str]:
     """What exists of one output: the folder or file itself, or for a ``--session_name`` prefix the files a
-    training session writes (``<prefix>.pth``, ``<prefix>_last.pth``, ``<prefix>.log``, ``<prefix>_scalars.jsonl``)."""
+    training session writes (``<prefix>.pth``, ``<prefix>_last.pth``, ``<prefix>.log``, ``<prefix>_scalars.jsonl``)
+    and those of its sub-sessions (``label_train``'s held-out folds, ``<prefix>_fold<k>...``): a re-run must not
+    resume their checkpoints."""
     if not session:
         return [out] if os.path.lexists(out) else []
-    return sorted(p for pattern in (".*", "_last.*", "_scalars.*") for p in glob.glob(glob.escape(out) + pattern)
-                  if ".stale-" not in p)
+    return sorted(p for pattern in (".*", "_last.*", "_scalars.*", "_fold*")
+                  for p in glob.glob(glob.escape(out) + pattern) if ".stale-" not in p)
 
 
 def _fed_by(stages: Sequence[Stage], results: Dict[str, dict], flagged: Callable[[dict], bool]) -> Dict[str, str]:
