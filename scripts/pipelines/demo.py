@@ -66,9 +66,9 @@ stages = dict(
                                out_cv="{work}/labels/train_cv.npy", device="cpu", progress=False)),
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",
                              backbone_weights="{work}/models/cam.pth")),
-    # the published test (no filter) is scored beside the filtered one; also scored given each val image's true
-    # labels, as the pseudo masks are: how much of the gap is recognising the classes rather than finding their
-    # pixels (README: "the classes, not the pixels")
+    # the published test (no background scale, no filter) is scored beside the chosen one; also scored given each
+    # val image's true labels, as the pseudo masks are: how much of the gap is recognising the classes rather than
+    # finding their pixels (README: "the classes, not the pixels")
     seg_test=dict(args=dict(test_true_labels=True, bg_scale="auto", label_filter="{work}/labels/val.npy",
                             label_filter_check="{work}/labels/train_cv.npy"),
                   report=[dict(label="DeepLab, published test", split="val", metric="miou_published"),
