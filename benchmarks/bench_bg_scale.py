@@ -14,8 +14,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -23,7 +21,7 @@ sys.path.insert(0, REPO)
 def val_curves(work: str, config_path: str, factors) -> dict:
     """``{candidate: [val mIoU per factor]}`` of ``<work>/seg``'s network (its test settings of ``config_path``)."""
     from bench_seg_recognition import config
-    from wseg.data.voc import VOCRoot
+    from wseg.data.voc import VOCRoot, labels_from_mask
     from wseg.engine.runtime import resolve_device
     from wseg.io import load_mask_png
     from wseg.label_filter import label_arrays, read_label_file
@@ -38,12 +36,7 @@ def val_curves(work: str, config_path: str, factors) -> dict:
     model = build_model(cfg, voc.spec.num_classes, weights=False)
     load_segmentation_weights(model, default_ckpt(cfg, os.path.join(work, "seg"), voc.spec.name))
     k = voc.spec.num_classes - 1
-    true = {}
-    for i in ids:
-        u = np.unique(load_mask_png(voc.mask_path(i)))
-        row = np.zeros(k, np.float32)
-        row[u[(u > 0) & (u <= k)].astype(np.int64) - 1] = 1
-        true[i] = row
+    true = {i: labels_from_mask(load_mask_png(voc.mask_path(i)), voc.spec, voc.mask_path(i)) for i in ids}
     candidates = {"unfiltered": None, "true labels": true}
     labels = os.path.join(work, "labels", "val.npy")
     if os.path.isfile(labels):

@@ -52,6 +52,12 @@ def atomic_write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def atomic_save_dict(path: str, table: Dict) -> None:
+    """``np.save`` of a dict (a pickled ``.npy``: ``cls_labels.npy``, CAM dicts, predicted labels), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, table, allow_pickle=True)
+
+
 def record_folder_settings(folder: str, settings: Dict, marker: str, flag: str,
                            suffixes: Tuple[str, ...] = (".png", ".npy"), record: Optional[str] = None) -> None:
     """Record ``settings`` (JSON) in ``folder/marker`` (or ``record``, for folders that must hold outputs only, such
@@ -183,9 +189,7 @@ def colorize_mask(mask: np.ndarray, palette: Optional[np.ndarray] = None) -> np.
 
 def save_cam_dict(path: str, cams: Dict[int, np.ndarray]) -> None:
     """Save ``{class index without background: HxW}`` as float32 with ``np.save``, atomically."""
-    out = {int(k): np.asarray(v, dtype=np.float32) for k, v in cams.items()}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, out, allow_pickle=True)
+    atomic_save_dict(path, {int(k): np.asarray(v, dtype=np.float32) for k, v in cams.items()})
 
 
 def load_cam_dict(path: str, num_fg: Optional[int] = None,

@@ -39,7 +39,8 @@ import numpy as np
 
 from wseg.data.classes import IGNORE, DatasetSpec, get_spec, write_classes_txt
 from wseg.errors import WsegError
-from wseg.io import atomic_path, atomic_write_text, is_done, load_mask_png, record_folder_settings, save_mask_png
+from wseg.io import (atomic_path, atomic_save_dict, atomic_write_text, is_done, load_mask_png, record_folder_settings,
+                     save_mask_png)
 
 SPLITS = ("train", "val")
 CROWD_MODES = ("ignore", "class")
@@ -286,8 +287,7 @@ def _finish(out: str, layout: str, names: Sequence[str], lists: Dict[str, List[s
 
         for split, ids in lists.items():
             write_list(os.path.join(out, SPLIT_DIR, split + ".txt"), ids)
-    with atomic_path(os.path.join(out, "cls_labels.npy")) as tmp, open(tmp, "wb") as f:
-        np.save(f, labels, allow_pickle=True)
+    atomic_save_dict(os.path.join(out, "cls_labels.npy"), labels)
 
 
 def _check_out(out: str, settings: Dict, folders: Sequence[str]) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 
 from wseg.data.classes import CLASSES_TXT, DatasetSpec, get_spec
 from wseg.errors import WsegError
-from wseg.io import atomic_path, atomic_write_text, load_mask_png, require_dir
+from wseg.io import atomic_save_dict, atomic_write_text, load_mask_png, require_dir
 
 CLS_LABELS = "cls_labels.npy"
 SPLIT_DIR = os.path.join("ImageSets", "Segmentation")
@@ -386,8 +386,7 @@ def write_cls_labels(root: str, ids: Optional[Sequence[str]] = None, out_path: O
         raise WsegError(f"{root}: no image has an annotation or a mask; nothing to build labels from")
     table = {i: _derive_label(voc, i) for i in ids}
     out_path = out_path or os.path.join(root, CLS_LABELS)
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
-        np.save(f, table, allow_pickle=True)
+    atomic_save_dict(out_path, table)
     return out_path
 
 

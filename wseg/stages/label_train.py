@@ -12,7 +12,8 @@ Outputs: ``<session_name>.pth`` (backbone + class layer, with the scales and the
 (resume), ``.log``, ``_scalars.jsonl``; ``--out_labels`` (multi-hot per image) and ``<out_labels>_scores.npy``
 (the sigmoid scores); with ``--out_cv``, held-out labels of every training image from ``--cv_folds`` classifiers
 trained without their fold (``<session_name>_fold<k>.pth``), which ``segmentation/test.py``'s
-``label_filter_check`` compares with the network's own recognition. Label files are written atomically. Where the
+``label_filter_check`` filters by on the training images to decide whether filtering pays (scored against the
+pseudo masks). Label files are written atomically. Where the
 infer list has labels in ``cls_labels.npy`` the log and the result give the per-label accuracy, the share of images
 with every label right and the label prior's.
 """
@@ -49,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="predicted labels (.npy, cls_labels format); with several --infer_list, <stem>_<list>.npy")
     p.add_argument("--out_cv", default=None,
                    help="also write held-out labels of the training images here (.npy): --cv_folds classifiers, each "
-                        "trained without its fold; segmentation/test.py's label_filter_check compares them with the "
-                        "network's own recognition before it filters")
+                        "trained without its fold; segmentation/test.py's label_filter_check filters the training "
+                        "images by them to decide whether filtering pays")
     p.add_argument("--cv_folds", type=int, default=2, help="folds for --out_cv")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_iters", type=int, default=1000)
@@ -138,18 +139,10 @@ def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix
     return result
 
 
-def _save_table(path: str, table: dict) -> None:
-    """``np.save`` of a dict, atomically (parent folders are made)."""
-    from wseg.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        np.save(tmp, table, allow_pickle=True)
-
-
 def _cross_validate(model, bank, ids, y: np.ndarray, args: argparse.Namespace, dist) -> Dict[str, np.ndarray]:
     """Held-out labels of every training image: ``--cv_folds`` classifiers, each trained (the same settings) on
-    the other folds and predicting its own; what ``segmentation/test.py``'s ``label_filter_check`` compares with the
-    network's own recognition."""
+    the other folds and predicting its own; what ``segmentation/test.py``'s ``label_filter_check`` filters the
+    training images by to decide whether filtering pays."""
     from wseg.label_filter import LabelClassifier, decide
 
     order = np.random.default_rng(args.seed).permutation(len(ids))
@@ -172,6 +165,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from wseg.engine.runtime import LOG
+    from wseg.io import atomic_save_dict
     from wseg.label_filter import (FeatureBank, LabelClassifier, SCORES_SUFFIX, decide, label_arrays, label_scores,
                                    predict_labels)
     from wseg.models.backbones import build_backbone
@@ -209,8 +203,8 @@ def run(args: argparse.Namespace) -> dict:
                                                    0), args.progress)
         pred = {i: decide(s, args.threshold) for i, s in scores.items()}
         path = out_path(args, name)
-        _save_table(path[:-4] + SCORES_SUFFIX, scores)
-        _save_table(path, pred)
+        atomic_save_dict(path[:-4] + SCORES_SUFFIX, scores)
+        atomic_save_dict(path, pred)
         entry = {"path": path, "images": len(infer_ids)}
         true = _known_labels(voc, infer_ids, num_classes)
         if true is not None:
@@ -222,7 +216,7 @@ def run(args: argparse.Namespace) -> dict:
         out["labels"][name] = entry
     if args.out_cv:
         cv = _cross_validate(model, bank, ids, y, args, dist)
-        _save_table(args.out_cv, cv)
+        atomic_save_dict(args.out_cv, cv)
         out["cv"] = {"path": args.out_cv, **label_scores(np.stack([cv[i] for i in ids]), y, y.mean(0))}
         LOG.info("%d-fold held-out labels of the training images: per-label accuracy %.1f%% (prior %.1f%%); wrote %s",
                  args.cv_folds, out["cv"]["label_acc"], out["cv"]["prior_acc"], args.out_cv)
