@@ -182,11 +182,11 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     With ``crf``, ``plain_dir`` (optional) also receives the predictions without CRF (the arg-max of the MS+flip
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
     while the network goes on. ``true_label_dir`` (optional, labelled splits) also receives the arg-max over only
-    the classes of each image's ground truth (:func:`true_label_argmax`). ``bg_scale`` multiplies the background
-    probability and ``class_filter`` (``{id: multi-hot over the foreground classes}``, :mod:`wseg.label_filter`)
-    zeroes the other classes' probabilities, before the arg-max and the CRF (wseg additions,
-    :mod:`wseg.segmentation.calibration`); ``published_dir`` then receives the arg-max without either. Returns
-    ``{"num_images", "predicted", "seconds", "images_per_s"}``.
+    the classes of each image's ground truth (:func:`true_label_argmax`, after ``bg_scale``). ``bg_scale``
+    multiplies the background probability and ``class_filter`` (``{id: multi-hot over the foreground classes}``,
+    :mod:`wseg.label_filter`) zeroes the other classes' probabilities, before the arg-max and the CRF (wseg
+    additions, :mod:`wseg.segmentation.calibration`); ``published_dir`` then receives the arg-max without either.
+    Returns ``{"num_images", "predicted", "seconds", "images_per_s"}``.
     """
     from wseg.label_filter import restrict_to_classes
     from wseg.parallel import WorkerPool

@@ -231,7 +231,8 @@ def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bo
             raise WsegError(f"pred_dir {d}: this is the ground-truth folder; its masks would count as finished "
                             "predictions and score 100%. Set pred_dir to another folder")
     for folder, extra in ((pred_dir, {"crf": crf, **filter_record}), (plain_dir, {"crf": None, **filter_record}),
-                          (true_dir, {"crf": None, "true_labels": True, "bg_scale": bg_scale}),
+                          (true_dir, {"crf": None, "true_labels": True,
+                                      **({"bg_scale": bg_scale} if bg_scale != 1 else {})}),
                           (published_dir, {"crf": None})):  # records beside the folders
         if folder:
             record = os.path.join(os.path.dirname(os.path.abspath(folder)),
