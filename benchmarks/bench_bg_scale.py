@@ -4,8 +4,8 @@
 against the pseudo masks (``seg_test``'s result keeps that curve, ``bg_scale_curve``). This script puts the val curve
 of the same trained network beside it, from one MS+flip pass over the val split scored at every factor
 (:func:`wseg.segmentation.predict.training_image_confusions` with the val ground truth): unfiltered, filtered by the
-image-label classifier's val labels (``<work>/labels/val.npy``, where present) and given the true labels (the
-diagnostic). It shows whether the choice made without val lands near val's own best, and how much each factor gives.
+image-label classifier's val labels (``<work>/labels/val.npy``, where present), weighted by its val scores to the
+chosen power (where the test chose the soft filter) and given the true labels (the diagnostic). It shows whether the choice made without val lands near val's own best, and how much each factor gives.
 
     python benchmarks/bench_bg_scale.py --work_dirs runs/demo runs/robust/small_part_101 runs/robust/varied_sizes_303
 """
@@ -18,14 +18,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
-def val_curves(work: str, config_path: str, factors) -> dict:
+def val_curves(work: str, config_path: str, factors, power=None) -> dict:
     """``{candidate: [val mIoU per factor]}`` of ``<work>/seg``'s network (its test settings of ``config_path``)."""
     from bench_seg_recognition import config
     from wseg.data.voc import VOCRoot, labels_from_mask
     from wseg.engine.runtime import resolve_device
     from wseg.io import load_mask_png
-    from wseg.label_filter import label_arrays, read_label_file
-    from wseg.segmentation.calibration import choose
+    from wseg.label_filter import ClassGate, label_arrays, read_label_file, scores_path, soft_weights
+    from wseg.segmentation.calibration import choose, soft_name
     from wseg.segmentation.models import build_model, load_segmentation_weights
     from wseg.segmentation.predict import training_image_confusions
     from wseg.segmentation.test import default_ckpt
@@ -37,10 +37,13 @@ def val_curves(work: str, config_path: str, factors) -> dict:
     load_segmentation_weights(model, default_ckpt(cfg, os.path.join(work, "seg"), voc.spec.name))
     k = voc.spec.num_classes - 1
     true = {i: labels_from_mask(load_mask_png(voc.mask_path(i)), voc.spec, voc.mask_path(i)) for i in ids}
-    candidates = {"unfiltered": None, "true labels": true}
+    candidates = {"unfiltered": None, "true labels": ClassGate(true)}
     labels = os.path.join(work, "labels", "val.npy")
     if os.path.isfile(labels):
-        candidates["filtered"] = dict(zip(ids, label_arrays(read_label_file(labels), ids, k, labels)))
+        candidates["filtered"] = ClassGate(dict(zip(ids, label_arrays(read_label_file(labels), ids, k, labels))))
+    if power is not None:
+        scores = dict(zip(ids, label_arrays(read_label_file(scores_path(labels)), ids, k, scores_path(labels))))
+        candidates[soft_name(power)] = ClassGate(soft_weights(scores, power), soft=True)
     confs = training_image_confusions(model.to(resolve_device("cpu")), voc, ids, {i: voc.mask_path(i) for i in ids},
                                       candidates, factors, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std,
                                       progress=False)
@@ -61,10 +64,11 @@ def main(argv=None) -> int:
             print(f"\n{work}: its seg_test did not choose a background factor (bg_scale=auto); skipped")
             continue
         factors = train["factors"]
-        val = val_curves(work, args.config, factors)
-        used = "filtered" if res.get("label_filter_used", "filtered" in train) else "unfiltered"
+        val = val_curves(work, args.config, factors, res.get("label_filter_power"))
+        used = res.get("label_filter_candidate") or (
+            "filtered" if res.get("label_filter_used", "filtered" in train) else "unfiltered")
         print(f"\n### {work}: chosen x{res['bg_scale']:g}, {used}\n")
-        names = [n for n in ("unfiltered", "filtered") if n in train]
+        names = [n for n in train if n != "factors"]
         print("| factor | " + " | ".join(f"train, {n}" for n in names) + " | "
               + " | ".join(f"val, {n}" for n in val) + " |")
         print("|---:|" + "---:|" * (len(names) + len(val)))

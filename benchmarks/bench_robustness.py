@@ -63,8 +63,9 @@ def test_choice(work: str) -> str:
     scale = f"x{res['bg_scale']:g}" if "bg_scale" in res else "x1"
     if "label_filter_used" not in res:
         return scale
-    return (f"{scale}, {'filtered' if res['label_filter_used'] else 'not filtered'} "
-            f"({res['train_miou_filtered']:.1f} / {res['train_miou_unfiltered']:.1f})")
+    how = ("not filtered" if not res["label_filter_used"] else
+           f"scores^{res['label_filter_power']:g}" if "label_filter_power" in res else "filtered")
+    return f"{scale}, {how} ({res['train_miou_filtered']:.1f} / {res['train_miou_unfiltered']:.1f})"
 
 
 def metrics(work: str) -> dict:

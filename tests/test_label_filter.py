@@ -9,7 +9,8 @@ import torch
 
 from wseg.cli import stage_parser
 from wseg.errors import WsegError
-from wseg.label_filter import LabelClassifier, decide, read_label_file, restrict_to_classes
+from wseg.label_filter import (ClassGate, LabelClassifier, decide, read_label_file, restrict_to_classes, scores_path,
+                               soft_weights)
 from wseg.models.backbones import build_backbone
 from wseg.models.checkpoint import save_state_dict
 from wseg.stages import label_train
@@ -42,6 +43,36 @@ def test_restrict_to_classes_keeps_background_and_the_listed_classes():
     assert decide(np.array([0.6, 0.4, 0.9]), 0.5).tolist() == [1, 0, 1]
 
 
+def test_levels_stack_on_the_last_levels_grid():
+    torch.manual_seed(0)
+    bb = build_backbone("resnet38_tiny").eval()
+    net = LabelClassifier(bb, 3, scales=(1.0,), levels=("conv3", "conv6"))
+    assert net.classifier.in_channels == bb.feature_channels["conv3"] + bb.feature_channels["conv6"]
+    img = torch.randn(3, 32, 40)
+    (f,) = net.features(img)
+    with torch.no_grad():
+        last = bb(img[None])["conv6"][0]
+    assert f.shape == (net.classifier.in_channels, *last.shape[1:])      # conv3 (stride 4) resized to conv6's grid
+    assert torch.equal(f[bb.feature_channels["conv3"]:], last)
+    assert LabelClassifier(bb, 3).levels == ("conv6",)                    # default: the last level, as before
+    with pytest.raises(WsegError, match="--levels conv9: ResNet38 has no level conv9"):
+        LabelClassifier(bb, 3, levels=("conv9",))
+
+
+def test_soft_gate_weighs_the_classes_by_the_scores_to_a_power():
+    probs = torch.tensor([[[0.4, 0.2]], [[0.35, 0.5]], [[0.25, 0.3]]])   # background, class 1, class 2
+    scores = {"a": np.array([0.5, 1.0], np.float32)}
+    soft = ClassGate(soft_weights(scores, 1.0), soft=True)("a", probs)
+    assert torch.allclose(soft.sum(0), torch.ones(1, 2))                 # a distribution again (the CRF reads it)
+    assert soft.argmax(0).tolist() == [[0, 2]]                         # class 1 halved: it loses both pixels
+    weak = ClassGate(soft_weights(scores, 0.01), soft=True)("a", probs)
+    assert weak.argmax(0).tolist() == probs.argmax(0).tolist()          # power -> 0: the unfiltered test
+    near0 = {"a": np.array([0.0, 1.0], np.float32)}                       # power -> large, scores 0/1: the hard one
+    hard = ClassGate({"a": np.array([0.0, 1.0], np.float32)})("a", probs)
+    assert torch.equal(ClassGate(soft_weights(near0, 4.0), soft=True)("a", probs).argmax(0), hard.argmax(0))
+    assert scores_path("runs/labels/train_cv.npy") == "runs/labels/train_cv_scores.npy"
+
+
 def _args(root, tmp, weights, *extra):
     argv = ["--voc12_root", root, "--train_list", "train", "--infer_list", "val", "--backbone", "resnet38_tiny",
             "--weights", weights, "--scales", "1", "--session_name", os.path.join(tmp, "labels"),
@@ -63,6 +94,10 @@ def test_label_train_learns_writes_labels_and_resumes(toy_root, backbone_file, t
     train = [line.strip() for line in open(os.path.join(toy_root, "ImageSets", "Segmentation", "train.txt"))]
     cv = read_label_file(str(tmp_path / "cv.npy"))             # held-out labels of every training image
     assert sorted(cv) == sorted(train) and 0 <= res["cv"]["label_acc"] <= 100
+    cv_scores = read_label_file(scores_path(str(tmp_path / "cv.npy")))   # their held-out scores, beside them
+    assert sorted(cv_scores) == sorted(train)
+    assert all(np.array_equal(decide(cv_scores[i], 0.5), cv[i]) and ((cv_scores[i] >= 0) & (cv_scores[i] <= 1)).all()
+               for i in train)
     assert all(os.path.isfile(str(tmp_path / f"labels_fold{k}.pth")) for k in (0, 1))
     assert res["learned"] is True and res["cls_loss"] < 0.9 * res["prior_loss"]   # it fits its training labels
     labels = read_label_file(str(tmp_path / "val.npy"))
@@ -132,6 +167,21 @@ def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, 
         assert (r["miou"] == pytest.approx(r["miou_true_labels"])) if used else (r["miou"] == r["miou_published"])
     with pytest.raises(WsegError, match="set label_filter too"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter_check={check}"]))
+    # the soft filter: the scores beside both label files, each power one more candidate of the choice
+    right = str(tmp_path / "right.npy")
+    powers = ["label_filter_powers=[0.5,2]", f"label_filter_check={right}", "bg_scale=auto"]
+    with pytest.raises(WsegError, match="no classifier scores beside label_filter_check"):
+        TEST.run(TEST.build_parser().parse_args(argv + powers + [f"pred_dir={tmp_path / 'soft0'}"]))
+    np.save(scores_path(right), {i: 0.1 + 0.8 * true[i] for i in train}, allow_pickle=True)
+    np.save(scores_path(path), {i: 0.1 + 0.8 * true[i] for i in val}, allow_pickle=True)
+    r = TEST.run(TEST.build_parser().parse_args(argv + powers + [f"pred_dir={tmp_path / 'soft'}"]))
+    curve = r["bg_scale_curve"]
+    assert {"unfiltered", "filtered", "scores^0.5", "scores^2"} <= set(curve)
+    assert r["train_miou"] == max(max(c) for n, c in curve.items() if n != "factors")
+    assert r["label_filter_candidate"] in ("filtered", "scores^0.5", "scores^2")      # the right scores pay
+    assert ("label_filter_power" in r) == r["label_filter_candidate"].startswith("scores^")
+    with pytest.raises(WsegError, match="set label_filter_check too"):
+        TEST.run(TEST.build_parser().parse_args(argv + ["label_filter_powers=[1]"]))
 
 
 def test_the_report_marks_the_tests_background_factor_and_a_kept_unfiltered_prediction():
@@ -148,3 +198,6 @@ def test_the_report_marks_the_tests_background_factor_and_a_kept_unfiltered_pred
     result["bg_scale"] = 0.25                            # the chosen background factor is named on the test's rows
     table = report_markdown(stages, results)
     assert "| filtered (background x0.25) | " in table and "| published | " in table
+    result["label_filter_power"] = 2.0                   # the soft filter's power too
+    assert "| filtered (background x0.25) (classes weighted by the classifier's scores ^2) | " in \
+        report_markdown(stages, results)

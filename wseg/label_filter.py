@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,12 +46,18 @@ class LabelClassifier(nn.Module):
     """Frozen ``backbone`` -> standardised last-level features at ``scales`` -> 1x1 ``classifier`` -> LSE pooling
     (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, K)`` logits (module docstring)."""
 
-    def __init__(self, backbone: nn.Module, num_classes: int, scales: Sequence[float] = (2.0,), lse_r: float = 4.0):
+    def __init__(self, backbone: nn.Module, num_classes: int, scales: Sequence[float] = (2.0,), lse_r: float = 4.0,
+                 levels: Optional[Sequence[str]] = None):
         super().__init__()
         self.backbone = backbone
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        channels = int(backbone.out_channels)
+        self.levels = tuple(levels) if levels else (backbone.levels[-1],)
+        unknown = [lv for lv in self.levels if lv not in backbone.levels]
+        if unknown:
+            raise WsegError(f"--levels {' '.join(self.levels)}: {type(backbone).__name__} has no level "
+                            f"{unknown[0]}; choose from {' '.join(backbone.levels)}")
+        channels = sum(int(backbone.feature_channels[lv]) for lv in self.levels)
         self.scales, self.lse_r, self.num_classes = tuple(float(s) for s in scales), float(lse_r), int(num_classes)
         self.register_buffer("feat_mean", torch.zeros(channels))
         self.register_buffer("feat_std", torch.ones(channels))
@@ -63,14 +70,20 @@ class LabelClassifier(nn.Module):
 
     @torch.no_grad()
     def features(self, image: torch.Tensor) -> List[torch.Tensor]:
-        """The backbone's last-level ``(C, h, w)`` map of a normalised ``(3, H, W)`` image at each scale."""
+        """The ``(C, h, w)`` features of a normalised ``(3, H, W)`` image at each scale: the backbone's ``levels``
+        stacked along the channels, each resized to the last one's grid (a hypercolumn: the earlier levels keep
+        colour and texture that the last one has abstracted away)."""
         out = []
         for s in self.scales:
             x = image[None]
             if s != 1:
                 size = (max(1, round(image.shape[1] * s)), max(1, round(image.shape[2] * s)))
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            out.append(self.backbone(x)[self.backbone.levels[-1]][0])
+            feats = self.backbone(x)
+            grid = feats[self.levels[-1]].shape[-2:]
+            maps = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+                    for f in (feats[lv] for lv in self.levels)]
+            out.append(torch.cat(maps, 1)[0])
         return out
 
     def set_statistics(self, feats: Sequence[Sequence[torch.Tensor]]) -> None:
@@ -203,6 +216,38 @@ def implied_labels(pred: np.ndarray, num_classes: int, min_share: float = 0.01) 
     return (share >= min_share).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ClassGate:
+    """Per-image weights of the foreground classes, applied to the test's probabilities before the arg-max and the
+    CRF. Hard (``soft=False``, the weights multi-hot labels): the other classes are zeroed
+    (:func:`restrict_to_classes`). Soft: each foreground probability times its weight, the classifier's score to
+    a power (:func:`soft_weights`), renormalised; a power of 0 is the unfiltered test and a large one tends to the
+    hard filter, so the network's own evidence and the classifier's are weighed against each other."""
+
+    weights: Mapping[str, np.ndarray]
+    soft: bool = False
+
+    def __call__(self, image_id: str, probs: torch.Tensor) -> torch.Tensor:
+        if not self.soft:
+            return restrict_to_classes(probs, self.weights[image_id])
+        w = torch.as_tensor(np.asarray(self.weights[image_id], np.float32).reshape(-1)[:probs.shape[0] - 1],
+                            device=probs.device, dtype=probs.dtype)
+        out = probs.clone()
+        out[1:] *= w[:, None, None]
+        return out / out.sum(0, keepdim=True).clamp_min(1e-12)
+
+
+def soft_weights(scores: Mapping[str, np.ndarray], power: float, floor: float = 1e-6) -> Dict[str, np.ndarray]:
+    """``{id: score ** power}`` of a ``{id: sigmoid scores}`` dict (scores floored at ``floor``)."""
+    return {i: np.power(np.maximum(np.asarray(s, np.float64), floor), float(power)).astype(np.float32)
+            for i, s in scores.items()}
+
+
+def scores_path(labels_path: str) -> str:
+    """Where ``scripts/label_train.py`` writes the sigmoid scores beside a label file ``<stem>.npy``."""
+    return labels_path[:-4] + SCORES_SUFFIX if labels_path.endswith(".npy") else labels_path + SCORES_SUFFIX
+
+
 def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float = 0.0) -> torch.Tensor:
     """``scores (C, H, W)`` with the foreground classes absent from ``present`` (multi-hot over the ``C - 1``
     foreground classes) set to ``fill`` (0 for probabilities, ``-inf`` for logits); background always stays. The
@@ -213,5 +258,6 @@ def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float =
     return scores.masked_fill(~keep[:, None, None], fill)
 
 
-__all__ = ["FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "implied_labels",
-           "label_arrays", "label_scores", "predict_labels", "read_label_file", "restrict_to_classes"]
+__all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "implied_labels",
+           "label_arrays", "label_scores", "predict_labels", "read_label_file", "restrict_to_classes",
+           "scores_path", "soft_weights"]

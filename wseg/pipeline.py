@@ -499,6 +499,8 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
                 res = results.get(st.name, {}).get("result") or {}
                 if res.get("bg_scale", 1) != 1 and key in ("miou", "miou_crf", "miou_true_labels"):
                     mark += f" (background x{res['bg_scale']:g})"
+                if "label_filter_power" in res and key in ("miou", "miou_crf"):
+                    mark += f" (classes weighted by the classifier's scores ^{res['label_filter_power']:g})"
                 if res.get("label_filter_used") is False and key in ("miou", "miou_crf"):
                     mark += (f" (not filtered: on the training images the unfiltered test scored "
                              f"{res['train_miou_unfiltered']:.1f} mIoU against the training masks, the filtered "

@@ -17,7 +17,7 @@ stages = dict(
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38.py")),
     # the published test, as this recipe was measured (no image-label classifier)
     label_train=None,
-    seg_test=dict(args=dict(label_filter=None, label_filter_check=None, bg_scale=1.0),
+    seg_test=dict(args=dict(label_filter=None, label_filter_check=None, label_filter_powers=[], bg_scale=1.0),
                   report=[dict(label="DeepLab", split="val", metric="miou"),
                           dict(label="DeepLab + CRF", split="val", metric="miou_crf"),
                           dict(label="DeepLab given the true image labels (diagnostic)", split="val",

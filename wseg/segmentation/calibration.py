@@ -9,7 +9,10 @@
   (:mod:`wseg.label_filter`) help only where they name the classes better than the network does.
 
 Both are one choice among candidates: the test unfiltered, or filtered by the classifier's held-out labels of the
-training images, at each factor of ``bg_scale_grid``. Each is scored as the test would score it (mIoU) on at most
+training images, or (``label_filter_powers``) with each foreground probability weighted by the classifier's held-out
+score to a power (:class:`wseg.label_filter.ClassGate`: a soft filter, the network's evidence and the classifier's
+weighed against each other; the power's counterpart of the background factor), at each factor of
+``bg_scale_grid``. Each is scored as the test would score it (mIoU) on at most
 1,000 training images against the masks the network was trained on (``pseudo_mask_dir``: what the weak supervision
 made; the dataset's masks for a network trained on them), and the best is taken. No val image takes part.
 
@@ -30,6 +33,11 @@ from wseg.errors import WsegError
 DEFAULT_GRID = (1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.07, 0.05)
 #: candidate names: the test as published (no class filter) and with the classifier's classes
 UNFILTERED, FILTERED = "unfiltered", "filtered"
+
+
+def soft_name(power: float) -> str:
+    """The candidate name of the soft filter at ``power`` (``scores^0.5``)."""
+    return f"scores^{float(power):g}"
 
 
 def bg_scale_setting(value: Any, key: str = "bg_scale") -> Optional[float]:
@@ -76,8 +84,8 @@ def factor_histogram(probs: torch.Tensor, mask: np.ndarray, factors: np.ndarray,
 
 def choose(confusions: Mapping[str, np.ndarray], factors: Sequence[float]) -> Dict[str, Any]:
     """The best candidate of ``{name: (n, C + 1, C + 1) confusions over ascending factors}``: ``{"candidate",
-    "bg_scale", "miou", "curve": {name: [mIoU percent per factor]}}``. Ties go to the unfiltered test and to the
-    larger factor (the published test first)."""
+    "bg_scale", "miou", "curve": {name: [mIoU percent per factor]}}``. Ties go to the unfiltered test, then to the
+    earlier candidate, and to the larger factor (the published test first)."""
     from wseg.metrics import scores
 
     curve = {name: [100.0 * float(scores(c)["miou"]) for c in confs] for name, confs in confusions.items()}
@@ -88,4 +96,4 @@ def choose(confusions: Mapping[str, np.ndarray], factors: Sequence[float]) -> Di
 
 
 __all__ = ["DEFAULT_GRID", "FILTERED", "UNFILTERED", "bg_scale_setting", "check_grid", "choose", "factor_histogram",
-           "scale_background"]
+           "scale_background", "soft_name"]

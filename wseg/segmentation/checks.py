@@ -138,6 +138,12 @@ def check_test_config(cfg: Mapping[str, Any]) -> None:
     if cfg.get("label_filter_check") and not cfg.get("label_filter"):
         raise WsegError(f"label_filter_check {cfg['label_filter_check']}: set label_filter too (the labels to keep), "
                         "or drop label_filter_check")
+    powers = cfg.get("label_filter_powers") or []
+    if powers and not cfg.get("label_filter_check"):
+        raise WsegError(f"label_filter_powers {list(powers)}: the soft filter is chosen on the held-out scores of "
+                        "the training images; set label_filter_check too, or label_filter_powers=[]")
+    if any(not (isinstance(a, (int, float)) and 0 < float(a) < 1e3) for a in powers):
+        raise WsegError(f"label_filter_powers {list(powers)}: give powers in (0, 1000), e.g. [0.5, 1, 2]")
     from wseg.segmentation.calibration import bg_scale_setting, check_grid
 
     if bg_scale_setting(cfg.get("bg_scale", 1.0)) is None:

@@ -150,6 +150,11 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
                                          "better on those images (at most 1,000) than the unfiltered one, against "
                                          "the masks the network learned from (pseudo_mask_dir); chosen together "
                                          "with bg_scale=auto"),
+    "label_filter_powers": ([], "list[float]", "with label_filter_check, also try the soft filter at each of these "
+                                               "powers: each foreground probability times the classifier's score "
+                                               "to the power (label_train's <stem>_scores.npy beside both label "
+                                               "files), renormalised; chosen with the hard filter, the unfiltered "
+                                               "test and bg_scale on the training images"),
     "crf": (True, "bool", "dense CRF on the averaged probabilities"),
     "crf_iters": (10, "int", "CRF mean-field iterations"),
     "crf_pos_w": (3.0, "float", "CRF Gaussian (smoothness) kernel weight"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                   crf_workers: int = 0, progress: bool = True, plain_dir: Optional[str] = None,
                   on_error: str = "skip", mmseg: Optional[MMSegTest] = None,
                   long_side: Optional[int] = None, true_label_dir: Optional[str] = None,
-                  class_filter: Optional[Mapping[str, np.ndarray]] = None, bg_scale: float = 1.0,
+                  class_filter: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None, bg_scale: float = 1.0,
                   published_dir: Optional[str] = None) -> Dict[str, Any]:
     """MS+flip (+ CRF) predictions of ``ids`` as palette PNGs ``<out_dir>/<id>.png``; finished images are skipped,
     and under ``torchrun`` every process takes its share (:mod:`wseg.engine.per_image`). With ``mmseg``, mmseg's
@@ -183,12 +183,12 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
     probabilities), at no extra network cost. The CRF runs in ``crf_workers`` processes (0 or 1: in this one)
     while the network goes on. ``true_label_dir`` (optional, labelled splits) also receives the arg-max over only
     the classes of each image's ground truth (:func:`true_label_argmax`, after ``bg_scale``). ``bg_scale``
-    multiplies the background probability and ``class_filter`` (``{id: multi-hot over the foreground classes}``,
-    :mod:`wseg.label_filter`) zeroes the other classes' probabilities, before the arg-max and the CRF (wseg
-    additions, :mod:`wseg.segmentation.calibration`); ``published_dir`` then receives the arg-max without either.
+    multiplies the background probability and ``class_filter`` (a :class:`wseg.label_filter.ClassGate`: the other
+    classes zeroed, or each class weighted by the classifier's score to a power) adjusts the foreground classes,
+    before the arg-max and the CRF (wseg additions, :mod:`wseg.segmentation.calibration`); ``published_dir`` then
+    receives the arg-max without either.
     Returns ``{"num_images", "predicted", "seconds", "images_per_s"}``.
     """
-    from wseg.label_filter import restrict_to_classes
     from wseg.parallel import WorkerPool
     from wseg.segmentation.calibration import scale_background
 
@@ -217,7 +217,7 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
                 save_mask_png(os.path.join(true_label_dir, image_id + ".png"),
                               true_label_argmax(probs, load_mask_png(voc.mask_path(image_id))))
             if class_filter is not None:
-                probs = restrict_to_classes(probs, class_filter[image_id])
+                probs = class_filter(image_id, probs)
                 pred = probs.argmax(0)
             path = os.path.join(out_dir, image_id + ".png")
             if crf is None or plain_dir:
@@ -238,7 +238,8 @@ def predict_split(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], out_
 
 @torch.no_grad()
 def training_image_confusions(model: torch.nn.Module, voc: VOCRoot, ids: Sequence[str], masks: Mapping[str, str],
-                              candidates: Mapping[str, Optional[Mapping[str, np.ndarray]]], factors: Sequence[float],
+                              candidates: Mapping[str, Optional[Callable[[str, torch.Tensor], torch.Tensor]]],
+                              factors: Sequence[float],
                               scales: Sequence[float], flip: bool = True,
                               mean: Sequence[float] = (0.485, 0.456, 0.406),
                               std: Sequence[float] = (0.229, 0.224, 0.225), device: Optional[torch.device] = None,
@@ -246,10 +247,10 @@ def training_image_confusions(model: torch.nn.Module, voc: VOCRoot, ids: Sequenc
                               mmseg: Optional[MMSegTest] = None, long_side: Optional[int] = None
                               ) -> Dict[str, np.ndarray]:
     """``{candidate: (n, C + 1, C + 1) confusions}``: the test's prediction of ``ids`` (MS+flip or mmseg's) against
-    ``masks`` (``{id: mask PNG path}``), for each candidate (``None``: unfiltered; else ``{id: multi-hot labels}``
-    of the label filter) at each background factor (ascending), from one pass (:mod:`wseg.segmentation.calibration`).
+    ``masks`` (``{id: mask PNG path}``), for each candidate (``None``: unfiltered; else the label filter's
+    :class:`wseg.label_filter.ClassGate`) at each background factor (ascending), from one pass
+    (:mod:`wseg.segmentation.calibration`).
     """
-    from wseg.label_filter import restrict_to_classes
     from wseg.metrics import histogram_to_confusions
     from wseg.segmentation.calibration import factor_histogram
 
@@ -267,8 +268,8 @@ def training_image_confusions(model: torch.nn.Module, voc: VOCRoot, ids: Sequenc
         if mask.shape != img.shape[:2]:
             raise WsegError(f"{masks[image_id]}: mask {mask.shape[1]}x{mask.shape[0]} for an image of "
                             f"{img.shape[1]}x{img.shape[0]}; pass the masks made for this dataset")
-        for name, labels in candidates.items():
-            p = probs if labels is None else restrict_to_classes(probs, labels[image_id])
+        for name, gate in candidates.items():
+            p = probs if gate is None else gate(image_id, probs)
             hist[name] += factor_histogram(p, mask, grid, k)
 
     data = _test_images(voc, ids, scales, mean, std, long_side, mmseg)

@@ -20,7 +20,8 @@ Two wseg additions, off by default as published (:mod:`wseg.segmentation.calibra
 the background probability before the arg-max and the CRF, and ``label_filter`` names predicted image labels
 (:mod:`wseg.label_filter`, ``scripts/label_train.py``) whose other classes are dropped. ``bg_scale=auto`` and
 ``label_filter_check`` (held-out labels of training images, ``label_train.py --out_cv``) choose the factor and
-whether to filter on the training images, against the masks the network was trained on (``pseudo_mask_dir``).
+whether to filter on the training images, against the masks the network was trained on (``pseudo_mask_dir``);
+``label_filter_powers`` adds soft filters to that choice (each class weighted by the classifier's score to a power).
 With either addition in use the published arg-max goes to ``<plain folder>_published`` and is scored as
 ``miou_published``.
 """
@@ -98,19 +99,19 @@ def _cached_choice(path: str, inputs: Dict[str, Any]) -> Optional[Dict[str, Any]
 
 
 def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: bool, settings: Dict[str, Any],
-                  choice_file: str
-                  ) -> Tuple[Optional[Dict[str, Any]], float, Dict[str, Any], Dict[str, Any]]:
-    """The test's label filter (``label_filter``'s labels of ``ids``, or None) and background factor, chosen on the
-    training images where ``bg_scale`` is ``auto`` or ``label_filter_check`` is set
+                  choice_file: str) -> Tuple[Optional[Any], float, Dict[str, Any], Dict[str, Any]]:
+    """The test's label filter (a :class:`wseg.label_filter.ClassGate` over ``ids``, or None) and background
+    factor, chosen on the training images where ``bg_scale`` is ``auto`` or ``label_filter_check`` is set
     (:mod:`wseg.segmentation.calibration`); what the folder records say of them; the choice's numbers. The choice
     is kept in ``choice_file`` and reused by a re-run with the same checkpoint (``settings``), test settings,
     held-out labels and training masks (the pass over the training images costs about as much as the test)."""
     from wseg import io
     from wseg.engine.runtime import LOG
-    from wseg.label_filter import label_arrays, read_label_file
-    from wseg.segmentation.calibration import FILTERED, UNFILTERED, bg_scale_setting, choose
+    from wseg.label_filter import ClassGate, label_arrays, read_label_file, scores_path, soft_weights
+    from wseg.segmentation.calibration import FILTERED, UNFILTERED, bg_scale_setting, choose, soft_name
 
     path, check = cfg.get("label_filter"), cfg.get("label_filter_check")
+    powers = [float(a) for a in cfg.get("label_filter_powers") or []] if check else []
     fixed = bg_scale_setting(cfg.get("bg_scale", 1.0))
     k = voc.spec.num_classes - 1
     record: Dict[str, Any] = {}
@@ -121,11 +122,12 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     if fixed is not None and not check:
         if fixed != 1:
             record["bg_scale"] = fixed
-        return labels, fixed, record, ({"bg_scale": fixed} if fixed != 1 else {})
+        return (ClassGate(labels) if labels else None), fixed, record, ({"bg_scale": fixed} if fixed != 1 else {})
     from wseg.segmentation.predict import training_image_confusions
 
     # the candidates: the unfiltered test; the filtered one by the classifier's held-out labels of the training
-    # images (label_filter_check), or, with the filter always on, by their own image-level labels
+    # images (label_filter_check) and by their held-out scores to each power, or, with the filter always on, by
+    # their own image-level labels
     held = read_label_file(check) if check else None
     train_ids = sorted(held) if check else voc.ids(cfg.train_list)
     if len(train_ids) > CHECK_IMAGES:                   # evenly spaced, e.g. 1,000 of VOC's 10,582
@@ -135,7 +137,10 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
         candidates[UNFILTERED] = None
     if path:
         source, where = (held, check) if check else (voc.cls_labels(train_ids), voc.cls_labels_path())
-        candidates[FILTERED] = dict(zip(train_ids, label_arrays(source, train_ids, k, where)))
+        candidates[FILTERED] = ClassGate(dict(zip(train_ids, label_arrays(source, train_ids, k, where))))
+    held_scores = _scores(scores_path(check), train_ids, k, "label_filter_check", check) if powers else None
+    for a in powers:
+        candidates[soft_name(a)] = ClassGate(soft_weights(held_scores, a), soft=True)
     factors = sorted({fixed} if fixed is not None else {float(f) for f in cfg.bg_scale_grid})
     masks = _training_masks(cfg, voc, train_ids)
     test = {**settings, "mean": list(cfg.mean), "std": list(cfg.std), "long_side": cfg.get("long_side"),
@@ -143,6 +148,8 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     inputs = {"test": test, "factors": factors, "candidates": sorted(candidates),
               "label_filter_check": _file_record(check) if check else None, "train_ids": train_ids,
               "masks": _folder_record(os.path.dirname(os.path.abspath(masks[train_ids[0]])))}
+    if powers:
+        inputs["held_out_scores"] = _file_record(scores_path(check))
     best = _cached_choice(choice_file, inputs)
     if best is None:
         confs = training_image_confusions(model, voc, train_ids, masks, candidates, factors, cfg.test_scales,
@@ -156,19 +163,39 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     for name, curve in best["curve"].items():
         LOG.info("training images (%d), %s test against the training masks, mIoU per background factor: %s",
                  len(train_ids), name, ", ".join(f"x{f:g} {m:.2f}" for f, m in zip(factors, curve)))
-    use = best["candidate"] == FILTERED
-    LOG.info("chosen: %s, background x%g (%.2f mIoU on the training images)", "filtered" if use else "unfiltered",
-             best["bg_scale"], best["miou"])
+    chosen = best["candidate"]
+    use = chosen != UNFILTERED
+    LOG.info("chosen: %s, background x%g (%.2f mIoU on the training images)", chosen, best["bg_scale"], best["miou"])
     curves = {n: [round(m, 3) for m in c] for n, c in best["curve"].items()}
     numbers = {"bg_scale": best["bg_scale"], "train_images": len(train_ids), "train_miou": round(best["miou"], 3),
                "bg_scale_curve": {"factors": factors, **curves}}
     if check:
-        numbers.update({"label_filter_used": use,
-                        "train_miou_filtered": round(max(best["curve"][FILTERED]), 3),
+        numbers.update({"label_filter_used": use, "label_filter_candidate": chosen,
+                        "train_miou_filtered": round(max(max(c) for n, c in best["curve"].items()
+                                                         if n != UNFILTERED), 3),
                         "train_miou_unfiltered": round(max(best["curve"][UNFILTERED]), 3)})
-        record["label_filter"]["check"] = {**_file_record(check), "use": use}
+        record["label_filter"]["check"] = {**_file_record(check), "use": use,
+                                           **({"candidate": chosen} if chosen not in (UNFILTERED, FILTERED) else {})}
+        if chosen not in (UNFILTERED, FILTERED):
+            power = powers[[soft_name(a) for a in powers].index(chosen)]
+            numbers["label_filter_power"] = power
+            record["label_filter"]["scores"] = _file_record(scores_path(path))
+            gate = ClassGate(soft_weights(_scores(scores_path(path), ids, k, "label_filter", path), power), soft=True)
+            record["bg_scale"] = best["bg_scale"]
+            return gate, best["bg_scale"], record, numbers
     record["bg_scale"] = best["bg_scale"]
-    return (labels if use or not check else None), best["bg_scale"], record, numbers
+    return (ClassGate(labels) if labels is not None and (use or not check) else None), best["bg_scale"], record, numbers
+
+
+def _scores(path: str, ids: Sequence[str], k: int, key: str, labels_path: str) -> Dict[str, np.ndarray]:
+    """``{id: sigmoid scores}`` of ``ids`` from the file ``scripts/label_train.py`` writes beside a label file."""
+    from wseg.label_filter import label_arrays, read_label_file
+
+    if not os.path.isfile(path):
+        raise WsegError(f"{path}: no classifier scores beside {key} {labels_path}; label_filter_powers weighs the "
+                        "classes by them: re-run scripts/label_train.py (it writes <stem>_scores.npy beside each "
+                        "label file) or set label_filter_powers=[]")
+    return dict(zip(ids, label_arrays(read_label_file(path), ids, k, path)))
 
 
 def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bool = True) -> Dict[str, Any]:

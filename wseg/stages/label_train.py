@@ -11,11 +11,11 @@ label_filter=<file>``.
 Outputs: ``<session_name>.pth`` (backbone + class layer, with the scales and the LSE sharpness), ``_last.pth``
 (resume), ``.log``, ``_scalars.jsonl``; ``--out_labels`` (multi-hot per image) and ``<out_labels>_scores.npy``
 (the sigmoid scores); with ``--out_cv``, held-out labels of every training image from ``--cv_folds`` classifiers
-trained without their fold (``<session_name>_fold<k>.pth``), which ``segmentation/test.py``'s
-``label_filter_check`` filters by on the training images to decide whether filtering pays (scored against the
-pseudo masks). Label files are written atomically. Where the
-infer list has labels in ``cls_labels.npy`` the log and the result give the per-label accuracy, the share of images
-with every label right and the label prior's.
+trained without their fold (``<session_name>_fold<k>.pth``) and their scores (``<out_cv>_scores.npy``), which
+``segmentation/test.py``'s ``label_filter_check`` filters the training images by (the labels, or the scores to each
+power of ``label_filter_powers``) to decide whether and how filtering pays (scored against the pseudo masks). Label
+files are written atomically. Where the infer list has labels in ``cls_labels.npy`` the log and the result give the
+per-label accuracy, the share of images with every label right and the label prior's.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 from wseg.cli import add_bool_flag
 from wseg.errors import WsegError
 
-RESUME_KEYS = ("backbone", "weights", "scales", "lse_r", "batch_size", "max_iters", "lr", "wt_dec", "train_list")
+RESUME_KEYS = ("backbone", "weights", "scales", "levels", "lse_r", "batch_size", "max_iters", "lr", "wt_dec", "train_list")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,15 +43,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[1.0],
                    help="image sizes relative to the image; the class score is the maximum over them (the demo: 2, "
                         "so that its small parts span a few feature cells)")
+    p.add_argument("--levels", nargs="+", default=None,
+                   help="backbone levels whose features the class layer reads, stacked on the last one's grid "
+                        "(default: the last level; the demo: conv4 conv5 conv6 of ResNet-38, whose earlier levels "
+                        "keep the colour and texture its last level abstracts away)")
     p.add_argument("--lse_r", type=float, default=4.0, help="log-sum-exp pooling sharpness r (0 < r; large: max)")
     p.add_argument("--threshold", type=float, default=0.5, help="a class is predicted at sigmoid score >= this")
     p.add_argument("--session_name", default="labels", help="output prefix: <name>.pth, <name>.log, <name>_last.pth")
     p.add_argument("--out_labels", required=True,
                    help="predicted labels (.npy, cls_labels format); with several --infer_list, <stem>_<list>.npy")
     p.add_argument("--out_cv", default=None,
-                   help="also write held-out labels of the training images here (.npy): --cv_folds classifiers, each "
-                        "trained without its fold; segmentation/test.py's label_filter_check filters the training "
-                        "images by them to decide whether filtering pays")
+                   help="also write held-out labels of the training images here (.npy; their scores beside it, "
+                        "<stem>_scores.npy): --cv_folds classifiers, each trained without its fold; "
+                        "segmentation/test.py's label_filter_check filters the training images by them to decide "
+                        "whether and how filtering pays")
     p.add_argument("--cv_folds", type=int, default=2, help="folds for --out_cv")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_iters", type=int, default=1000)
@@ -127,6 +132,7 @@ def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix
     optimizer = build_optimizer("adamw", [{"params": params, "lr": args.lr, "weight_decay": args.wt_dec}],
                                 args.lr, args.wt_dec)
     meta = {"network": "label_classifier", "backbone": args.backbone, "scales": list(args.scales),
+            "levels": list(model.levels),
             "lse_r": args.lse_r, "num_classes": model.num_classes, "threshold": args.threshold}
     trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(args.max_iters), plan=plan, step=step,
                       dist=dist, max_iters=args.max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
@@ -140,15 +146,16 @@ def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix
 
 
 def _cross_validate(model, bank, ids, y: np.ndarray, args: argparse.Namespace, dist) -> Dict[str, np.ndarray]:
-    """Held-out labels of every training image: ``--cv_folds`` classifiers, each trained (the same settings) on
-    the other folds and predicting its own; what ``segmentation/test.py``'s ``label_filter_check`` filters the
-    training images by to decide whether filtering pays."""
-    from wseg.label_filter import LabelClassifier, decide
+    """Held-out sigmoid scores of every training image: ``--cv_folds`` classifiers, each trained (the same
+    settings) on the other folds and scoring its own; what ``segmentation/test.py``'s ``label_filter_check``
+    filters the training images by (their labels, or the scores to a power) to decide whether filtering pays."""
+    from wseg.label_filter import LabelClassifier
 
     order = np.random.default_rng(args.seed).permutation(len(ids))
     out: Dict[str, np.ndarray] = {}
     for k, held in enumerate(np.array_split(order, args.cv_folds)):
-        fold = LabelClassifier(model.backbone, model.num_classes, args.scales, args.lse_r).to(dist.device)
+        fold = LabelClassifier(model.backbone, model.num_classes, args.scales, args.lse_r, model.levels).to(
+            dist.device)
         fold.feat_mean.copy_(model.feat_mean)
         fold.feat_std.copy_(model.feat_std)
         rest = sorted(set(range(len(ids))) - set(held.tolist()))
@@ -156,7 +163,7 @@ def _cross_validate(model, bank, ids, y: np.ndarray, args: argparse.Namespace, d
         fold.eval()
         with torch.no_grad():
             for i in held.tolist():
-                out[ids[i]] = decide(torch.sigmoid(fold.image_logits(bank[i])).cpu().numpy(), args.threshold)
+                out[ids[i]] = torch.sigmoid(fold.image_logits(bank[i])).cpu().numpy().astype(np.float32)
     return {i: out[i] for i in ids}
 
 
@@ -166,8 +173,8 @@ def run(args: argparse.Namespace) -> dict:
     from wseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
     from wseg.engine.runtime import LOG
     from wseg.io import atomic_save_dict
-    from wseg.label_filter import (FeatureBank, LabelClassifier, SCORES_SUFFIX, decide, label_arrays, label_scores,
-                                   predict_labels)
+    from wseg.label_filter import (FeatureBank, LabelClassifier, decide, label_arrays, label_scores, predict_labels,
+                                   scores_path)
     from wseg.models.backbones import build_backbone
     from wseg.segmentation.models import load_backbone_weights
     from wseg.stages.common import begin_training
@@ -182,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
     num_classes = voc.spec.num_classes - 1
     labels_path = voc.cls_labels_path()
     y = label_arrays(voc.cls_labels(ids), ids, num_classes, labels_path)
-    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r)
+    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r, args.levels)
     load_backbone_weights(model, args.weights)
     model.to(dist.device)
     bank = FeatureBank(model, voc, ids, IMAGENET_MEAN, IMAGENET_STD, dist.device, args.cache_gb)
@@ -203,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
                                                    0), args.progress)
         pred = {i: decide(s, args.threshold) for i, s in scores.items()}
         path = out_path(args, name)
-        atomic_save_dict(path[:-4] + SCORES_SUFFIX, scores)
+        atomic_save_dict(scores_path(path), scores)
         atomic_save_dict(path, pred)
         entry = {"path": path, "images": len(infer_ids)}
         true = _known_labels(voc, infer_ids, num_classes)
@@ -215,7 +222,9 @@ def run(args: argparse.Namespace) -> dict:
         LOG.info("wrote %s (%d images)", path, len(infer_ids))
         out["labels"][name] = entry
     if args.out_cv:
-        cv = _cross_validate(model, bank, ids, y, args, dist)
+        cv_scores = _cross_validate(model, bank, ids, y, args, dist)
+        cv = {i: decide(s, args.threshold) for i, s in cv_scores.items()}
+        atomic_save_dict(scores_path(args.out_cv), cv_scores)
         atomic_save_dict(args.out_cv, cv)
         out["cv"] = {"path": args.out_cv, **label_scores(np.stack([cv[i] for i in ids]), y, y.mean(0))}
         LOG.info("%d-fold held-out labels of the training images: per-label accuracy %.1f%% (prior %.1f%%); wrote %s",
