@@ -62,15 +62,18 @@ stages = dict(
                      args=dict(voc12_root="{root}", classes="{classes}", train_list="{train_list}",
                                infer_list="{val_list}", backbone="resnet38_small",
                                weights="{repo}/weights/standin/resnet38_small.pth", scales=[2.0],
+                               levels=["conv3", "conv4", "conv5", "conv6"],
                                session_name="{work}/models/labels", out_labels="{work}/labels/val.npy",
-                               out_cv="{work}/labels/train_cv.npy", device="cpu", progress=False)),
+                               out_cv="{work}/labels/train_cv.npy", device="cpu", progress=False),
+                     outputs=["{work}/labels/*_scores.npy"]),
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",
                              backbone_weights="{work}/models/cam.pth")),
     # the published test (no background scale, no filter) is scored beside the chosen one; also scored given each
     # val image's true labels, as the pseudo masks are: how much of the gap is recognising the classes rather than
     # finding their pixels (README: "the classes, not the pixels")
     seg_test=dict(args=dict(test_true_labels=True, bg_scale="auto", label_filter="{work}/labels/val.npy",
-                            label_filter_check="{work}/labels/train_cv.npy"),
+                            label_filter_check="{work}/labels/train_cv.npy",
+                            label_filter_powers=[0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),
                   report=[dict(label="DeepLab, published test", split="val", metric="miou_published"),
                           dict(label="DeepLab, background scale and classifier's classes", split="val",
                                metric="miou"),
