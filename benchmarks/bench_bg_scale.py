@@ -5,7 +5,8 @@ against the pseudo masks (``seg_test``'s result keeps that curve, ``bg_scale_cur
 of the same trained network beside it, from one MS+flip pass over the val split scored at every factor
 (:func:`wseg.segmentation.predict.training_image_confusions` with the val ground truth): unfiltered, filtered by the
 image-label classifier's val labels (``<work>/labels/val.npy``, where present), weighted by its val scores to the
-chosen power (where the test chose the soft filter) and given the true labels (the diagnostic). It shows whether the choice made without val lands near val's own best, and how much each factor gives.
+chosen power (where the test chose the soft filter) and given the true labels (the diagnostic). It shows whether the
+choice made without val lands near val's own best, and how much each factor gives.
 
     python benchmarks/bench_bg_scale.py --work_dirs runs/demo runs/robust/small_part_101 runs/robust/varied_sizes_303
 """

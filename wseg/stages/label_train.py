@@ -29,7 +29,8 @@ import torch
 from wseg.cli import add_bool_flag
 from wseg.errors import WsegError
 
-RESUME_KEYS = ("backbone", "weights", "scales", "levels", "lse_r", "batch_size", "max_iters", "lr", "wt_dec", "train_list")
+RESUME_KEYS = ("backbone", "weights", "scales", "levels", "lse_r", "batch_size", "max_iters", "lr", "wt_dec",
+               "train_list")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
