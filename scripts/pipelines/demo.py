@@ -29,12 +29,14 @@ changes"), each scaled rather than tuned to this dataset:
   supervision only, no val image); the published test is the report's first DeepLab row:
   - the background probability times a factor (1 to 0.05) before the arg-max: the DeepLab, trained briefly on masks
     whose objects are a small share of the pixels, under-segments (README: "The test's background scale");
-  - only the classes an image-label classifier predicts (``label_train``, after RS+EPM's ``pred_class >=
-    conf_th``: the frozen stand-in backbone at twice the image size, a 1x1 class layer pooled by log-sum-exp,
-    trained on the image-level labels), where filtering by its held-out labels of the training images scores
-    better there than not filtering. The reduced DeepLab finds the objects but names them wrong where classes
-    differ in a small part (README: "the classes, not the pixels"); where whole objects tell the classes apart it
-    recognises them better than the frozen features do, and filtering would cost points.
+  - the classes an image-label classifier predicts (``label_train``, after RS+EPM's ``pred_class >= conf_th``:
+    the frozen stand-in backbone at twice the image size, its levels conv3-conv6 stacked, a 1x1 class layer pooled
+    by log-sum-exp, trained on the image-level labels): only those (the hard filter), or every class weighted by
+    the classifier's score to a power (``label_filter_powers``, a soft filter), or neither, whichever scores best
+    on the training images with the classifier's held-out labels and scores. The reduced DeepLab finds the objects
+    but names them wrong where classes differ in a small part (README: "the classes, not the pixels"); where whole
+    objects tell the classes apart it recognises them about as well as the classifier does, and a small power
+    weighs the two.
 
 The from-scratch recipe of earlier versions (AdamW, 20 warm-up epochs of classification alone) is
 ``demo_scratch.py``; every value is the named script's own key."""
