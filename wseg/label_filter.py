@@ -7,9 +7,10 @@ pixels"). RS+EPM's released inference restricts its segmentation to the classes 
 (``pred_class >= conf_th``); this module gives any segmentation network such a classifier, trained on the image-level
 labels alone (the weak labels; nothing else):
 
-- a frozen backbone (ImageNet or stand-in weights, the same ``--weights`` files as the CAM stage), its last-level
-  feature map at each of ``scales`` (image sizes relative to the image), standardised per channel with the
-  training images' statistics;
+- a frozen backbone (ImageNet or stand-in weights, the same ``--weights`` files as the CAM stage), its feature
+  maps of ``levels`` (default: the last) stacked on the last one's grid (a hypercolumn, Hariharan et al., CVPR 2015),
+  at each of ``scales`` (image sizes relative to the image), standardised per channel with the training images'
+  statistics;
 - a 1x1 class layer at every position, pooled by log-sum-exp (LSE, Pinheiro & Collobert, CVPR 2015: average
   pooling as ``r -> 0``, max pooling as ``r -> inf``), so a class whose cue is a small part is not averaged away
   as under global average pooling; the maximum over the scales;
@@ -20,9 +21,11 @@ labels alone (the weak labels; nothing else):
 
 ``scripts/label_train.py`` writes them in the ``cls_labels.npy`` format (``{id: multi-hot over the foreground
 classes}``), which ``segmentation/test.py --set label_filter=<file>`` reads: :func:`restrict_to_classes` zeroes the
-probabilities of the other classes before the arg-max and the CRF. Its check (``label_filter_check``,
-:mod:`wseg.segmentation.calibration`) filters only where the test filtered by the classifier's held-out labels of
-the training images scores better on them than the unfiltered one.
+probabilities of the other classes before the arg-max and the CRF (:class:`ClassGate`; with
+``label_filter_powers``, the soft filter instead weighs every class by the classifier's score to a power). Its check
+(``label_filter_check``, :mod:`wseg.segmentation.calibration`) takes the filter, hard or soft, only where the test
+filtered by the classifier's held-out labels or scores of the training images scores better on them than the
+unfiltered one.
 """
 from __future__ import annotations
 
@@ -43,8 +46,9 @@ SCORES_SUFFIX = "_scores.npy"
 
 
 class LabelClassifier(nn.Module):
-    """Frozen ``backbone`` -> standardised last-level features at ``scales`` -> 1x1 ``classifier`` -> LSE pooling
-    (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, K)`` logits (module docstring)."""
+    """Frozen ``backbone`` -> its ``levels`` (default: the last) stacked and standardised, at ``scales`` -> 1x1
+    ``classifier`` -> LSE pooling (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, K)`` logits
+    (module docstring)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, scales: Sequence[float] = (2.0,), lse_r: float = 4.0,
                  levels: Optional[Sequence[str]] = None):

@@ -176,15 +176,14 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
                         "train_miou_unfiltered": round(max(best["curve"][UNFILTERED]), 3)})
         record["label_filter"]["check"] = {**_file_record(check), "use": use,
                                            **({"candidate": chosen} if chosen not in (UNFILTERED, FILTERED) else {})}
-        if chosen not in (UNFILTERED, FILTERED):
-            power = powers[[soft_name(a) for a in powers].index(chosen)]
-            numbers["label_filter_power"] = power
-            record["label_filter"]["scores"] = _file_record(scores_path(path))
-            gate = ClassGate(soft_weights(_scores(scores_path(path), ids, k, "label_filter", path), power), soft=True)
-            record["bg_scale"] = best["bg_scale"]
-            return gate, best["bg_scale"], record, numbers
+    gate = ClassGate(labels) if labels is not None and (use or not check) else None
+    if check and chosen not in (UNFILTERED, FILTERED):           # the soft filter at the chosen power
+        power = powers[[soft_name(a) for a in powers].index(chosen)]
+        numbers["label_filter_power"] = power
+        record["label_filter"]["scores"] = _file_record(scores_path(path))
+        gate = ClassGate(soft_weights(_scores(scores_path(path), ids, k, "label_filter", path), power), soft=True)
     record["bg_scale"] = best["bg_scale"]
-    return (ClassGate(labels) if labels is not None and (use or not check) else None), best["bg_scale"], record, numbers
+    return gate, best["bg_scale"], record, numbers
 
 
 def _scores(path: str, ids: Sequence[str], k: int, key: str, labels_path: str) -> Dict[str, np.ndarray]:
