@@ -234,11 +234,17 @@ class ClassGate:
     def __call__(self, image_id: str, probs: torch.Tensor) -> torch.Tensor:
         if not self.soft:
             return restrict_to_classes(probs, self.weights[image_id])
-        w = torch.as_tensor(np.asarray(self.weights[image_id], np.float32).reshape(-1)[:probs.shape[0] - 1],
-                            device=probs.device, dtype=probs.dtype)
-        out = probs.clone()
-        out[1:] *= w[:, None, None]
-        return out / out.sum(0, keepdim=True).clamp_min(1e-12)
+        w = torch.ones(probs.shape[0], device=probs.device, dtype=probs.dtype)
+        w[1:] = torch.as_tensor(np.asarray(self.weights[image_id], np.float32).reshape(-1)[:probs.shape[0] - 1])
+        return reweight_classes(probs, w)
+
+
+def reweight_classes(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``probs (C, H, W)`` times the per-class ``weights (C,)``, renormalised (the CRF reads a distribution): the
+    arg-max equals that of the logits plus ``log(weights)``, post-hoc logit adjustment (Menon et al., ICLR 2021). The
+    test's background scale and its soft class filter are both this."""
+    out = probs * weights[:, None, None]
+    return out / out.sum(0, keepdim=True).clamp_min(1e-12)
 
 
 def soft_weights(scores: Mapping[str, np.ndarray], power: float, floor: float = 1e-6) -> Dict[str, np.ndarray]:
@@ -264,4 +270,4 @@ def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float =
 
 __all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "implied_labels",
            "label_arrays", "label_scores", "predict_labels", "read_label_file", "restrict_to_classes",
-           "scores_path", "soft_weights"]
+           "reweight_classes", "scores_path", "soft_weights"]

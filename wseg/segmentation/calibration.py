@@ -61,12 +61,15 @@ def check_grid(grid: Sequence[float]) -> None:
 
 def scale_background(probs: torch.Tensor, factor: float) -> torch.Tensor:
     """``probs (C, H, W)`` with the background (class 0) times ``factor``, renormalised (the CRF reads a
-    distribution); the arg-max equals that of the background logit plus ``log(factor)``."""
+    distribution); the arg-max equals that of the background logit plus ``log(factor)``
+    (:func:`wseg.label_filter.reweight_classes`)."""
+    from wseg.label_filter import reweight_classes
+
     if factor == 1:
         return probs
-    out = probs.clone()
-    out[0] *= factor
-    return out / out.sum(0, keepdim=True).clamp_min(1e-12)
+    weights = torch.ones(probs.shape[0], device=probs.device, dtype=probs.dtype)
+    weights[0] = factor
+    return reweight_classes(probs, weights)
 
 
 def factor_histogram(probs: torch.Tensor, mask: np.ndarray, factors: np.ndarray, num_classes: int) -> np.ndarray:

@@ -111,7 +111,7 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     from wseg.segmentation.calibration import FILTERED, UNFILTERED, bg_scale_setting, choose, soft_name
 
     path, check = cfg.get("label_filter"), cfg.get("label_filter_check")
-    powers = [float(a) for a in cfg.get("label_filter_powers") or []] if check else []
+    powers = {soft_name(a): float(a) for a in cfg.get("label_filter_powers") or []} if check else {}
     fixed = bg_scale_setting(cfg.get("bg_scale", 1.0))
     k = voc.spec.num_classes - 1
     record: Dict[str, Any] = {}
@@ -139,8 +139,8 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
         source, where = (held, check) if check else (voc.cls_labels(train_ids), voc.cls_labels_path())
         candidates[FILTERED] = ClassGate(dict(zip(train_ids, label_arrays(source, train_ids, k, where))))
     held_scores = _scores(scores_path(check), train_ids, k, "label_filter_check", check) if powers else None
-    for a in powers:
-        candidates[soft_name(a)] = ClassGate(soft_weights(held_scores, a), soft=True)
+    for name, a in powers.items():
+        candidates[name] = ClassGate(soft_weights(held_scores, a), soft=True)
     factors = sorted({fixed} if fixed is not None else {float(f) for f in cfg.bg_scale_grid})
     masks = _training_masks(cfg, voc, train_ids)
     test = {**settings, "mean": list(cfg.mean), "std": list(cfg.std), "long_side": cfg.get("long_side"),
@@ -177,9 +177,8 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
         record["label_filter"]["check"] = {**_file_record(check), "use": use,
                                            **({"candidate": chosen} if chosen not in (UNFILTERED, FILTERED) else {})}
     gate = ClassGate(labels) if labels is not None and (use or not check) else None
-    if check and chosen not in (UNFILTERED, FILTERED):           # the soft filter at the chosen power
-        power = powers[[soft_name(a) for a in powers].index(chosen)]
-        numbers["label_filter_power"] = power
+    if chosen in powers:                                          # the soft filter at the chosen power
+        power = numbers["label_filter_power"] = powers[chosen]
         record["label_filter"]["scores"] = _file_record(scores_path(path))
         gate = ClassGate(soft_weights(_scores(scores_path(path), ids, k, "label_filter", path), power), soft=True)
     record["bg_scale"] = best["bg_scale"]
