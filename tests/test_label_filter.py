@@ -201,3 +201,50 @@ def test_the_report_marks_the_tests_background_factor_and_a_kept_unfiltered_pred
     result["label_filter_power"] = 2.0                   # the soft filter's power too
     assert "| filtered (background x0.25) (classes weighted by the classifier's scores ^2) | " in \
         report_markdown(stages, results)
+
+
+def test_class_layer_folds_the_standardisation_and_batches_images_of_different_sizes():
+    torch.manual_seed(0)
+    net = LabelClassifier(build_backbone("resnet38_tiny"), 3, scales=(1.0, 2.0), lse_r=4.0)
+    c = net.classifier.in_channels
+    net.feat_mean.copy_(torch.randn(c))
+    net.feat_std.copy_(torch.rand(c) + 0.5)
+    images = [[torch.randn(c, 3, 4), torch.randn(c, 6, 8)], [torch.randn(c, 5, 2), torch.randn(c, 10, 4)]]
+
+    def explicit(per_scale):                 # standardise, 1x1 conv, LSE pool each scale, maximum over the scales
+        pooled = []
+        for f in per_scale:
+            z = net.classifier(((f - net.feat_mean[:, None, None]) / net.feat_std[:, None, None])[None])[0]
+            pooled.append((torch.logsumexp(4.0 * z.flatten(1), 1) - np.log(z[0].numel())) / 4.0)
+        return torch.stack(pooled).amax(0)
+
+    batched = net(images)
+    assert batched.shape == (2, 3)
+    for row, per_scale in zip(batched, images):
+        assert torch.allclose(row, explicit(per_scale), atol=1e-5)
+    half = net([[f.half() for f in per_scale] for per_scale in images])         # an fp16 feature cache reads the same
+    assert torch.allclose(half, batched, atol=1e-2)
+
+
+def test_feature_bank_keeps_fp32_then_fp16_then_nothing_as_the_budget_shrinks():
+    from wseg.label_filter import FeatureBank
+
+    class Model:
+        calls = 0
+
+        def features(self, image):
+            Model.calls += 1
+            return [image * 2]
+
+    class Bank(FeatureBank):
+        def image(self, i):
+            return torch.full((4, 16, 16), float(i))               # 1,024 numbers per image, 4 images
+
+    for gb, dtype, computed in ((4096 * 4 / 2 ** 30, torch.float32, 4), (4096 * 2 / 2 ** 30, torch.float16, 4),
+                                (4096 / 2 ** 30, None, 8)):
+        Model.calls = 0
+        bank = Bank(Model(), None, ["a", "b", "c", "d"], None, None, torch.device("cpu"), gb)
+        for _ in range(2):
+            assert [float(bank[i][0][0, 0, 0]) for i in range(4)] == [0.0, 2.0, 4.0, 6.0]
+        assert bank.dtype == dtype and bank.caching == (dtype is not None) and Model.calls == computed
+        assert all(f.dtype == dtype for per_scale in bank.cache.values() for f in per_scale)

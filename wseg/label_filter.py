@@ -107,20 +107,28 @@ class LabelClassifier(nn.Module):
 
     def image_logits(self, per_scale: Sequence[torch.Tensor]) -> torch.Tensor:
         """``(K,)`` logits of one image from its per-scale feature maps."""
-        out = []
-        for f in per_scale:
-            f = (f.float() - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
-            z = self.classifier(f[None])[0].flatten(1)                      # (K, positions)
-            out.append((torch.logsumexp(self.lse_r * z, 1) - math.log(z.shape[1])) / self.lse_r)
-        return torch.stack(out).amax(0)
+        return self.forward([per_scale])[0]
 
     def forward(self, feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-        return torch.stack([self.image_logits(f) for f in feats])
+        """``(N, K)`` logits of ``N`` images, each a per-scale list of ``(C, h, w)`` maps (sizes differ between
+        images). The standardisation is folded into the class layer (``W / std``, ``b - W mean / std``), so each
+        map is read once, by one matrix product, in the forward and once in the backward pass."""
+        w = self.classifier.weight.flatten(1) / self.feat_std
+        b = (self.classifier.bias - w @ self.feat_mean)[:, None]
+        out = []
+        for per_scale in feats:
+            pooled = []
+            for f in per_scale:
+                z = torch.addmm(b, w, f.flatten(1).float())                                # (K, positions)
+                pooled.append((torch.logsumexp(self.lse_r * z, 1) - math.log(z.shape[1])) / self.lse_r)
+            out.append(torch.stack(pooled).amax(0))
+        return torch.stack(out)
 
 
 class FeatureBank:
-    """The frozen backbone's features of a list of images, computed once and kept (fp16, on the CPU) when they fit
-    in ``cache_gb``, else recomputed each time an image is drawn (large datasets on a GPU)."""
+    """The frozen backbone's features of a list of images, computed once and kept on the CPU when they fit in
+    ``cache_gb`` (fp32, or fp16 when only that fits: each step then converts what it reads), else recomputed each
+    time an image is drawn (large datasets on a GPU)."""
 
     def __init__(self, model: LabelClassifier, voc, ids: Sequence[str], mean, std, device: torch.device,
                  cache_gb: float = 4.0):
@@ -128,6 +136,7 @@ class FeatureBank:
         self.cache_gb = float(cache_gb)
         self.cache: Dict[int, List[torch.Tensor]] = {}
         self.caching = self.cache_gb > 0
+        self.dtype: Optional[torch.dtype] = None
 
     def image(self, i: int) -> torch.Tensor:
         from wseg.data.transforms import hwc_to_chw, normalize
@@ -144,12 +153,14 @@ class FeatureBank:
             return [f.to(self.device) for f in self.cache[i]]
         feats = self.model.features(self.image(i))
         if self.caching:
-            self.cache[i] = [f.half().cpu() for f in feats]
-            if len(self.cache) == 1:      # the first image says whether the whole list fits
-                per_image = sum(f.numel() * 2 for f in self.cache[i])
-                self.caching = per_image * len(self.ids) <= self.cache_gb * 2 ** 30
-                if not self.caching:
-                    self.cache.clear()
+            if len(self.cache) == 0:      # the first image says whether the whole list fits, and in which type
+                numbers = sum(f.numel() for f in feats) * len(self.ids)
+                self.dtype = next((t for t, size in ((torch.float32, 4), (torch.float16, 2))
+                                   if numbers * size <= self.cache_gb * 2 ** 30), None)
+                self.caching = self.dtype is not None
+            if self.caching:
+                self.cache[i] = [f.to("cpu", self.dtype) for f in feats]
+                return self[i]
         return feats
 
 
