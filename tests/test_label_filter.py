@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from wseg.cli import stage_parser
 from wseg.errors import WsegError
@@ -23,14 +24,17 @@ def test_lse_pooling_lies_between_average_and_max():
     net = LabelClassifier(build_backbone("resnet38_tiny"), 3, scales=(1.0,), lse_r=0.01)
     f = torch.randn(net.classifier.in_channels, 4, 5)
     z = net.classifier(f[None])[0].flatten(1)
-    assert torch.allclose(net.image_logits([f]), z.mean(1), atol=1e-2)          # r -> 0: average pooling
+
+    def logits(*per_scale):
+        return net([list(per_scale)])[0, 0]
+
+    assert torch.allclose(logits(f), z.mean(1), atol=1e-2)                    # r -> 0: average pooling
     net.lse_r = 500.0
-    assert torch.allclose(net.image_logits([f]), z.amax(1), atol=1e-2)          # r -> inf: max pooling
+    assert torch.allclose(logits(f), z.amax(1), atol=1e-2)                    # r -> inf: max pooling
     net.lse_r = 4.0
-    assert bool((net.image_logits([f]) <= z.amax(1) + 1e-6).all() and (net.image_logits([f]) >= z.mean(1)).all())
+    assert bool((logits(f) <= z.amax(1) + 1e-6).all() and (logits(f) >= z.mean(1)).all())
     # several scales: the maximum of each scale's score
-    assert torch.allclose(net.image_logits([f, f[:, :2, :2]]),
-                          torch.maximum(net.image_logits([f]), net.image_logits([f[:, :2, :2]])))
+    assert torch.allclose(logits(f, f[:, :2, :2]), torch.maximum(logits(f), logits(f[:, :2, :2])))
 
 
 def test_restrict_to_classes_keeps_background_and_the_listed_classes():
@@ -98,7 +102,6 @@ def test_label_train_learns_writes_labels_and_resumes(toy_root, backbone_file, t
     assert sorted(cv_scores) == sorted(train)
     assert all(np.array_equal(decide(cv_scores[i], 0.5), cv[i]) and ((cv_scores[i] >= 0) & (cv_scores[i] <= 1)).all()
                for i in train)
-    assert all(os.path.isfile(str(tmp_path / f"labels_fold{k}.pth")) for k in (0, 1))
     assert res["learned"] is True and res["cls_loss"] < 0.9 * res["prior_loss"]   # it fits its training labels
     labels = read_label_file(str(tmp_path / "val.npy"))
     scores = np.load(str(tmp_path / "val_scores.npy"), allow_pickle=True).item()
@@ -107,10 +110,14 @@ def test_label_train_learns_writes_labels_and_resumes(toy_root, backbone_file, t
     assert all(v.shape == (3,) and v.sum() >= 1 and set(v.tolist()) <= {0.0, 1.0} for v in labels.values())
     entry = res["labels"]["val"]
     assert 0 <= entry["label_acc"] <= 100 and 0 <= entry["prior_acc"] <= 100
-    again = label_train.run(_args(toy_root, str(tmp_path), backbone_file))      # finished: loads, predicts again
+    cv_flags = ("--out_cv", str(tmp_path / "cv.npy"))
+    again = label_train.run(_args(toy_root, str(tmp_path), backbone_file, *cv_flags))  # finished: loads, predicts
     assert again["labels"]["val"]["label_acc"] == entry["label_acc"]
+    assert read_label_file(scores_path(str(tmp_path / "cv.npy"))).keys() == cv_scores.keys()
+    with pytest.raises(WsegError, match="labels_last.pth: weights do not fit"):    # 3 heads saved, 1 asked for
+        label_train.run(_args(toy_root, str(tmp_path), backbone_file))
     with pytest.raises(WsegError, match="another configuration"):
-        label_train.run(_args(toy_root, str(tmp_path), backbone_file, "--lse_r", "2"))
+        label_train.run(_args(toy_root, str(tmp_path), backbone_file, "--lse_r", "2", *cv_flags))
 
 
 def test_label_train_flag_errors(toy_root, backbone_file, tmp_path):
@@ -218,11 +225,11 @@ def test_class_layer_folds_the_standardisation_and_batches_images_of_different_s
             pooled.append((torch.logsumexp(4.0 * z.flatten(1), 1) - np.log(z[0].numel())) / 4.0)
         return torch.stack(pooled).amax(0)
 
-    batched = net(images)
+    batched = net(images)[:, 0]
     assert batched.shape == (2, 3)
     for row, per_scale in zip(batched, images):
         assert torch.allclose(row, explicit(per_scale), atol=1e-5)
-    half = net([[f.half() for f in per_scale] for per_scale in images])         # an fp16 feature cache reads the same
+    half = net([[f.half() for f in per_scale] for per_scale in images])[:, 0]         # an fp16 feature cache reads the same
     assert torch.allclose(half, batched, atol=1e-2)
 
 
@@ -248,3 +255,32 @@ def test_feature_bank_keeps_fp32_then_fp16_then_nothing_as_the_budget_shrinks():
             assert [float(bank[i][0][0, 0, 0]) for i in range(4)] == [0.0, 2.0, 4.0, 6.0]
         assert bank.dtype == dtype and bank.caching == (dtype is not None) and Model.calls == computed
         assert all(f.dtype == dtype for per_scale in bank.cache.values() for f in per_scale)
+
+
+def test_fold_heads_learn_from_all_but_their_fold_and_the_committee_averages_them():
+    from wseg.stages.label_train import fold_assignment
+
+    torch.manual_seed(0)
+    net = LabelClassifier(build_backbone("resnet38_tiny"), 3, scales=(1.0,), folds=3)
+    fold_of = fold_assignment(6, 3, seed=0)
+    assert sorted(np.bincount(fold_of).tolist()) == [2, 2, 2] and (fold_assignment(4, 0, 0) == -1).all()
+    fold = torch.from_numpy(fold_of)
+    feats = [[torch.randn(net.classifier.in_channels, 3, 3)] for _ in range(6)]
+    target = torch.randint(0, 2, (6, 3)).float()
+    logits = net(feats)
+    assert logits.shape == (6, 4, 3)
+    single = LabelClassifier(net.backbone, 3, scales=(1.0,))        # each head is a one-head classifier
+    for k in range(4):
+        single.classifier.weight.data.copy_(net.classifier.weight[3 * k:3 * k + 3])
+        single.classifier.bias.data.copy_(net.classifier.bias[3 * k:3 * k + 3])
+        assert torch.allclose(single(feats)[:, 0], logits[:, k], atol=1e-5)
+        assert torch.allclose(net.scores(feats, k), torch.sigmoid(logits[:, k]))
+    assert torch.allclose(net.scores(feats), torch.sigmoid(logits).mean(1))
+    out = net.loss(logits, target, fold)
+    assert torch.allclose(out["loss_full"], F.multilabel_soft_margin_loss(logits[:, 3], target), atol=1e-6)
+    grad = torch.autograd.grad(net.loss(net(feats), target, fold)["loss"], net.classifier.weight)[0].view(4, 3, -1)
+    for k in range(3):                     # a head's gradient ignores its own fold's images
+        moved = [[torch.randn_like(f) if fold_of[i] == k else f for f in per] for i, per in enumerate(feats)]
+        other = torch.autograd.grad(net.loss(net(moved), target, fold)["loss"], net.classifier.weight)[0]
+        other = other.view(4, 3, -1)
+        assert torch.allclose(grad[k], other[k], atol=1e-6) and not torch.allclose(grad[3], other[3])

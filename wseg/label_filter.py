@@ -15,9 +15,11 @@ labels alone (the weak labels; nothing else):
   pooling as ``r -> 0``, max pooling as ``r -> inf``), so a class whose cue is a small part is not averaged away
   as under global average pooling; the maximum over the scales;
 - the multi-label soft-margin loss, AdamW with the poly schedule, on the one training loop (resumable, the
-  label-prior check of every trainer);
-- per image: the classes with ``sigmoid(logit) >= threshold`` (:func:`decide`); an image with none keeps its best
-  class (every image of these datasets holds an object).
+  label-prior check of every trainer); with k cross-validation folds, k more class layers train beside it in the
+  same pass, each without its fold (held-out scores of the training images), and new images are scored by the
+  committee of all of them;
+- per image: the classes scoring at least ``threshold`` (:func:`decide`); an image with none keeps its best class
+  (every image of these datasets holds an object).
 
 ``scripts/label_train.py`` writes them in the ``cls_labels.npy`` format (``{id: multi-hot over the foreground
 classes}``), which ``segmentation/test.py --set label_filter=<file>`` reads: :func:`restrict_to_classes` zeroes the
@@ -47,11 +49,18 @@ SCORES_SUFFIX = "_scores.npy"
 
 class LabelClassifier(nn.Module):
     """Frozen ``backbone`` -> its ``levels`` (default: the last) stacked and standardised, at ``scales`` -> 1x1
-    ``classifier`` -> LSE pooling (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, K)`` logits
-    (module docstring)."""
+    ``classifier`` -> LSE pooling (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, heads, K)``
+    logits (module docstring).
+
+    ``folds`` k > 0: k-fold cross-validation in one training pass. The class layer holds ``k + 1`` heads over the
+    same features: head ``j < k`` learns from the images outside fold ``j`` and scores fold ``j`` (held-out
+    scores); the last head learns from every image. All heads read each feature map in one matrix product, so the
+    folds cost little more than one classifier (:meth:`loss` masks each image out of its own fold's head). New
+    images are scored by the committee of all heads, the mean of their sigmoid scores (:meth:`scores`), which varies
+    less with the random draws than one head."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, scales: Sequence[float] = (2.0,), lse_r: float = 4.0,
-                 levels: Optional[Sequence[str]] = None):
+                 levels: Optional[Sequence[str]] = None, folds: int = 0):
         super().__init__()
         self.backbone = backbone
         for p in self.backbone.parameters():
@@ -65,7 +74,8 @@ class LabelClassifier(nn.Module):
         self.scales, self.lse_r, self.num_classes = tuple(float(s) for s in scales), float(lse_r), int(num_classes)
         self.register_buffer("feat_mean", torch.zeros(channels))
         self.register_buffer("feat_std", torch.ones(channels))
-        self.classifier = nn.Conv2d(channels, self.num_classes, 1)
+        self.folds = int(folds)
+        self.classifier = nn.Conv2d(channels, (self.folds + 1) * self.num_classes, 1)
 
     def train(self, mode: bool = True) -> "LabelClassifier":
         super().train(mode)
@@ -105,24 +115,37 @@ class LabelClassifier(nn.Module):
         self.feat_mean.copy_(mean.float())
         self.feat_std.copy_((sq / max(n, 1) - mean * mean).clamp(min=0).sqrt().float() + 1e-6)
 
-    def image_logits(self, per_scale: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``(K,)`` logits of one image from its per-scale feature maps."""
-        return self.forward([per_scale])[0]
-
     def forward(self, feats: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
-        """``(N, K)`` logits of ``N`` images, each a per-scale list of ``(C, h, w)`` maps (sizes differ between
-        images). The standardisation is folded into the class layer (``W / std``, ``b - W mean / std``), so each
-        map is read once, by one matrix product, in the forward and once in the backward pass."""
+        """``(N, heads, K)`` logits of ``N`` images, each a per-scale list of ``(C, h, w)`` maps (sizes differ
+        between images): per image and scale one matrix product of every head's rows, LSE pooling over the
+        positions, the maximum over the scales. The standardisation is folded into the rows (``W / std``,
+        ``b - W mean / std``), so each cached map is read once in the forward and once in the backward pass,
+        whatever the number of heads."""
         w = self.classifier.weight.flatten(1) / self.feat_std
         b = (self.classifier.bias - w @ self.feat_mean)[:, None]
         out = []
         for per_scale in feats:
             pooled = []
             for f in per_scale:
-                z = torch.addmm(b, w, f.flatten(1).float())                                # (K, positions)
+                z = torch.addmm(b, w, f.flatten(1).float())                                # (rows, positions)
                 pooled.append((torch.logsumexp(self.lse_r * z, 1) - math.log(z.shape[1])) / self.lse_r)
             out.append(torch.stack(pooled).amax(0))
-        return torch.stack(out)
+        return torch.stack(out).view(len(feats), self.folds + 1, self.num_classes)
+
+    def scores(self, feats: Sequence[Sequence[torch.Tensor]], head: Optional[int] = None) -> torch.Tensor:
+        """``(N, K)`` sigmoid scores: of one ``head``, or (``None``) the committee's mean over every head."""
+        p = torch.sigmoid(self(feats).float())
+        return p.mean(1) if head is None else p[:, head]
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, fold: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Multi-label soft-margin loss of each head over the batch images it learns from (``fold``: each image's
+        fold, -1 for none), averaged over the heads (``loss``); ``loss_full``: the last head's (every image)."""
+        per = F.binary_cross_entropy_with_logits(logits.float(), target[:, None].expand_as(logits),
+                                                 reduction="none").mean(2)                      # (B, heads)
+        heads = torch.arange(self.folds + 1, device=logits.device)
+        learns = (fold[:, None] != heads[None]).float()
+        per_head = (per * learns).sum(0) / learns.sum(0).clamp_min(1)
+        return {"loss": per_head.mean(), "loss_full": per_head[-1]}
 
 
 class FeatureBank:
@@ -195,14 +218,16 @@ def read_label_file(path: str) -> Dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def predict_labels(model: LabelClassifier, bank: FeatureBank, progress: bool = True) -> Dict[str, np.ndarray]:
-    """``{id: sigmoid scores}`` of every image of ``bank`` (eval mode)."""
+def predict_labels(model: LabelClassifier, bank, progress: bool = True, head: Optional[int] = None
+                   ) -> Dict[str, np.ndarray]:
+    """``{id: sigmoid scores}`` of every image of ``bank`` (a :class:`FeatureBank`, or anything with ``ids``,
+    ``len`` and items), by one ``head`` or the committee of all (eval mode)."""
     from tqdm import tqdm
 
     model.eval()
     scores = {}
     for i in tqdm(range(len(bank)), desc="labels", dynamic_ncols=True, leave=False, disable=not progress):
-        scores[bank.ids[i]] = torch.sigmoid(model.image_logits(bank[i])).cpu().numpy().astype(np.float32)
+        scores[bank.ids[i]] = model.scores([bank[i]], head)[0].cpu().numpy().astype(np.float32)
     return scores
 
 
@@ -279,6 +304,6 @@ def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float =
     return scores.masked_fill(~keep[:, None, None], fill)
 
 
-__all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide", "implied_labels",
-           "label_arrays", "label_scores", "predict_labels", "read_label_file", "restrict_to_classes",
-           "reweight_classes", "scores_path", "soft_weights"]
+__all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide",
+           "implied_labels", "label_arrays", "label_scores", "predict_labels", "read_label_file",
+           "restrict_to_classes", "reweight_classes", "scores_path", "soft_weights"]

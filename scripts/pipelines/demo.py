@@ -59,14 +59,15 @@ stages = dict(
     eval_rw=dict(args=dict(num_workers=1)),
     eval_pseudo=dict(args=dict(num_workers=1)),
     # the frozen stand-in backbone at twice the image size (its corpus' objects are 22-48 pixels, the demo's heads
-    # 8-22), a 1x1 class layer pooled by log-sum-exp: predicted val labels for seg_test's label_filter
+    # 8-22), a 1x1 class layer pooled by log-sum-exp: predicted val labels for seg_test's label_filter; 8 folds
+    # train beside it in the same pass (held-out scores close to the full classifier's; val: their committee)
     label_train=dict(script="scripts/label_train.py", describe="image-label classifier (the test's class filter)",
                      args=dict(voc12_root="{root}", classes="{classes}", train_list="{train_list}",
                                infer_list="{val_list}", backbone="resnet38_small",
                                weights="{repo}/weights/standin/resnet38_small.pth", scales=[2.0],
                                levels=["conv3", "conv4", "conv5", "conv6"],
                                session_name="{work}/models/labels", out_labels="{work}/labels/val.npy",
-                               out_cv="{work}/labels/train_cv.npy", device="cpu", progress=False),
+                               out_cv="{work}/labels/train_cv.npy", cv_folds=8, device="cpu", progress=False),
                      outputs=["{work}/labels/*_scores.npy"]),
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",
                              backbone_weights="{work}/models/cam.pth")),

@@ -8,13 +8,15 @@ label_filter=<file>``.
         --weights ilsvrc-cls_rna-a1_cls1000_ep-0001.params --session_name runs/labels \\
         --out_labels runs/labels/val.npy --out_cv runs/labels/train_cv.npy
 
-Outputs: ``<session_name>.pth`` (backbone + class layer, with the scales and the LSE sharpness), ``_last.pth``
+Outputs: ``<session_name>.pth`` (backbone + class layers, with the scales and the LSE sharpness), ``_last.pth``
 (resume), ``.log``, ``_scalars.jsonl``; ``--out_labels`` (multi-hot per image) and ``<out_labels>_scores.npy``
-(the sigmoid scores); with ``--out_cv``, held-out labels of every training image from ``--cv_folds`` classifiers
-trained without their fold (``<session_name>_fold<k>.pth``) and their scores (``<out_cv>_scores.npy``), which
-``segmentation/test.py``'s ``label_filter_check`` filters the training images by (the labels, or the scores to each
-power of ``label_filter_powers``) to decide whether and how filtering pays (scored against the pseudo masks). Label
-files are written atomically. Where the infer list has labels in ``cls_labels.npy`` the log and the result give the
+(the sigmoid scores). With ``--out_cv``, the class layer trains ``--cv_folds`` more heads beside the full one in
+the same pass, each without its fold (:class:`~wseg.label_filter.LabelClassifier`): they write held-out labels of
+every training image to ``--out_cv`` and their scores to ``<out_cv>_scores.npy``, which ``segmentation/test.py``'s
+``label_filter_check`` filters the training images by (the labels, or the scores to each power of
+``label_filter_powers``) to decide whether and how filtering pays (scored against the pseudo masks); the
+``--infer_list`` images are then scored by the committee of every head (the mean of their scores). Label files are
+written atomically. Where the infer list has labels in ``cls_labels.npy`` the log and the result give the
 per-label accuracy, the share of images with every label right and the label prior's.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from wseg.cli import add_bool_flag
 from wseg.errors import WsegError
 
 RESUME_KEYS = ("backbone", "weights", "scales", "levels", "lse_r", "batch_size", "max_iters", "lr", "wt_dec",
-               "train_list")
+               "train_list", "folds", "seed")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "<stem>_scores.npy): --cv_folds classifiers, each trained without its fold; "
                         "segmentation/test.py's label_filter_check filters the training images by them to decide "
                         "whether and how filtering pays")
-    p.add_argument("--cv_folds", type=int, default=2, help="folds for --out_cv")
+    p.add_argument("--cv_folds", type=int, default=2,
+                   help="folds for --out_cv (their class layers train beside the full one, at little extra cost; "
+                        "more folds: held-out classifiers closer to the full one, e.g. the demo's 8)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_iters", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-2, help="AdamW lr of the class layer (poly schedule)")
@@ -111,9 +115,20 @@ def _known_labels(voc, ids, num_classes: int):
         return None
 
 
-def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix: str, desc: str) -> dict:
-    """Train ``model``'s class layer on the bank's images ``idx`` (labels ``y[idx]``) on the one training loop
-    (resumable from ``<prefix>_last.pth``, the label-prior check); saves ``<prefix>.pth``."""
+def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
+    """The cross-validation fold of each of ``n`` training images (a seeded permutation cut into ``folds`` near-equal
+    parts); with no folds every image is in "fold" -1, which no head holds out."""
+    fold_of = np.full(n, -1, np.int64)
+    if folds:
+        for k, part in enumerate(np.array_split(np.random.default_rng(seed).permutation(n), folds)):
+            fold_of[part] = k
+    return fold_of
+
+
+def _fit(model, bank, y: np.ndarray, fold_of: np.ndarray, args: argparse.Namespace, dist) -> dict:
+    """Train ``model``'s heads (the full classifier and its cross-validation folds, ``fold_of``) in one pass on the
+    one training loop (resumable from ``<session_name>_last.pth``; the label-prior check reads the full head's
+    loss); saves ``<session_name>.pth``."""
     from wseg.engine.optim import PolyLR, build_optimizer
     from wseg.engine.plans import StepPlan
     from wseg.engine.runtime import LOG
@@ -121,51 +136,57 @@ def _fit(model, bank, idx, y: np.ndarray, args: argparse.Namespace, dist, prefix
     from wseg.models.checkpoint import save_state_dict
 
     # the plan draws batches of positions into the feature bank (a list is a map-style dataset)
-    plan = StepPlan(list(idx), None, min(args.batch_size, len(idx)), args.seed, 0, dist,
+    plan = StepPlan(list(range(len(y))), None, min(args.batch_size, len(y)), args.seed, 0, dist,
                     collate_fn=lambda batch: batch)
-    target = torch.from_numpy(y).to(dist.device)
+    target, folds = torch.from_numpy(y).to(dist.device), torch.from_numpy(fold_of).to(dist.device)
 
     def step(net, batch, ctx):
-        logits = net([bank[i] for i in batch])
-        return {"loss": torch.nn.functional.multilabel_soft_margin_loss(logits.float(), target[batch])}
+        index = torch.as_tensor(batch, device=dist.device)
+        return net.loss(net([bank[i] for i in batch]), target[index], folds[index])
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer("adamw", [{"params": params, "lr": args.lr, "weight_decay": args.wt_dec}],
                                 args.lr, args.wt_dec)
     meta = {"network": "label_classifier", "backbone": args.backbone, "scales": list(args.scales),
-            "levels": list(model.levels),
-            "lse_r": args.lse_r, "num_classes": model.num_classes, "threshold": args.threshold}
+            "levels": list(model.levels), "lse_r": args.lse_r, "num_classes": model.num_classes,
+            "folds": model.folds, "threshold": args.threshold}
+    prefix = args.session_name
     trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(args.max_iters), plan=plan, step=step,
-                      dist=dist, max_iters=args.max_iters, checkpoint=prefix + "_last.pth", settings=vars(args),
-                      resume_keys=RESUME_KEYS, resume=args.resume, ckpt_every=args.max_iters, log_every=args.log_every,
-                      scalars=prefix + "_scalars.jsonl", meta=meta, images_per_step=args.batch_size,
-                      desc=desc, progress=args.progress, prior=("loss", multilabel_prior_loss(y[list(idx)])))
+                      dist=dist, max_iters=args.max_iters, checkpoint=prefix + "_last.pth",
+                      settings=dict(vars(args), folds=model.folds), resume_keys=RESUME_KEYS, resume=args.resume,
+                      ckpt_every=args.max_iters, log_every=args.log_every, scalars=prefix + "_scalars.jsonl",
+                      meta=meta, images_per_step=args.batch_size, desc="label train", progress=args.progress,
+                      prior=("loss_full", multilabel_prior_loss(y)))
     result = trainer.run()
     save_state_dict(prefix + ".pth", model, meta=meta)
     LOG.info("saved %s.pth", prefix)
     return result
 
 
-def _cross_validate(model, bank, ids, y: np.ndarray, args: argparse.Namespace, dist) -> Dict[str, np.ndarray]:
-    """Held-out sigmoid scores of every training image: ``--cv_folds`` classifiers, each trained (the same
-    settings) on the other folds and scoring its own; what ``segmentation/test.py``'s ``label_filter_check``
-    filters the training images by (their labels, or the scores to a power) to decide whether filtering pays."""
-    from wseg.label_filter import LabelClassifier
+def _held_out_scores(model, bank, fold_of: np.ndarray) -> Dict[str, np.ndarray]:
+    """Held-out sigmoid scores of every training image, each from the head that did not learn from it: what
+    ``segmentation/test.py``'s ``label_filter_check`` filters the training images by (their labels, or the scores
+    to a power) to decide whether filtering pays."""
+    from wseg.label_filter import predict_labels
 
-    order = np.random.default_rng(args.seed).permutation(len(ids))
     out: Dict[str, np.ndarray] = {}
-    for k, held in enumerate(np.array_split(order, args.cv_folds)):
-        fold = LabelClassifier(model.backbone, model.num_classes, args.scales, args.lse_r, model.levels).to(
-            dist.device)
-        fold.feat_mean.copy_(model.feat_mean)
-        fold.feat_std.copy_(model.feat_std)
-        rest = sorted(set(range(len(ids))) - set(held.tolist()))
-        _fit(fold, bank, rest, y, args, dist, f"{args.session_name}_fold{k}", f"label fold {k + 1}/{args.cv_folds}")
-        fold.eval()
-        with torch.no_grad():
-            for i in held.tolist():
-                out[ids[i]] = torch.sigmoid(fold.image_logits(bank[i])).cpu().numpy().astype(np.float32)
-    return {i: out[i] for i in ids}
+    for k in range(model.folds):
+        out.update(predict_labels(model, _Subset(bank, np.flatnonzero(fold_of == k)), progress=False, head=k))
+    return {i: out[i] for i in bank.ids}
+
+
+class _Subset:
+    """Images ``index`` of a feature bank, as a bank (``ids``, ``len``, items)."""
+
+    def __init__(self, bank, index):
+        self.bank, self.index = bank, list(index)
+        self.ids = [bank.ids[i] for i in self.index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, j: int):
+        return self.bank[self.index[j]]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -190,7 +211,8 @@ def run(args: argparse.Namespace) -> dict:
     num_classes = voc.spec.num_classes - 1
     labels_path = voc.cls_labels_path()
     y = label_arrays(voc.cls_labels(ids), ids, num_classes, labels_path)
-    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r, args.levels)
+    folds = args.cv_folds if args.out_cv else 0
+    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r, args.levels, folds)
     load_backbone_weights(model, args.weights)
     model.to(dist.device)
     bank = FeatureBank(model, voc, ids, IMAGENET_MEAN, IMAGENET_STD, dist.device, args.cache_gb)
@@ -200,11 +222,12 @@ def run(args: argparse.Namespace) -> dict:
     sample = range(len(bank)) if bank.caching else range(min(64, len(bank)))  # the feature statistics
     model.set_statistics([bank[i] for i in tqdm(sample, desc="features", dynamic_ncols=True, leave=False,
                                                 disable=not args.progress)])
-    prefix = args.session_name
-    result = _fit(model, bank, range(len(ids)), y, args, dist, prefix, "label train")
+    fold_of = fold_assignment(len(ids), folds, args.seed)
+    result = _fit(model, bank, y, fold_of, args, dist)
 
-    out: dict = {"weights": prefix + ".pth", "learned": result.get("learned"), "cls_loss": result.get("cls_loss"),
-                 "prior_loss": result.get("prior_loss"), "seconds": result["seconds"], "labels": {}}
+    out: dict = {"weights": args.session_name + ".pth", "learned": result.get("learned"),
+                 "cls_loss": result.get("cls_loss"), "prior_loss": result.get("prior_loss"),
+                 "seconds": result["seconds"], "labels": {}}
     for name in args.infer_list:
         infer_ids = voc.ids(name)
         scores = predict_labels(model, FeatureBank(model, voc, infer_ids, IMAGENET_MEAN, IMAGENET_STD, dist.device,
@@ -223,7 +246,7 @@ def run(args: argparse.Namespace) -> dict:
         LOG.info("wrote %s (%d images)", path, len(infer_ids))
         out["labels"][name] = entry
     if args.out_cv:
-        cv_scores = _cross_validate(model, bank, ids, y, args, dist)
+        cv_scores = _held_out_scores(model, bank, fold_of)
         cv = {i: decide(s, args.threshold) for i, s in cv_scores.items()}
         atomic_save_dict(scores_path(args.out_cv), cv_scores)
         atomic_save_dict(args.out_cv, cv)
