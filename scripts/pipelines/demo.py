@@ -60,7 +60,7 @@ stages = dict(
     eval_pseudo=dict(args=dict(num_workers=1)),
     # the frozen stand-in backbone at twice the image size (its corpus' objects are 22-48 pixels, the demo's heads
     # 8-22), a 1x1 class layer pooled by log-sum-exp: predicted val labels for seg_test's label_filter; 8 folds
-    # train beside it in the same pass (held-out scores close to the full classifier's; val: their committee)
+    # train beside it in the same pass (held-out scores from classifiers close to the full one)
     label_train=dict(script="scripts/label_train.py", describe="image-label classifier (the test's class filter)",
                      args=dict(voc12_root="{root}", classes="{classes}", train_list="{train_list}",
                                infer_list="{val_list}", backbone="resnet38_small",

@@ -15,8 +15,8 @@ the same pass, each without its fold (:class:`~wseg.label_filter.LabelClassifier
 every training image to ``--out_cv`` and their scores to ``<out_cv>_scores.npy``, which ``segmentation/test.py``'s
 ``label_filter_check`` filters the training images by (the labels, or the scores to each power of
 ``label_filter_powers``) to decide whether and how filtering pays (scored against the pseudo masks); the
-``--infer_list`` images are then scored by the committee of every head (the mean of their scores). Label files are
-written atomically. Where the infer list has labels in ``cls_labels.npy`` the log and the result give the
+``--infer_list`` images are scored by the head that learned from every training image. Label files are written
+atomically. Where the infer list has labels in ``cls_labels.npy`` the log and the result give the
 per-label accuracy, the share of images with every label right and the label prior's.
 """
 from __future__ import annotations
