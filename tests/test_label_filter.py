@@ -229,7 +229,7 @@ def test_class_layer_folds_the_standardisation_and_batches_images_of_different_s
     assert batched.shape == (2, 3)
     for row, per_scale in zip(batched, images):
         assert torch.allclose(row, explicit(per_scale), atol=1e-5)
-    half = net([[f.half() for f in per_scale] for per_scale in images])[:, 0]         # an fp16 feature cache reads the same
+    half = net([[f.half() for f in per_scale] for per_scale in images])[:, 0]   # an fp16 feature cache reads the same
     assert torch.allclose(half, batched, atol=1e-2)
 
 
