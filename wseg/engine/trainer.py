@@ -142,8 +142,9 @@ class Trainer:
 
         if not (self.resume and os.path.isfile(self.checkpoint)):
             return 0
-        state = load_checkpoint(self.checkpoint, self.model, self.optimizer, self.scaler, ema=self.ema)
-        check_resume(self.checkpoint, state.get("args") or {}, self.settings, self.resume_keys, self.resume_hint)
+        state = load_checkpoint(self.checkpoint, self.model, self.optimizer, self.scaler, ema=self.ema,
+                                check_args=lambda saved: check_resume(self.checkpoint, saved, self.settings,
+                                                                      self.resume_keys, self.resume_hint))
         self.best = dict((state.get("meta") or {}).get("best") or self.best)
         start = int(state["step"])
         if not self.plan.resumable_mid_epoch and start % self.plan.steps_per_epoch:

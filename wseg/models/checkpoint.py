@@ -16,7 +16,7 @@ import collections
 import os
 import pickle
 import warnings
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -227,8 +227,11 @@ def save_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
 
 
 def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    scaler: Any = None, ema: Any = None) -> Dict[str, Any]:
+                    scaler: Any = None, ema: Any = None,
+                    check_args: Optional[Callable[[Mapping[str, Any]], None]] = None) -> Dict[str, Any]:
     """Restore a :func:`save_checkpoint` file into ``model`` (strictly), ``optimizer``, ``scaler`` and ``ema``.
+    ``check_args(saved settings)`` runs before anything is restored, so a checkpoint of another configuration is
+    refused for its settings rather than for the shapes they give.
 
     Returns ``{"step", "epoch", "args", "version", "meta"}``.
     """
@@ -238,6 +241,8 @@ def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
     if not (isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT and _is_state_dict(obj.get("model"))):
         raise WsegError(f"{path}: not a wseg resume checkpoint (plain weights?); pass it as --weights instead, "
                         "or delete it to start over")
+    if check_args is not None:
+        check_args(obj.get("args") or {})
     load_state_dict_strict(model, obj["model"], path)
     if optimizer is not None and obj.get("optimizer") is not None:
         try:
