@@ -25,7 +25,7 @@ def val_curves(work: str, config_path: str, factors, power=None) -> dict:
     from wseg.data.voc import VOCRoot, labels_from_mask
     from wseg.engine.runtime import resolve_device
     from wseg.io import load_mask_png
-    from wseg.label_filter import ClassGate, label_arrays, read_label_file, scores_path, soft_weights
+    from wseg.label_filter import ClassGate, label_arrays, read_label_file, read_scores, soft_weights
     from wseg.segmentation.calibration import choose, soft_name
     from wseg.segmentation.models import build_model, load_segmentation_weights
     from wseg.segmentation.predict import training_image_confusions
@@ -43,8 +43,7 @@ def val_curves(work: str, config_path: str, factors, power=None) -> dict:
     if os.path.isfile(labels):
         candidates["filtered"] = ClassGate(dict(zip(ids, label_arrays(read_label_file(labels), ids, k, labels))))
     if power is not None:
-        scores = dict(zip(ids, label_arrays(read_label_file(scores_path(labels)), ids, k, scores_path(labels))))
-        candidates[soft_name(power)] = ClassGate(soft_weights(scores, power), soft=True)
+        candidates[soft_name(power)] = ClassGate(soft_weights(read_scores(labels, ids, k, "labels"), power), soft=True)
     confs = training_image_confusions(model.to(resolve_device("cpu")), voc, ids, {i: voc.mask_path(i) for i in ids},
                                       candidates, factors, cfg.test_scales, cfg.test_flip, cfg.mean, cfg.std,
                                       progress=False)

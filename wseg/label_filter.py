@@ -292,6 +292,17 @@ def scores_path(labels_path: str) -> str:
     return labels_path[:-4] + SCORES_SUFFIX if labels_path.endswith(".npy") else labels_path + SCORES_SUFFIX
 
 
+def read_scores(labels_path: str, ids: Sequence[str], num_classes: int, key: str) -> Dict[str, np.ndarray]:
+    """``{id: sigmoid scores}`` of ``ids`` from the file ``scripts/label_train.py`` writes beside the label file
+    ``labels_path`` (passed as ``key``); one-line errors naming the file."""
+    path = scores_path(labels_path)
+    if not os.path.isfile(path):
+        raise WsegError(f"{path}: no classifier scores beside {key} {labels_path}; label_filter_powers weighs the "
+                        "classes by them: re-run scripts/label_train.py (it writes <stem>_scores.npy beside each "
+                        "label file) or set label_filter_powers=[]")
+    return dict(zip(ids, label_arrays(read_label_file(path), ids, num_classes, path)))
+
+
 def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float = 0.0) -> torch.Tensor:
     """``scores (C, H, W)`` with the foreground classes absent from ``present`` (multi-hot over the ``C - 1``
     foreground classes) set to ``fill`` (0 for probabilities, ``-inf`` for logits); background always stays. The
@@ -303,5 +314,5 @@ def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float =
 
 
 __all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide",
-           "implied_labels", "label_arrays", "label_scores", "predict_labels", "read_label_file",
+           "implied_labels", "label_arrays", "label_scores", "predict_labels", "read_label_file", "read_scores",
            "restrict_to_classes", "reweight_classes", "scores_path", "soft_weights"]

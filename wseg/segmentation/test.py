@@ -107,7 +107,7 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     held-out labels and training masks (the pass over the training images costs about as much as the test)."""
     from wseg import io
     from wseg.engine.runtime import LOG
-    from wseg.label_filter import ClassGate, label_arrays, read_label_file, scores_path, soft_weights
+    from wseg.label_filter import ClassGate, label_arrays, read_label_file, read_scores, scores_path, soft_weights
     from wseg.segmentation.calibration import FILTERED, UNFILTERED, bg_scale_setting, choose, soft_name
 
     path, check = cfg.get("label_filter"), cfg.get("label_filter_check")
@@ -138,7 +138,7 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     if path:
         source, where = (held, check) if check else (voc.cls_labels(train_ids), voc.cls_labels_path())
         candidates[FILTERED] = ClassGate(dict(zip(train_ids, label_arrays(source, train_ids, k, where))))
-    held_scores = _scores(scores_path(check), train_ids, k, "label_filter_check", check) if powers else None
+    held_scores = read_scores(check, train_ids, k, "label_filter_check") if powers else None
     for name, a in powers.items():
         candidates[name] = ClassGate(soft_weights(held_scores, a), soft=True)
     factors = sorted({fixed} if fixed is not None else {float(f) for f in cfg.bg_scale_grid})
@@ -180,20 +180,9 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     if chosen in powers:                                          # the soft filter at the chosen power
         power = numbers["label_filter_power"] = powers[chosen]
         record["label_filter"]["scores"] = _file_record(scores_path(path))
-        gate = ClassGate(soft_weights(_scores(scores_path(path), ids, k, "label_filter", path), power), soft=True)
+        gate = ClassGate(soft_weights(read_scores(path, ids, k, "label_filter"), power), soft=True)
     record["bg_scale"] = best["bg_scale"]
     return gate, best["bg_scale"], record, numbers
-
-
-def _scores(path: str, ids: Sequence[str], k: int, key: str, labels_path: str) -> Dict[str, np.ndarray]:
-    """``{id: sigmoid scores}`` of ``ids`` from the file ``scripts/label_train.py`` writes beside a label file."""
-    from wseg.label_filter import label_arrays, read_label_file
-
-    if not os.path.isfile(path):
-        raise WsegError(f"{path}: no classifier scores beside {key} {labels_path}; label_filter_powers weighs the "
-                        "classes by them: re-run scripts/label_train.py (it writes <stem>_scores.npy beside each "
-                        "label file) or set label_filter_powers=[]")
-    return dict(zip(ids, label_arrays(read_label_file(path), ids, k, path)))
 
 
 def run_test(cfg, ckpt: Optional[str] = None, do_eval: bool = True, progress: bool = True) -> Dict[str, Any]:
