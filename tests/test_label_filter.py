@@ -63,6 +63,23 @@ def test_levels_stack_on_the_last_levels_grid():
         LabelClassifier(bb, 3, levels=("conv9",))
 
 
+def test_context_channels_are_the_features_max_over_a_window():
+    torch.manual_seed(0)
+    bb = build_backbone("resnet38_tiny").eval()
+    plain = LabelClassifier(bb, 3, scales=(1.0,), levels=("conv3", "conv6"))
+    net = LabelClassifier(bb, 3, scales=(1.0,), levels=("conv3", "conv6"), context=3)
+    assert net.classifier.in_channels == 2 * plain.classifier.in_channels
+    img = torch.randn(3, 40, 56)
+    (f,), (g,) = plain.features(img), net.features(img)
+    c = f.shape[0]
+    assert g.shape == (2 * c, *f.shape[1:]) and torch.equal(g[:c], f)
+    # position (y, x) also reads the maximum of each channel over the 3x3 window around it (clipped at the border)
+    y, x = 0, 2
+    assert torch.equal(g[c:, y, x], f[:, :y + 2, x - 1:x + 2].flatten(1).amax(1))
+    with pytest.raises(WsegError, match="--context 4: an odd window"):
+        LabelClassifier(bb, 3, context=4)
+
+
 def test_soft_gate_weighs_the_classes_by_the_scores_to_a_power():
     probs = torch.tensor([[[0.4, 0.2]], [[0.35, 0.5]], [[0.25, 0.3]]])   # background, class 1, class 2
     scores = {"a": np.array([0.5, 1.0], np.float32)}

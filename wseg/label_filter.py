@@ -10,7 +10,9 @@ labels alone (the weak labels; nothing else):
 - a frozen backbone (ImageNet or stand-in weights, the same ``--weights`` files as the CAM stage), its feature
   maps of ``levels`` (default: the last) stacked on the last one's grid (a hypercolumn, Hariharan et al., CVPR 2015),
   at each of ``scales`` (image sizes relative to the image), standardised per channel with the training images'
-  statistics;
+  statistics; with ``context`` k, each position also gets every channel's maximum over the k x k cells around it
+  (a wseg addition: a linear layer cannot ask for "a body AND a head beside it" from one cell's features; it can
+  from the cell's own and its neighbourhood's);
 - a 1x1 class layer at every position, pooled by log-sum-exp (LSE, Pinheiro & Collobert, CVPR 2015: average
   pooling as ``r -> 0``, max pooling as ``r -> inf``), so a class whose cue is a small part is not averaged away
   as under global average pooling; the maximum over the scales;
@@ -47,9 +49,9 @@ SCORES_SUFFIX = "_scores.npy"
 
 
 class LabelClassifier(nn.Module):
-    """Frozen ``backbone`` -> its ``levels`` (default: the last) stacked and standardised, at ``scales`` -> 1x1
-    ``classifier`` -> LSE pooling (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, heads, K)``
-    logits (module docstring).
+    """Frozen ``backbone`` -> its ``levels`` (default: the last) stacked (with their maximum over a ``context`` x
+    ``context`` window, when given) and standardised, at ``scales`` -> 1x1 ``classifier`` -> LSE pooling
+    (``lse_r``) -> the maximum over scales: ``forward(features) -> (N, heads, K)`` logits (module docstring).
 
     ``folds`` k > 0: k-fold cross-validation in one training pass. The class layer holds ``k + 1`` heads over the
     same features: head ``j < k`` learns from the images outside fold ``j`` and scores fold ``j`` (held-out
@@ -60,7 +62,7 @@ class LabelClassifier(nn.Module):
     single heads' that the power was chosen on)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, scales: Sequence[float] = (2.0,), lse_r: float = 4.0,
-                 levels: Optional[Sequence[str]] = None, folds: int = 0):
+                 levels: Optional[Sequence[str]] = None, folds: int = 0, context: int = 0):
         super().__init__()
         self.backbone = backbone
         for p in self.backbone.parameters():
@@ -72,9 +74,13 @@ class LabelClassifier(nn.Module):
                             f"{unknown[0]}; choose from {' '.join(backbone.levels)}")
         channels = sum(int(backbone.feature_channels[lv]) for lv in self.levels)
         self.scales, self.lse_r, self.num_classes = tuple(float(s) for s in scales), float(lse_r), int(num_classes)
+        self.folds, self.context = int(folds), int(context)
+        if self.context < 0 or self.context % 2 == 0 and self.context:
+            raise WsegError(f"--context {self.context}: an odd window size (e.g. 5: the 5x5 cells around each "
+                            "position), or 0 for none")
+        channels *= 2 if self.context else 1
         self.register_buffer("feat_mean", torch.zeros(channels))
         self.register_buffer("feat_std", torch.ones(channels))
-        self.folds = int(folds)
         self.classifier = nn.Conv2d(channels, (self.folds + 1) * self.num_classes, 1)
 
     def train(self, mode: bool = True) -> "LabelClassifier":
@@ -86,7 +92,8 @@ class LabelClassifier(nn.Module):
     def features(self, image: torch.Tensor) -> List[torch.Tensor]:
         """The ``(C, h, w)`` features of a normalised ``(3, H, W)`` image at each scale: the backbone's ``levels``
         stacked along the channels, each resized to the last one's grid (a hypercolumn: the earlier levels keep
-        colour and texture that the last one has abstracted away)."""
+        colour and texture that the last one has abstracted away); with ``context``, followed by their maximum over
+        the window around each cell (computed once here, so the cached maps hold it)."""
         out = []
         for s in self.scales:
             x = image[None]
@@ -97,7 +104,10 @@ class LabelClassifier(nn.Module):
             grid = feats[self.levels[-1]].shape[-2:]
             maps = [f if f.shape[-2:] == grid else F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
                     for f in (feats[lv] for lv in self.levels)]
-            out.append(torch.cat(maps, 1)[0])
+            f = torch.cat(maps, 1)
+            if self.context:
+                f = torch.cat([f, F.max_pool2d(f, self.context, 1, self.context // 2)], 1)
+            out.append(f[0])
         return out
 
     def set_statistics(self, feats: Sequence[Sequence[torch.Tensor]]) -> None:

@@ -30,13 +30,13 @@ changes"), each scaled rather than tuned to this dataset:
   - the background probability times a factor (1 to 0.05) before the arg-max: the DeepLab, trained briefly on masks
     whose objects are a small share of the pixels, under-segments (README: "The test's background scale");
   - the classes an image-label classifier predicts (``label_train``, after RS+EPM's ``pred_class >= conf_th``:
-    the frozen stand-in backbone at twice the image size, its levels conv3-conv6 stacked, a 1x1 class layer pooled
-    by log-sum-exp, trained on the image-level labels): only those (the hard filter), or every class weighted by
-    the classifier's score to a power (``label_filter_powers``, a soft filter), or neither, whichever scores best
-    on the training images with the classifier's held-out labels and scores. The reduced DeepLab finds the objects
-    but names them wrong where classes differ in a small part (README: "the classes, not the pixels"); where whole
-    objects tell the classes apart it recognises them about as well as the classifier does, and a small power
-    weighs the two.
+    the frozen stand-in backbone at twice the image size, its levels conv3-conv6 stacked with their maximum over
+    the 5x5 cells around each position, a 1x1 class layer pooled by log-sum-exp, trained on the image-level
+    labels): only those (the hard filter), or every class weighted by the classifier's score to a power
+    (``label_filter_powers``, a soft filter), or neither, whichever scores best on the training images with the
+    classifier's held-out labels and scores. The reduced DeepLab finds the objects but names them wrong where
+    classes differ in a small part (README: "the classes, not the pixels"); where whole objects tell the classes
+    apart it recognises them about as well as the classifier does, and a small power weighs the two.
 
 The from-scratch recipe of earlier versions (AdamW, 20 warm-up epochs of classification alone) is
 ``demo_scratch.py``; every value is the named script's own key."""
@@ -59,15 +59,17 @@ stages = dict(
     eval_rw=dict(args=dict(num_workers=1)),
     eval_pseudo=dict(args=dict(num_workers=1)),
     # the frozen stand-in backbone at twice the image size (its corpus' objects are 22-48 pixels, the demo's heads
-    # 8-22), a 1x1 class layer pooled by log-sum-exp: predicted val labels for seg_test's label_filter; 8 folds
-    # train beside it in the same pass (held-out scores from classifiers close to the full one)
+    # 8-22), a 1x1 class layer pooled by log-sum-exp that also reads each feature's maximum over the 5x5 cells
+    # around the position (context 5: a head AND the body it sits on): predicted val labels for seg_test's
+    # label_filter; 8 folds train beside it in the same pass (held-out scores from classifiers close to the full one)
     label_train=dict(script="scripts/label_train.py", describe="image-label classifier (the test's class filter)",
                      args=dict(voc12_root="{root}", classes="{classes}", train_list="{train_list}",
                                infer_list="{val_list}", backbone="resnet38_small",
                                weights="{repo}/weights/standin/resnet38_small.pth", scales=[2.0],
                                levels=["conv3", "conv4", "conv5", "conv6"],
                                session_name="{work}/models/labels", out_labels="{work}/labels/val.npy",
-                               out_cv="{work}/labels/train_cv.npy", cv_folds=8, device="cpu", progress=False),
+                               out_cv="{work}/labels/train_cv.npy", cv_folds=8, context=5, device="cpu",
+                               progress=False),
                      outputs=["{work}/labels/*_scores.npy"]),
     seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",
                              backbone_weights="{work}/models/cam.pth")),

@@ -32,7 +32,7 @@ from wseg.cli import add_bool_flag
 from wseg.errors import WsegError
 
 RESUME_KEYS = ("backbone", "weights", "scales", "levels", "lse_r", "batch_size", "max_iters", "lr", "wt_dec",
-               "train_list", "folds", "seed")
+               "train_list", "folds", "seed", "context")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +63,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cv_folds", type=int, default=2,
                    help="folds for --out_cv (their class layers train beside the full one, at little extra cost; "
                         "more folds: held-out classifiers closer to the full one, e.g. the demo's 8)")
+    p.add_argument("--context", type=int, default=0,
+                   help="also give each position the maximum of the features over a context x context window around "
+                        "it (odd; 0: off), so the class layer can ask for a part AND its neighbour (a body with a "
+                        "head; the demo: 5)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_iters", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-2, help="AdamW lr of the class layer (poly schedule)")
@@ -149,7 +153,7 @@ def _fit(model, bank, y: np.ndarray, fold_of: np.ndarray, args: argparse.Namespa
                                 args.lr, args.wt_dec)
     meta = {"network": "label_classifier", "backbone": args.backbone, "scales": list(args.scales),
             "levels": list(model.levels), "lse_r": args.lse_r, "num_classes": model.num_classes,
-            "folds": model.folds, "threshold": args.threshold}
+            "folds": model.folds, "context": model.context, "threshold": args.threshold}
     prefix = args.session_name
     trainer = Trainer(model=model, optimizer=optimizer, schedule=PolyLR(args.max_iters), plan=plan, step=step,
                       dist=dist, max_iters=args.max_iters, checkpoint=prefix + "_last.pth",
@@ -212,7 +216,8 @@ def run(args: argparse.Namespace) -> dict:
     labels_path = voc.cls_labels_path()
     y = label_arrays(voc.cls_labels(ids), ids, num_classes, labels_path)
     folds = args.cv_folds if args.out_cv else 0
-    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r, args.levels, folds)
+    model = LabelClassifier(build_backbone(args.backbone), num_classes, args.scales, args.lse_r, args.levels, folds,
+                            args.context)
     load_backbone_weights(model, args.weights)
     model.to(dist.device)
     bank = FeatureBank(model, voc, ids, IMAGENET_MEAN, IMAGENET_STD, dist.device, args.cache_gb)
