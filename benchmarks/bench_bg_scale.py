@@ -82,4 +82,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wseg.cli import guarded
+
+    sys.exit(guarded(main))

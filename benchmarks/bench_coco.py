@@ -154,4 +154,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from wseg.cli import guarded
+
+    sys.exit(guarded(main))

@@ -139,4 +139,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wseg.cli import guarded
+
+    sys.exit(guarded(main))

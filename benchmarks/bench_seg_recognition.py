@@ -261,4 +261,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from wseg.cli import guarded
+
+    sys.exit(guarded(main))

@@ -315,4 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    run(build_parser().parse_args())
+    from wseg.cli import main
+
+    sys.exit(main(build_parser, run))

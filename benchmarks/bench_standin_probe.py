@@ -203,4 +203,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from wseg.cli import guarded
+
+    sys.exit(guarded(main))

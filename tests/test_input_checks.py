@@ -55,6 +55,21 @@ def test_cli_turns_path_errors_into_one_line(tmp_path, capsys):
         main(lambda: argparse.ArgumentParser(), bug, [])
 
 
+def test_benchmarks_give_one_line_errors_and_their_exit_status(tmp_path):
+    """A benchmark's own ``main`` runs under ``wseg.cli.guarded``: a missing work folder is one line, status 2."""
+    import subprocess
+    import sys
+
+    from wseg.cli import guarded
+
+    assert guarded(lambda: 3) == 3 and guarded(lambda: None) == 0
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(repo, "benchmarks", "bench_bg_scale.py"), "--work_dirs",
+                          str(tmp_path / "none")], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0
+    assert out.stderr.startswith("error: ") and str(tmp_path / "none") in out.stderr
+
+
 def test_garbage_weights_and_device_names(tmp_path):
     from wseg.engine import resolve_device
     from wseg.models.checkpoint import read_state_dict

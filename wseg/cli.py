@@ -33,11 +33,17 @@ def add_bool_flag(parser: argparse.ArgumentParser, name: str, help: str, default
 
 def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[argparse.Namespace], object],
          argv: Optional[Sequence[str]] = None) -> int:
-    """Parse ``argv`` with ``build_parser()``, call ``run(args)``; a :class:`WsegError`, a file-system error on a
-    named path (an output folder that is a file, a permission, a full disk), or running out of host or GPU memory
-    (:func:`out_of_memory`) becomes ``error: <message>`` on stderr and exit status 2."""
+    """Parse ``argv`` with ``build_parser()``, call ``run(args)``, under :func:`guarded`."""
+    return guarded(lambda: run(build_parser().parse_args(argv)))
+
+
+def guarded(call: Callable[[], object]) -> int:
+    """Run ``call()`` (a script's whole work, e.g. a benchmark's ``main``) and return its exit status: a
+    :class:`WsegError`, a file-system error on a named path (an output folder that is a file, a permission, a full
+    disk), or running out of host or GPU memory (:func:`out_of_memory`) becomes ``error: <message>`` on stderr and
+    status 2; an integer ``call()`` returns is the status."""
     try:
-        run(build_parser().parse_args(argv))
+        status = call()
     except WsegError as exc:
         _end_progress_bars()
         print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -62,7 +68,7 @@ def main(build_parser: Callable[[], argparse.ArgumentParser], run: Callable[[arg
         _end_progress_bars()
         print("interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 def _end_progress_bars() -> None:
