@@ -59,6 +59,13 @@ def test_cam_dict_roundtrip_and_validation(tmp_path):
         io.load_cam_dict(str(tmp_path / "bad.npy"))
     with pytest.raises(WsegError, match="not found"):
         io.load_cam_dict(str(tmp_path / "missing.npy"))
+    # the one dict reader (CAM dicts, cls_labels.npy, predicted labels): garbage and non-dicts are one line each
+    (tmp_path / "garbage.npy").write_bytes(b"not numpy")
+    with pytest.raises(WsegError, match=r"garbage.npy: cannot read it as a CAM dict .*; delete it and re-run"):
+        io.load_cam_dict(str(tmp_path / "garbage.npy"))
+    with pytest.raises(WsegError, match=r"bad.npy: expected labels, got ndarray \(21, 5, 7\); fix it"):
+        io.load_dict(str(tmp_path / "bad.npy"), "labels", "fix it")
+    assert io.load_dict(p, "a CAM dict", "-").keys() == back.keys()
 
 
 def test_check_labels_names_bad_values():

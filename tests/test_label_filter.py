@@ -165,7 +165,7 @@ def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, 
     with pytest.raises(WsegError, match=f"{path}: no image-level labels for 3 of 4"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={path}", f"pred_dir={tmp_path / 'p'}"]))
     np.save(path, np.zeros(3), allow_pickle=True)
-    with pytest.raises(WsegError, match="not a cls_labels.npy-format file|not a dict"):
+    with pytest.raises(WsegError, match="expected a cls_labels.npy-format dict"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter={path}"]))
     np.save(path, {i: np.ones(5, np.float32) for i in val}, allow_pickle=True)
     with pytest.raises(WsegError, match="5 classes per image"):

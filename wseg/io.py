@@ -192,6 +192,21 @@ def save_cam_dict(path: str, cams: Dict[int, np.ndarray]) -> None:
     atomic_save_dict(path, {int(k): np.asarray(v, dtype=np.float32) for k, v in cams.items()})
 
 
+def load_dict(path: str, what: str, fix: str) -> Dict:
+    """The dict of a pickled ``.npy`` (:func:`atomic_save_dict`'s counterpart; also the published scripts' files):
+    one-line errors naming ``path``, ``what`` it should hold and the ``fix``, for a file that cannot be read or holds
+    no dict."""
+    try:
+        obj = np.load(path, allow_pickle=True)
+    except Exception as exc:
+        raise WsegError(f"{path}: cannot read it as {what} ({exc.__class__.__name__}); {fix}") from None
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict):
+        raise WsegError(f"{path}: expected {what}, got {type(obj).__name__} {getattr(obj, 'shape', '')}; {fix}")
+    return obj
+
+
 def load_cam_dict(path: str, num_fg: Optional[int] = None,
                   shape: Optional[Tuple[int, int]] = None) -> Dict[int, np.ndarray]:
     """Load and validate a CAM dict written by wseg or by the published scripts: 2-D maps of one size, finite
@@ -199,15 +214,8 @@ def load_cam_dict(path: str, num_fg: Optional[int] = None,
     every map's size.
     """
     require_file(path, "CAM file", "run the CAM inference stage for this id (or check --cam_dir / --predict_dir)")
-    try:
-        obj = np.load(path, allow_pickle=True)
-    except Exception as exc:
-        raise WsegError(f"{path}: cannot read CAM .npy ({exc.__class__.__name__}); delete it and re-run inference")
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-        obj = obj.item()
-    if not isinstance(obj, dict):
-        raise WsegError(f"{path}: expected a CAM dict {{class index: HxW array}}, got "
-                        f"{type(obj).__name__} {getattr(obj, 'shape', '')}; write CAMs with wseg.io.save_cam_dict")
+    obj = load_dict(path, "a CAM dict {class index: HxW array}",
+                    "delete it and re-run inference (wseg writes CAMs with wseg.io.save_cam_dict)")
     cams: Dict[int, np.ndarray] = {}
     ref_shape = None
     for key, val in obj.items():

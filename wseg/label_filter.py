@@ -215,15 +215,10 @@ def read_label_file(path: str) -> Dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise WsegError(f"{path}: no such label file; write it with scripts/label_train.py --out_labels {path} "
                         "(or pass a cls_labels.npy-format file)")
-    try:
-        data = np.load(path, allow_pickle=True).item()
-    except (ValueError, OSError, AttributeError, EOFError) as exc:
-        raise WsegError(f"{path}: not a cls_labels.npy-format file ({{image id: multi-hot labels}}): "
-                        f"{type(exc).__name__}; write it with scripts/label_train.py") from None
-    if not isinstance(data, dict):
-        raise WsegError(f"{path}: holds a {type(data).__name__}, not a dict {{image id: multi-hot labels}}; write it "
-                        "with scripts/label_train.py")
-    return data
+    from wseg.io import load_dict
+
+    return load_dict(path, "a cls_labels.npy-format dict {image id: multi-hot labels}",
+                     "write it with scripts/label_train.py")
 
 
 @torch.no_grad()

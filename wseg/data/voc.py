@@ -42,7 +42,7 @@ import numpy as np
 
 from wseg.data.classes import CLASSES_TXT, DatasetSpec, get_spec
 from wseg.errors import WsegError
-from wseg.io import atomic_save_dict, atomic_write_text, load_mask_png, require_dir
+from wseg.io import atomic_save_dict, atomic_write_text, load_dict, load_mask_png, require_dir
 
 CLS_LABELS = "cls_labels.npy"
 SPLIT_DIR = os.path.join("ImageSets", "Segmentation")
@@ -343,14 +343,8 @@ def load_cls_labels(voc: VOCRoot, ids: Sequence[str], path: Optional[str] = None
     path = path or voc.cls_labels_path()
     table = None
     if os.path.isfile(path):
-        try:
-            table = np.load(path, allow_pickle=True).item()
-        except Exception as exc:
-            raise WsegError(f"{path}: cannot read cls_labels ({exc.__class__.__name__}); "
-                            "rebuild it with voc12/make_cls_labels.py")
-        if not isinstance(table, dict):
-            raise WsegError(f"{path}: expected a dict {{image id: label vector}}; rebuild it with "
-                            "voc12/make_cls_labels.py")
+        table = load_dict(path, "a cls_labels dict {image id: label vector}",
+                          "rebuild it with voc12/make_cls_labels.py")
     out = {}
     for i in ids:
         vec = None
