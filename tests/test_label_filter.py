@@ -78,6 +78,10 @@ def test_context_channels_are_the_features_max_over_a_window():
     assert torch.equal(g[c:, y, x], f[:, :y + 2, x - 1:x + 2].flatten(1).amax(1))
     with pytest.raises(WsegError, match="--context 4: an odd window"):
         LabelClassifier(bb, 3, context=4)
+    args = stage_parser(label_train)().parse_args(["--voc12_root", "r", "--train_list", "t", "--weights", "w",
+                                                   "--out_labels", "l.npy", "--context", "-1"])
+    with pytest.raises(WsegError, match="--context -1: an odd window"):     # before anything runs
+        label_train.check(args)
 
 
 def test_soft_gate_weighs_the_classes_by_the_scores_to_a_power():

@@ -48,6 +48,14 @@ from wseg.errors import WsegError
 SCORES_SUFFIX = "_scores.npy"
 
 
+def check_context(context: int) -> int:
+    """``context``, the window of :class:`LabelClassifier`'s neighbourhood maximum, if it is one (odd, or 0: none)."""
+    if context < 0 or (context and context % 2 == 0):
+        raise WsegError(f"--context {context}: an odd window size (e.g. 5: the 5x5 cells around each position), or "
+                        "0 for none")
+    return int(context)
+
+
 class LabelClassifier(nn.Module):
     """Frozen ``backbone`` -> its ``levels`` (default: the last) stacked (with their maximum over a ``context`` x
     ``context`` window, when given) and standardised, at ``scales`` -> 1x1 ``classifier`` -> LSE pooling
@@ -74,10 +82,7 @@ class LabelClassifier(nn.Module):
                             f"{unknown[0]}; choose from {' '.join(backbone.levels)}")
         channels = sum(int(backbone.feature_channels[lv]) for lv in self.levels)
         self.scales, self.lse_r, self.num_classes = tuple(float(s) for s in scales), float(lse_r), int(num_classes)
-        self.folds, self.context = int(folds), int(context)
-        if self.context < 0 or self.context % 2 == 0 and self.context:
-            raise WsegError(f"--context {self.context}: an odd window size (e.g. 5: the 5x5 cells around each "
-                            "position), or 0 for none")
+        self.folds, self.context = int(folds), check_context(context)
         channels *= 2 if self.context else 1
         self.register_buffer("feat_mean", torch.zeros(channels))
         self.register_buffer("feat_std", torch.ones(channels))
@@ -318,6 +323,6 @@ def restrict_to_classes(scores: torch.Tensor, present: np.ndarray, fill: float =
     return scores.masked_fill(~keep[:, None, None], fill)
 
 
-__all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "decide",
+__all__ = ["ClassGate", "FeatureBank", "LabelClassifier", "SCORES_SUFFIX", "check_context", "decide",
            "implied_labels", "label_arrays", "label_scores", "predict_labels", "read_label_file", "read_scores",
            "restrict_to_classes", "reweight_classes", "scores_path", "soft_weights"]

@@ -83,6 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> None:
     """One-line errors for flag values (the pipeline calls it before its first stage)."""
+    from wseg.label_filter import check_context
+
     if not args.scales or min(args.scales) <= 0 or max(args.scales) > 8:
         raise WsegError(f"--scales {args.scales}: need factors in (0, 8], e.g. 1 (VOC) or 2 (the demo)")
     if not 0 < args.lse_r < 1e3:
@@ -95,6 +97,7 @@ def check(args: argparse.Namespace) -> None:
         raise WsegError(f"--lr {args.lr:g} / --wt_dec {args.wt_dec:g}: need 0 < lr < 1 and 0 <= wt_dec < 1")
     if args.out_cv is not None and (not args.out_cv.endswith(".npy") or args.cv_folds < 2):
         raise WsegError(f"--out_cv {args.out_cv} / --cv_folds {args.cv_folds}: name a .npy file and at least 2 folds")
+    check_context(args.context)
     if not args.out_labels.endswith(".npy"):
         raise WsegError(f"--out_labels {args.out_labels}: name a .npy file (the cls_labels.npy format)")
     if not os.path.basename(args.session_name):
