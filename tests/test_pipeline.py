@@ -293,6 +293,63 @@ def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_p
     assert sorted(n.split(".stale-")[0] for n in os.listdir(work) if ".stale-" in n) == ["a", "b", "b", "c", "c", "c"]
 
 
+def test_a_stage_beside_the_previous_one_runs_at_the_same_time_in_its_own_process(tmp_path):
+    """``beside_previous``: the stage starts before the one before it finishes (the demo's label_train beside
+    seg_train), is marked done with its result, and its one-line error still names it; the next stage waits for
+    both."""
+    from wseg import pipeline as pl
+    from wseg.errors import WsegError
+
+    script = tmp_path / "step.py"
+    script.write_text(
+        "import argparse, os, time\n"
+        "from wseg.errors import WsegError\n"
+        "def build_parser():\n"
+        "    p = argparse.ArgumentParser()\n"
+        "    for k in ('--name', '--wait_for', '--log', '--fail'):\n"
+        "        p.add_argument(k, default='')\n"
+        "    return p\n"
+        "def run(a):\n"
+        "    if a.fail:\n"
+        "        raise WsegError(a.fail)\n"
+        "    t0 = time.time()\n"
+        "    while a.wait_for and not os.path.exists(a.wait_for):   # meets the other stage while both run\n"
+        "        if time.time() - t0 > 60:\n"
+        "            raise WsegError(a.name + ': never met ' + a.wait_for)\n"
+        "        time.sleep(0.05)\n"
+        "    if a.wait_for:\n"
+        "        time.sleep(1.0)\n"
+        "    with open(a.log, 'a') as f:\n"
+        "        f.write(a.name + '\\n')\n"
+        "    open(a.log + '.' + a.name, 'w').close()\n"
+        "    return {'miou': float(len(a.name))}\n")
+    log, work = str(tmp_path / "log.txt"), str(tmp_path / "work")
+
+    def stage(name, wait="", fail="", beside=False):
+        return pl.Stage(name, str(script), ["--name", name, "--wait_for", wait, "--log", log, "--fail", fail],
+                        beside_previous=beside)
+
+    # bb can only finish once ccc, the stage after it, has run: they run at the same time; bb waits a second more, so
+    # ccc's time is its own, not bb's
+    stages = [stage("a"), stage("bb", wait=log + ".ccc"), stage("ccc", beside=True), stage("d")]
+    res = pl.Runner(work, stages).run(echo=lambda s: None)
+    with open(log) as f:
+        assert f.read().split() == ["a", "ccc", "bb", "d"]
+    assert res["ccc"]["metrics"]["miou"] == 3.0 and res["ccc"]["command"].startswith("python ")
+    assert res["bb"]["seconds"] >= 1.0 > res["ccc"]["seconds"]
+    table = pl.report_markdown(stages, res)           # the time table counts only what outlasted bb
+    assert "| ccc (beside bb) |" in table
+    total = float(table.split("| **total** | ")[1].split(" ")[0])
+    assert total == pytest.approx(sum(round(res[n]["seconds"], 1) for n in ("a", "bb", "d")) + max(
+        0.0, res["ccc"]["seconds"] - res["bb"]["seconds"]), abs=0.2)
+    assert pl.Runner(work, stages).run(echo=lambda s: None).keys() == res.keys()    # all skipped now
+    # an error in the stage's own process is one line naming it; the stage before it is kept
+    stages = [stage("x"), stage("y", fail="y.npy: broken; re-make it", beside=True)]
+    with pytest.raises(WsegError, match=r"^stage y: y.npy: broken; re-make it$"):
+        pl.Runner(str(tmp_path / "w2"), stages).run(echo=lambda s: None)
+    assert os.path.isfile(os.path.join(str(tmp_path / "w2"), "stages", "x.done"))
+
+
 def test_a_session_prefix_covers_every_file_of_its_training_and_its_folds(tmp_path):
     """``--session_name`` outputs: the session's weights, resume checkpoint, log and scalars, and those of its
     held-out folds (label_train --out_cv), so that a re-run does not resume a fold of another configuration; not

@@ -6,7 +6,9 @@ A pipeline is a config (``scripts/pipelines/<method>_<dataset>.py``, composed fr
 a segmentation ``model``); ``report`` rows name what the report table shows of the stage's result
 (``dict(label=..., split=..., metric="miou")``); ``outputs`` lists more paths (globs) the stage writes besides its
 ``--out*`` / ``--session_name`` flags, e.g. the test's prediction folders inside the training stage's folder, so that a
-re-run sets them aside too. A stage set to ``None`` in a derived config is dropped. Values may
+re-run sets them aside too; ``beside_previous=True`` runs a stage that needs nothing of the stage before it at the
+same time as that one, in a process of its own (the demo's classifier beside the DeepLab's training). A stage set to
+``None`` in a derived config is dropped. Values may
 use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights), ``{root}`` (the
 dataset root), ``{classes}`` (the dataset's own
 class list: the config's ``dataset.classes``, else the root's ``classes.txt``, else ``voc12``), ``{gt}`` (the
@@ -41,7 +43,7 @@ from wseg.io import atomic_write_text
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = os.path.join(REPO, "scripts", "pipelines")
 SPLIT_DIR = os.path.join("ImageSets", "Segmentation")
-STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root", "outputs")
+STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root", "outputs", "beside_previous")
 TOP_KEYS = ("description", "dataset", "stages")
 DATASET_KEYS = ("root", "classes", "train_list", "infer_list", "eval_list", "val_list")
 #: What the report may show of a stage's result (quality numbers, never timings).
@@ -59,6 +61,7 @@ class Stage:
     describe: str = ""
     report: List[Dict[str, Any]] = field(default_factory=list)
     outputs: List[str] = field(default_factory=list)   # more paths (globs) it writes, set aside on a re-run
+    beside_previous: bool = False    # needs nothing the stage before it writes: runs beside it, in its own process
 
 
 def single_stage_method(network: str, label: str, train_label: str = "pseudo labels") -> Dict[str, Dict[str, Any]]:
@@ -272,7 +275,7 @@ def stages_from_config(cfg: Mapping[str, Any], work_dir: str) -> List[Stage]:
             if isinstance(args.get(key), str) and not os.path.isabs(args[key]) and not os.path.isfile(args[key]):
                 args[key] = os.path.join(REPO, args[key])
         stages.append(Stage(name, script, argv_of(args), st.get("describe", ""), list(st.get("report") or []),
-                            [_fill(str(p), env) for p in st.get("outputs") or []]))
+                            [_fill(str(p), env) for p in st.get("outputs") or []], bool(st.get("beside_previous"))))
     return stages
 
 
@@ -363,40 +366,119 @@ class Runner:
     def run(self, only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> Dict[str, dict]:
         """Run the stages in order (every command line parsed first: :meth:`check_flags`); a finished stage is
         skipped unless the config now gives it another command line, in which case it and every stage after it run
-        again (their inputs may change)."""
+        again (their inputs may change). A stage marked ``beside_previous`` whose predecessor also runs starts first,
+        in a process of its own, and runs beside it (the demo's classifier beside the DeepLab's training: one core
+        each); the runner waits for both before the next stage."""
         self.check_flags(only)
-        for stage in self.stages:
-            if only and stage.name not in only:
-                continue
-            cmd = "python " + stage.script + " " + " ".join(shlex.quote(a) for a in stage.argv)
-            digest = config_digest(stage.argv)
-            if self.is_done(stage.name):
-                mark = self._recorded(stage.name)
-                recorded = mark.get("command")
-                if recorded is None or (recorded == cmd and mark.get("config_digest") == digest):
-                    echo(f"[skip] {stage.name}: done")
-                    continue
-                why = (f"another command ({recorded})" if recorded != cmd else
-                       "another --config content (the file or one of its _base_ files was edited)")
-                echo(f"[redo] {stage.name}: finished with {why}; running it and the stages after it again")
-                self.reset_from(stage.name, echo, only)
-            echo(f"[run ] {stage.name}: {cmd}")
-            mod = load_script(stage.script)
-            parser = mod.build_parser()
-            parser.prog = f"{stage.script} (stage {stage.name}; its flags come from the config and --set)"
-            t0 = time.time()
+        todo = [s for s in self.stages if not only or s.name in only]
+        pending = [(s, self._command(s, echo, only)) for s in todo]
+        pending = [(s, c) for s, c in pending if c is not None]
+        i = 0
+        while i < len(pending):
+            stage, cmd = pending[i]
+            beside = pending[i + 1] if i + 1 < len(pending) else None
+            if beside is not None and not (beside[0].beside_previous and
+                                           self.stages.index(beside[0]) == self.stages.index(stage) + 1):
+                beside = None
+            child = self._start(beside[0], beside[1], echo) if beside else None
             try:
-                result = mod.run(parser.parse_args(stage.argv))
-            except WsegError as exc:
-                raise WsegError(f"stage {stage.name}: {exc}") from None
-            seconds = time.time() - t0
-            record = {"seconds": round(seconds, 2), "command": cmd, "config_digest": digest,
-                      "result": _jsonable(result) if isinstance(result, dict) else None}
-            if isinstance(result, dict):
-                record["metrics"] = {k: float(result[k]) for k in METRIC_KEYS if result.get(k) is not None}
-            atomic_write_text(self._mark(stage.name), json.dumps(record, indent=1))
-            echo(f"[done] {stage.name}: {seconds:.1f}s")
+                self._execute(stage, cmd, echo)
+            except BaseException:
+                if child is not None:               # keep (and mark) what the other process finishes; this error
+                    try:                            # is the one to report
+                        self._finish(beside[0], beside[1], child, echo)
+                    except WsegError:
+                        pass
+                raise
+            if child is not None:
+                self._finish(beside[0], beside[1], child, echo)
+            i += 2 if beside else 1
         return self.results()
+
+    def _command(self, stage: Stage, echo: Callable[[str], None],
+                 only: Optional[Sequence[str]] = None) -> Optional[Tuple[str, Optional[str]]]:
+        """``(command line, config digest)`` of a stage to run; ``None`` for one finished with the same command (a
+        finished stage with another command is re-run, with the stages after it: :meth:`reset_from`)."""
+        cmd = "python " + stage.script + " " + " ".join(shlex.quote(a) for a in stage.argv)
+        digest = config_digest(stage.argv)
+        if self.is_done(stage.name):
+            mark = self._recorded(stage.name)
+            recorded = mark.get("command")
+            if recorded is None or (recorded == cmd and mark.get("config_digest") == digest):
+                echo(f"[skip] {stage.name}: done")
+                return None
+            why = (f"another command ({recorded})" if recorded != cmd else
+                   "another --config content (the file or one of its _base_ files was edited)")
+            echo(f"[redo] {stage.name}: finished with {why}; running it and the stages after it again")
+            self.reset_from(stage.name, echo, only)
+        return cmd, digest
+
+    def _execute(self, stage: Stage, command: Tuple[str, Optional[str]], echo: Callable[[str], None]) -> None:
+        """Run one stage in this process and mark it done with its time and result."""
+        echo(f"[run ] {stage.name}: {command[0]}")
+        t0 = time.time()
+        result = run_stage(stage.name, stage.script, stage.argv)
+        self._record(stage, command, time.time() - t0, result, echo)
+
+    def _start(self, stage: Stage, command: Tuple[str, Optional[str]], echo: Callable[[str], None]):
+        """Start one stage in a process of its own (spawned: a fresh interpreter, no inherited threads)."""
+        import multiprocessing as mp
+
+        echo(f"[run ] {stage.name} (beside the stage before it, in its own process): {command[0]}")
+        ctx = mp.get_context("spawn")
+        queue = ctx.SimpleQueue()
+        proc = ctx.Process(target=_stage_process, args=(stage.name, stage.script, stage.argv, queue), daemon=True)
+        proc.start()
+        return proc, queue
+
+    def _finish(self, stage: Stage, command: Tuple[str, Optional[str]], child, echo: Callable[[str], None]) -> None:
+        """Wait for a stage started by :meth:`_start`; mark it done, or raise its error as one line."""
+        proc, queue = child
+        proc.join()
+        outcome = queue.get() if not queue.empty() else ("error", f"stage {stage.name}: its process ended with "
+                                                                    f"exit code {proc.exitcode} and no result")
+        if outcome[0] == "error":
+            raise WsegError(outcome[1])
+        self._record(stage, command, outcome[2], outcome[1], echo)      # its own time, not the wait for it
+
+    def _record(self, stage: Stage, command: Tuple[str, Optional[str]], seconds: float, result: Any,
+                echo: Callable[[str], None]) -> None:
+        record = {"seconds": round(seconds, 2), "command": command[0], "config_digest": command[1],
+                  "result": _jsonable(result) if isinstance(result, dict) else None}
+        if isinstance(result, dict):
+            record["metrics"] = {k: float(result[k]) for k in METRIC_KEYS if result.get(k) is not None}
+        atomic_write_text(self._mark(stage.name), json.dumps(record, indent=1))
+        echo(f"[done] {stage.name}: {seconds:.1f}s")
+
+
+def run_stage(name: str, script: str, argv: Sequence[str]) -> Any:
+    """Run one stage script's ``run`` on its parsed ``argv``; its errors name the stage."""
+    mod = load_script(script)
+    parser = mod.build_parser()
+    parser.prog = f"{script} (stage {name}; its flags come from the config and --set)"
+    try:
+        return mod.run(parser.parse_args(argv))
+    except WsegError as exc:
+        raise WsegError(f"stage {name}: {exc}") from None
+
+
+def _stage_process(name: str, script: str, argv: Sequence[str], queue) -> None:
+    """A stage in a process of its own (:meth:`Runner._start`): its JSON-able result, or its one-line error, goes
+    back through ``queue``; anything else keeps its traceback (printed here) and is reported as a crash."""
+    import traceback
+
+    from wseg.errors import one_line
+
+    try:
+        t0 = time.time()
+        result = run_stage(name, script, argv)
+        queue.put(("ok", _jsonable(result) if isinstance(result, dict) else None, time.time() - t0))
+    except WsegError as exc:
+        queue.put(("error", one_line(exc)))
+    except BaseException as exc:                # a bug: keep its traceback on stderr, and say which stage crashed
+        traceback.print_exc()
+        queue.put(("error", f"stage {name}: crashed in its own process ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); its traceback is printed above"))
 
 
 def _jsonable(obj):
@@ -516,9 +598,15 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
                      "rows marked above are not a clean val measurement.")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     total = 0.0
+    before = {b.name: a.name for a, b in zip(stages, stages[1:]) if b.beside_previous}
     for name, rec in results.items():
-        lines.append(f"| {name} | {rec['seconds']:.1f} |")
-        total += rec["seconds"]
+        prev = before.get(name)
+        if prev in results:         # ran beside the stage before it: the total counts only what outlasted it
+            lines.append(f"| {name} (beside {prev}) | {rec['seconds']:.1f} |")
+            total += max(0.0, rec["seconds"] - results[prev]["seconds"])
+        else:
+            lines.append(f"| {name} | {rec['seconds']:.1f} |")
+            total += rec["seconds"]
     lines.append(f"| **total** | {total:.1f} |")
     return "\n".join(lines) + "\n"
 

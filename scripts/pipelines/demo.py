@@ -62,7 +62,9 @@ stages = dict(
     # 8-22), a 1x1 class layer pooled by log-sum-exp that also reads each feature's maximum over the 5x5 cells
     # around the position (context 5: a head AND the body it sits on): predicted val labels for seg_test's
     # label_filter; 8 folds train beside it in the same pass (held-out scores from classifiers close to the full one)
+    # it needs nothing seg_train writes, so it runs beside it, in its own process (one core each)
     label_train=dict(script="scripts/label_train.py", describe="image-label classifier (the test's class filter)",
+                     beside_previous=True,
                      args=dict(voc12_root="{root}", classes="{classes}", train_list="{train_list}",
                                infer_list="{val_list}", backbone="resnet38_small",
                                weights="{repo}/weights/standin/resnet38_small.pth", scales=[2.0],
