@@ -322,7 +322,7 @@ def test_a_stage_beside_the_previous_one_runs_at_the_same_time_in_its_own_proces
         "    with open(a.log, 'a') as f:\n"
         "        f.write(a.name + '\\n')\n"
         "    open(a.log + '.' + a.name, 'w').close()\n"
-        "    return {'miou': float(len(a.name))}\n")
+        "    return {'miou': float(len(a.name)), 'pad': 'x' * 200000}   # more than a pipe holds\n")
     log, work = str(tmp_path / "log.txt"), str(tmp_path / "work")
 
     def stage(name, wait="", fail="", beside=False):

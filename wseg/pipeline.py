@@ -426,25 +426,35 @@ class Runner:
 
         echo(f"[run ] {stage.name} (beside the stage before it, in its own process): {command[0]}")
         ctx = mp.get_context("spawn")
-        queue = ctx.SimpleQueue()
-        proc = ctx.Process(target=_stage_process, args=(stage.name, stage.script, stage.argv, queue), daemon=True)
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_stage_process, args=(stage.name, stage.script, stage.argv, send), daemon=True)
         proc.start()
-        return proc, queue
+        send.close()                        # the child holds the sending end: its exit ends the pipe
+        return proc, receive
 
     def _finish(self, stage: Stage, command: Tuple[str, Optional[str]], child, echo: Callable[[str], None]) -> None:
-        """Wait for a stage started by :meth:`_start`; mark it done, or raise its error as one line."""
-        proc, queue = child
+        """Wait for a stage started by :meth:`_start` (its outcome is read before the join, so a large result cannot
+        block the child's exit); mark it done with its own time and with the stage it ran beside, or raise its error
+        as one line."""
+        proc, receive = child
+        try:
+            outcome = receive.recv()
+        except EOFError:                    # it ended without a word: killed (e.g. out of memory)
+            outcome = None
         proc.join()
-        outcome = queue.get() if not queue.empty() else ("error", f"stage {stage.name}: its process ended with "
-                                                                    f"exit code {proc.exitcode} and no result")
+        if outcome is None:
+            outcome = ("error", f"stage {stage.name}: its process ended with exit code {proc.exitcode} and no result")
         if outcome[0] == "error":
             raise WsegError(outcome[1])
-        self._record(stage, command, outcome[2], outcome[1], echo)      # its own time, not the wait for it
+        before = self.stages[self.stages.index(stage) - 1].name
+        self._record(stage, command, outcome[2], outcome[1], echo, beside=before)   # its own time, not the wait
 
     def _record(self, stage: Stage, command: Tuple[str, Optional[str]], seconds: float, result: Any,
-                echo: Callable[[str], None]) -> None:
+                echo: Callable[[str], None], beside: Optional[str] = None) -> None:
         record = {"seconds": round(seconds, 2), "command": command[0], "config_digest": command[1],
                   "result": _jsonable(result) if isinstance(result, dict) else None}
+        if beside:
+            record["beside"] = beside       # ran at the same time as that stage: the time table counts the overlap once
         if isinstance(result, dict):
             record["metrics"] = {k: float(result[k]) for k in METRIC_KEYS if result.get(k) is not None}
         atomic_write_text(self._mark(stage.name), json.dumps(record, indent=1))
@@ -463,8 +473,9 @@ def run_stage(name: str, script: str, argv: Sequence[str]) -> Any:
 
 
 def _stage_process(name: str, script: str, argv: Sequence[str], queue) -> None:
-    """A stage in a process of its own (:meth:`Runner._start`): its JSON-able result, or its one-line error, goes
-    back through ``queue``; anything else keeps its traceback (printed here) and is reported as a crash."""
+    """A stage in a process of its own (:meth:`Runner._start`): its JSON-able result and time, or its one-line error,
+    go back through ``queue`` (a pipe's sending end); anything else keeps its traceback (printed here) and is reported
+    as a crash."""
     import traceback
 
     from wseg.errors import one_line
@@ -472,12 +483,12 @@ def _stage_process(name: str, script: str, argv: Sequence[str], queue) -> None:
     try:
         t0 = time.time()
         result = run_stage(name, script, argv)
-        queue.put(("ok", _jsonable(result) if isinstance(result, dict) else None, time.time() - t0))
+        queue.send(("ok", _jsonable(result) if isinstance(result, dict) else None, time.time() - t0))
     except WsegError as exc:
-        queue.put(("error", one_line(exc)))
+        queue.send(("error", one_line(exc)))
     except BaseException as exc:                # a bug: keep its traceback on stderr, and say which stage crashed
         traceback.print_exc()
-        queue.put(("error", f"stage {name}: crashed in its own process ({type(exc).__name__}: "
+        queue.send(("error", f"stage {name}: crashed in its own process ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); its traceback is printed above"))
 
 
@@ -598,10 +609,9 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
                      "rows marked above are not a clean val measurement.")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
     total = 0.0
-    before = {b.name: a.name for a, b in zip(stages, stages[1:]) if b.beside_previous}
     for name, rec in results.items():
-        prev = before.get(name)
-        if prev in results:         # ran beside the stage before it: the total counts only what outlasted it
+        prev = rec.get("beside")
+        if prev in results:         # ran beside that stage: the total counts only what outlasted it
             lines.append(f"| {name} (beside {prev}) | {rec['seconds']:.1f} |")
             total += max(0.0, rec["seconds"] - results[prev]["seconds"])
         else:
