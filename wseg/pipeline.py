@@ -386,12 +386,12 @@ class Runner:
             except BaseException:
                 if child is not None:               # keep (and mark) what the other process finishes; this error
                     try:                            # is the one to report
-                        self._finish(beside[0], beside[1], child, echo)
+                        self._finish(beside[0], beside[1], child, stage.name, echo)
                     except WsegError:
                         pass
                 raise
             if child is not None:
-                self._finish(beside[0], beside[1], child, echo)
+                self._finish(beside[0], beside[1], child, stage.name, echo)
             i += 2 if beside else 1
         return self.results()
 
@@ -432,10 +432,11 @@ class Runner:
         send.close()                        # the child holds the sending end: its exit ends the pipe
         return proc, receive
 
-    def _finish(self, stage: Stage, command: Tuple[str, Optional[str]], child, echo: Callable[[str], None]) -> None:
+    def _finish(self, stage: Stage, command: Tuple[str, Optional[str]], child, beside: str,
+                echo: Callable[[str], None]) -> None:
         """Wait for a stage started by :meth:`_start` (its outcome is read before the join, so a large result cannot
-        block the child's exit); mark it done with its own time and with the stage it ran beside, or raise its error
-        as one line."""
+        block the child's exit); mark it done with its own time and with the stage it ran ``beside``, or raise its
+        error as one line."""
         proc, receive = child
         try:
             outcome = receive.recv()
@@ -446,8 +447,7 @@ class Runner:
             outcome = ("error", f"stage {stage.name}: its process ended with exit code {proc.exitcode} and no result")
         if outcome[0] == "error":
             raise WsegError(outcome[1])
-        before = self.stages[self.stages.index(stage) - 1].name
-        self._record(stage, command, outcome[2], outcome[1], echo, beside=before)   # its own time, not the wait
+        self._record(stage, command, outcome[2], outcome[1], echo, beside=beside)   # its own time, not the wait
 
     def _record(self, stage: Stage, command: Tuple[str, Optional[str]], seconds: float, result: Any,
                 echo: Callable[[str], None], beside: Optional[str] = None) -> None:
@@ -472,9 +472,9 @@ def run_stage(name: str, script: str, argv: Sequence[str]) -> Any:
         raise WsegError(f"stage {name}: {exc}") from None
 
 
-def _stage_process(name: str, script: str, argv: Sequence[str], queue) -> None:
+def _stage_process(name: str, script: str, argv: Sequence[str], conn) -> None:
     """A stage in a process of its own (:meth:`Runner._start`): its JSON-able result and time, or its one-line error,
-    go back through ``queue`` (a pipe's sending end); anything else keeps its traceback (printed here) and is reported
+    go back through ``conn`` (a pipe's sending end); anything else keeps its traceback (printed here) and is reported
     as a crash."""
     import traceback
 
@@ -483,12 +483,12 @@ def _stage_process(name: str, script: str, argv: Sequence[str], queue) -> None:
     try:
         t0 = time.time()
         result = run_stage(name, script, argv)
-        queue.send(("ok", _jsonable(result) if isinstance(result, dict) else None, time.time() - t0))
+        conn.send(("ok", _jsonable(result) if isinstance(result, dict) else None, time.time() - t0))
     except WsegError as exc:
-        queue.send(("error", one_line(exc)))
+        conn.send(("error", one_line(exc)))
     except BaseException as exc:                # a bug: keep its traceback on stderr, and say which stage crashed
         traceback.print_exc()
-        queue.send(("error", f"stage {name}: crashed in its own process ({type(exc).__name__}: "
+        conn.send(("error", f"stage {name}: crashed in its own process ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); its traceback is printed above"))
 
 
