@@ -20,7 +20,11 @@ an image holds. This script splits the two for trained segmentation networks of 
   pixels are a class's discriminative head and which its shared body): the share of head pixels and of body pixels
   predicted as their class, as background and as another class; and, in a second table, the same for the weakly
   supervised stages' label maps of the train split (``<work>/cam_png``: the CAM arg-max, ``cam_crf``, ``rw``,
-  ``pseudo``: the masks the networks learned from);
+  ``pseudo``: the masks the networks learned from) and for the saved val predictions of each ``--seg_dirs`` folder
+  (``pred_val_published``: the published test, ``pred_val``: the test's choice, ``pred_val_true_labels``), with
+  what became of the generator's head-less decoy body (background by definition; split by whether its design's
+  class is in the image) and how much background was given a class (% of the foreground pixels; the share of it
+  on the decoy);
 - the image labels the prediction implies (a class counts as predicted when it covers at least ``--min_share`` of
   the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
   value for each class (the prior).
@@ -95,16 +99,17 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
             conf["vote"] = conf["vote"] + confusion_matrix(object_vote(torch.softmax(logits, 0).numpy(), pred), gt, k)
             named += objects_named(pred, gt, k)
             if toy is not None:
-                part_counts += part_outcomes(pred, gt, rendered_parts(toy, name, gt), k)
+                part_counts += part_outcomes(pred, gt, rendered(toy, name, gt).parts, k)
             true_lab.append(present[1:])
             pred_lab.append(implied_labels(pred, k - 1, min_share) > 0)
     return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k,
             "parts": part_counts if toy is not None else None}
 
 
-def rendered_parts(toy, image_id: str, gt: np.ndarray) -> np.ndarray:
-    """The generator's part map of a synthetic image (visible head 2, body 1, else 0), re-rendered; refused when
-    the re-rendered mask is not the root's (another generator or edited files)."""
+def rendered(toy, image_id: str, gt: np.ndarray):
+    """The generator's :class:`~wseg.data.synthetic.ToySample` of a synthetic image (its part map: visible head 2,
+    body 1, else 0; its head-less decoy body), re-rendered; refused when the re-rendered mask is not the root's
+    (another generator or edited files)."""
     from wseg.data.synthetic import image_index, render_sample
     from wseg.errors import WsegError
 
@@ -112,29 +117,59 @@ def rendered_parts(toy, image_id: str, gt: np.ndarray) -> np.ndarray:
     if sample.mask.shape != gt.shape or not np.array_equal(sample.mask, gt):
         raise WsegError(f"{image_id}: its mask is not what the root's toy_voc.json renders; --parts needs an "
                         "unedited root made by scripts/make_toy_voc.py")
-    return sample.parts
+    return sample
 
 
 #: The label-map folders of the weakly supervised stages (pipeline work folder layout) and their names.
 STAGE_DIRS = (("cam_png", "CAM"), ("cam_crf", "CAM + CRF"), ("rw", "RW"), ("pseudo", "pseudo masks"))
+#: The prediction folders ``segmentation/test.py`` writes in its output folder, and the test each holds.
+TESTS = (("pred_val_published", "published test"), ("pred_val", "the test's choice"),
+         ("pred_val_true_labels", "given the true labels"))
 
 
-def stage_parts(work: str, folders) -> dict:
-    """``{folder: counts}``: :func:`part_outcomes` summed over each ``<work>/<folder>``'s label PNGs of the train
-    split (a 255 counts as another class: not the pixel's class, not background); each image is rendered once."""
+def folder_outcomes(work: str, split: str, folders) -> dict:
+    """``{folder: (part counts, decoy counts, spurious counts)}``: :func:`part_outcomes`, :func:`decoy_outcomes`
+    and :func:`spurious_outcomes` summed over each ``<work>/<folder>``'s label PNGs of ``split`` (a 255 counts as
+    another class: not the pixel's class, not background); each image is rendered once."""
     from wseg.data.synthetic import read_config
     from wseg.data.voc import VOCRoot
     from wseg.io import load_mask_png
 
     voc = VOCRoot(os.path.join(work, "data"))
     toy, k = read_config(voc.root), voc.spec.num_classes
-    counts = {folder: np.zeros((3, 3), np.int64) for folder in folders}
-    for name in voc.ids("train"):
+    counts = {folder: [np.zeros((3, 3), np.int64), np.zeros((2, 3), np.int64), np.zeros(3, np.int64)]
+              for folder in folders}
+    for name in voc.ids(split):
         gt = load_mask_png(voc.mask_path(name))
-        parts = rendered_parts(toy, name, gt)
+        sample = rendered(toy, name, gt)
         for folder in folders:
-            counts[folder] += part_outcomes(load_mask_png(os.path.join(work, folder, name + ".png")), gt, parts, k)
+            pred = load_mask_png(os.path.join(work, folder, name + ".png"))
+            for total, add in zip(counts[folder], (part_outcomes(pred, gt, sample.parts, k),
+                                                   decoy_outcomes(pred, gt, sample.decoy, k),
+                                                   spurious_outcomes(pred, gt, sample.decoy, k))):
+                total += add
     return counts
+
+
+def decoy_outcomes(pred: np.ndarray, gt: np.ndarray, decoy: np.ndarray, k: int) -> np.ndarray:
+    """``(2, 3)`` pixel counts of the head-less decoy body (background in ``gt``): rows its design's class absent
+    from the image / present in it, columns predicted as background / as that class / as another class."""
+    on = (decoy > 0) & (gt == 0)
+    if not on.any():
+        return np.zeros((2, 3), np.int64)
+    cls = int(decoy[on][0])
+    present = int(bool(((gt == cls)).any()))
+    outcome = np.where(pred[on] == 0, 0, np.where(pred[on] == cls, 1, 2))
+    counts = np.zeros((2, 3), np.int64)
+    counts[present] = np.bincount(outcome, minlength=3)
+    return counts
+
+
+def spurious_outcomes(pred: np.ndarray, gt: np.ndarray, decoy: np.ndarray, k: int) -> np.ndarray:
+    """``(3,)`` pixel counts: labelled foreground, background given a class (spurious foreground) and the part of
+    the latter on a head-less decoy body."""
+    spurious = (gt == 0) & (pred > 0) & (pred < k)
+    return np.array([((gt > 0) & (gt < k)).sum(), spurious.sum(), (spurious & (decoy > 0)).sum()], np.int64)
 
 
 def part_outcomes(pred: np.ndarray, gt: np.ndarray, parts: np.ndarray, k: int) -> np.ndarray:
@@ -248,16 +283,22 @@ def main() -> None:
                   f"{s['prior_acc']:.1f} |{extra}", flush=True)
 
     if args.parts:
-        print("\n| work folder | stage (train split) | head px right / bg / other % | body px right / bg / other % |")
-        print("|---|---|---|---|")
+        print("\n| work folder | label maps (split) | head px right / bg / other % | body px right / bg / other % | "
+              "head-less body px, its class absent: bg / its class / other % | its class present: bg / its class / "
+              "other % | background px given a class, % of fg px | of which on head-less bodies % |")
+        print("|---|---|---|---|---|---|---:|---:|")
         for work in args.work_dirs:
-            present = [(folder, stage) for folder, stage in STAGE_DIRS if os.path.isdir(os.path.join(work, folder))]
-            counts = stage_parts(work, [folder for folder, _ in present])
-            for folder, stage in present:
-                c = counts[folder][1:]
-                rows = 100 * c / np.maximum(c.sum(1, keepdims=True), 1)
-                print(f"| {work} | {stage} | " + " | ".join(" / ".join(f"{v:.1f}" for v in row) for row in rows[::-1])
-                      + " |", flush=True)
+            for split, named in (("train", STAGE_DIRS), ("val", [(os.path.join(seg, folder), f"{seg}: {test}")
+                                                              for seg in args.seg_dirs for folder, test in TESTS])):
+                present = [(folder, name) for folder, name in named if os.path.isdir(os.path.join(work, folder))]
+                counts = folder_outcomes(work, split, [folder for folder, _ in present])
+                for folder, name in present:
+                    parts, decoys, (fg, spurious, on_decoy) = counts[folder]
+                    rows = [100 * c / max(c.sum(), 1) for c in (parts[2], parts[1], decoys[0], decoys[1])]
+                    print(f"| {work} | {name} ({split}) | " + " | ".join(" / ".join(f"{v:.1f}" for v in row)
+                                                                      for row in rows)
+                          + f" | {100 * spurious / max(fg, 1):.1f} | {100 * on_decoy / max(spurious, 1):.1f} |",
+                          flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-from bench_seg_recognition import object_vote, objects_named, part_outcomes, rendered_parts  # noqa: E402
+from bench_seg_recognition import (decoy_outcomes, object_vote, objects_named, part_outcomes, rendered,  # noqa: E402
+                                   spurious_outcomes)
 from bench_robustness import verdict  # noqa: E402
 from bench_standin_probe import dead_channels  # noqa: E402
 
@@ -58,6 +59,19 @@ def test_part_outcomes_count_head_and_body_pixels_by_what_they_are_predicted():
     assert c[0].sum() == 0 and c.sum() == 6
 
 
+def test_decoy_and_spurious_outcomes_count_the_headless_body_by_what_it_is_predicted():
+    gt = np.array([[0, 0, 0, 2], [0, 0, 255, 2]], np.uint8)
+    decoy = np.array([[1, 1, 1, 0], [1, 0, 1, 0]], np.uint8)       # a class-1 body; the 255 pixel is not counted
+    pred = np.array([[0, 1, 2, 2], [1, 3, 0, 2]], np.uint8)         # 3: another class off the body
+    c = decoy_outcomes(pred, gt, decoy, 4)
+    assert c[0].tolist() == [1, 2, 1] and c[1].sum() == 0           # class 1 absent: bg, its class x2, another
+    gt_present = gt.copy()
+    gt_present[0, 3] = 1                                            # now class 1 is in the image
+    assert decoy_outcomes(pred, gt_present, decoy, 4)[1].tolist() == [1, 2, 1]
+    assert decoy_outcomes(pred, gt, np.zeros_like(decoy), 4).sum() == 0
+    assert spurious_outcomes(pred, gt, decoy, 4).tolist() == [2, 4, 3]  # fg px, bg given a class, on the decoy
+
+
 def test_rendered_parts_refuse_an_edited_mask(toy_root):
     from wseg.data.synthetic import read_config
     from wseg.errors import WsegError
@@ -65,11 +79,11 @@ def test_rendered_parts_refuse_an_edited_mask(toy_root):
 
     toy = read_config(toy_root)
     gt = load_mask_png(os.path.join(toy_root, "SegmentationClass", "toy_000001.png"))
-    assert rendered_parts(toy, "toy_000001", gt).shape == gt.shape
+    assert rendered(toy, "toy_000001", gt).parts.shape == gt.shape
     edited = gt.copy()
     edited[0, 0] = 255 if edited[0, 0] != 255 else 0
     with pytest.raises(WsegError, match="toy_000001: its mask is not what"):
-        rendered_parts(toy, "toy_000001", edited)
+        rendered(toy, "toy_000001", edited)
 
 
 class _TwoChannel(torch.nn.Module):

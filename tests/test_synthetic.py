@@ -156,6 +156,21 @@ def test_scenes_have_several_classes_occlusion_repeats_and_scales():
     assert {o["class_index"] for s in samples for o in s.objects} == set(range(1, 7))
 
 
+def test_the_headless_decoy_body_is_background_and_recorded_with_its_designs_class():
+    base = ToyConfig(num_classes=6, width=128, height=96, seed=3, headless_prob=0.0)
+    always = ToyConfig(num_classes=6, width=128, height=96, seed=3, headless_prob=1.0)
+    assert all(not render_sample(i, base).decoy.any() for i in range(1, 6))
+    seen = 0
+    for i in range(1, 13):
+        s = render_sample(i, always)
+        on = s.decoy > 0
+        assert (s.labels[on] == 0).all() and (s.parts[on] == 0).all()   # background by definition, no object part
+        values = np.unique(s.decoy[on])
+        assert len(values) <= 1 and set(values.tolist()) <= set(range(1, 7))   # one body, drawn from one design
+        seen += int(on.sum() > 0)
+    assert seen >= 8                                  # mostly visible, though objects and occluders may hide it
+
+
 def test_task_is_not_colour_thresholding_and_heads_carry_the_class():
     cfg = ToyConfig(num_classes=6, width=128, height=96, seed=0)
     train = [render_sample(i, cfg) for i in range(1, 61)]

@@ -516,7 +516,9 @@ class ToySample:
     """One generated image with its ground truth.
 
     ``mask``: VOC label map (0 background, ``1..C`` classes, 255 ignore band). ``labels``: the same without the
-    band. ``parts``: visible discriminative heads = 2, bodies = 1, else 0. ``instances``: visible object ids.
+    band. ``parts``: visible discriminative heads = 2, bodies = 1, else 0. ``decoy``: the visible pixels of the
+    head-less body (background by definition: a decoy for any network that names a class by its body), as the class
+    index of the design it was drawn from; 0 elsewhere and in images without one. ``instances``: visible object ids.
     ``objects``: one dict per annotated object, back to front (class index with background, instance id,
     1-based VOC bndbox of the visible pixels, truncated, occluded, visible fraction, visible head pixels).
     """
@@ -528,6 +530,7 @@ class ToySample:
     instances: np.ndarray
     objects: List[Dict] = field(default_factory=list)
     jpeg_quality: int = 90
+    decoy: Optional[np.ndarray] = None
 
 
 def _sample_classes(rng: np.random.Generator, cfg: ToyConfig) -> List[int]:
@@ -555,10 +558,12 @@ def render_sample(index: int, cfg: ToyConfig) -> ToySample:
     for _ in range(int(rng.integers(cfg.distractors[0], cfg.distractors[1] + 1))):
         win, fill, cov = _distractor(rng, xx, yy)
         _blend(canvas[win], fill, cov)
+    decoy = None                              # (class index of its design, its body as drawn)
     if rng.random() < cfg.headless_prob:
-        d = designs[int(rng.integers(cfg.num_classes))]
-        ob = _make_object(rng, d, -1, xx, yy, cfg, with_head=False)
+        design = int(rng.integers(cfg.num_classes))
+        ob = _make_object(rng, designs[design], -1, xx, yy, cfg, with_head=False)
         _blend(canvas[ob.win], ob.fill, ob.body)
+        decoy = (design + 1, ob.full(ob.body, (h, w)))
 
     # objects, back to front; re-draw a pose until every object stays clearly visible with its head
     objs: List[_Obj] = []
@@ -609,6 +614,9 @@ def render_sample(index: int, cfg: ToyConfig) -> ToySample:
         labels[occluder] = 0
         inst[occluder] = 0
         parts[occluder] = 0
+    decoy_map = np.zeros((h, w), np.uint8)
+    if decoy is not None:                     # what the objects and the occluder drawn over it leave visible
+        decoy_map[decoy[1] & (inst == 0) & (occluder is None or ~occluder)] = decoy[0]
 
     # the VOC ignore band: a few pixels around every object outline (object/background and object/object)
     mask = labels.copy()
@@ -648,7 +656,7 @@ def render_sample(index: int, cfg: ToyConfig) -> ToySample:
     img = img + rng.standard_normal(img.shape).astype(np.float32) * rng.uniform(1.5, 5.0)
     image = np.clip(np.round(img), 0, 255).astype(np.uint8)
     q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-    return ToySample(image, mask, labels, parts, inst, objects, q)
+    return ToySample(image, mask, labels, parts, inst, objects, q, decoy_map)
 
 
 # --------------------------------------------------------------------------------------------- VOC files
