@@ -195,8 +195,18 @@ def test_segmentation_test_keeps_the_classes_of_a_label_file(trained, toy_root, 
         assert (r["miou"] == pytest.approx(r["miou_true_labels"])) if used else (r["miou"] == r["miou_published"])
     with pytest.raises(WsegError, match="set label_filter too"):
         TEST.run(TEST.build_parser().parse_args(argv[:-1] + [f"label_filter_check={check}"]))
-    # the soft filter: the scores beside both label files, each power one more candidate of the choice
+    # the choice reads the train_list's images among those the held-out file holds (e.g. images held out of the
+    # network's training); a file that holds none of them is one line
+    two = tmp_path / "two.txt"
+    two.write_text("\n".join(train[:2]) + "\n")
     right = str(tmp_path / "right.npy")
+    r = TEST.run(TEST.build_parser().parse_args(argv + [f"label_filter_check={right}", "bg_scale=0.1",
+                                                        f"train_list={two}", f"pred_dir={tmp_path / 'two'}"]))
+    assert r["train_images"] == 2
+    np.save(check, {i: true[i] for i in val}, allow_pickle=True)
+    with pytest.raises(WsegError, match=f"label_filter_check {check}: holds none of the train_list"):
+        TEST.run(TEST.build_parser().parse_args(argv + [f"label_filter_check={check}", "bg_scale=0.1"]))
+    # the soft filter: the scores beside both label files, each power one more candidate of the choice
     powers = ["label_filter_powers=[0.5,2]", f"label_filter_check={right}", "bg_scale=auto"]
     with pytest.raises(WsegError, match="no classifier scores beside label_filter_check"):
         TEST.run(TEST.build_parser().parse_args(argv + powers + [f"pred_dir={tmp_path / 'soft0'}"]))

@@ -147,9 +147,9 @@ SCHEMA: Dict[str, Tuple[Any, str, str]] = {
                                    "addition (RS+EPM's inference filters by its classifier); none: off, as published"),
     "label_filter_check": (None, "str?", "held-out labels of training images (label_train's --out_cv): the "
                                          "label_filter is used only where the test filtered by these labels scores "
-                                         "better on those images (at most 1,000) than the unfiltered one, against "
-                                         "the masks the network learned from (pseudo_mask_dir); chosen together "
-                                         "with bg_scale=auto"),
+                                         "better on those of train_list's images (at most 1,000) than the "
+                                         "unfiltered one, against the masks the network learned from "
+                                         "(pseudo_mask_dir); chosen together with bg_scale=auto"),
     "label_filter_powers": ([], "list[float]", "with label_filter_check, also try the soft filter at each of these "
                                                "powers: each foreground probability times the classifier's score "
                                                "to the power (label_train's <stem>_scores.npy beside both label "

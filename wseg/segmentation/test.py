@@ -129,7 +129,12 @@ def _test_choices(cfg, voc, ids: Sequence[str], model, device, mmseg, progress: 
     # images (label_filter_check) and by their held-out scores to each power, or, with the filter always on, by
     # their own image-level labels
     held = read_label_file(check) if check else None
-    train_ids = sorted(held) if check else voc.ids(cfg.train_list)
+    train_ids = voc.ids(cfg.train_list)
+    if check:                                     # the training images the classifier has held-out labels of
+        train_ids = sorted(set(held) & set(train_ids))
+        if not train_ids:
+            raise WsegError(f"label_filter_check {check}: holds none of the train_list {cfg.train_list}'s images; "
+                            "pass the held-out labels label_train wrote for that list (--out_cv)")
     if len(train_ids) > CHECK_IMAGES:                   # evenly spaced, e.g. 1,000 of VOC's 10,582
         train_ids = [train_ids[i] for i in np.linspace(0, len(train_ids) - 1, CHECK_IMAGES).round().astype(int)]
     candidates: Dict[str, Any] = {}
