@@ -58,6 +58,7 @@ def config(path: str, root: str, overrides=None):
 def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
     """Confusion matrices (as tested, with true labels, class-agnostic) and image labels of the network that
     ``segmentation/test.py`` would test in ``out_dir``."""
+    from wseg.data.classes import present_classes
     from wseg.data.voc import VOCRoot
     from wseg.io import load_mask_png
     from wseg.label_filter import implied_labels
@@ -87,9 +88,6 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
             img, inputs = data[i]
             logits = ms_flip_logits(net, inputs, img.shape[:2], flip=cfg.test_flip, device=torch.device("cpu"))
             gt = load_mask_png(voc.mask_path(name))
-            present = np.zeros(k, bool)
-            present[np.unique(gt[gt < k])] = True
-            present[0] = True
             pred = logits.argmax(0).numpy()
             oracle = true_label_argmax(logits, gt)
             conf["tested"] = conf["tested"] + confusion_matrix(pred, gt, k)
@@ -100,7 +98,7 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
             named += objects_named(pred, gt, k)
             if toy is not None:
                 part_counts += part_outcomes(pred, gt, rendered(toy, name, gt).parts, k)
-            true_lab.append(present[1:])
+            true_lab.append(present_classes(gt, k - 1) > 0)
             pred_lab.append(implied_labels(pred, k - 1, min_share) > 0)
     return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k,
             "parts": part_counts if toy is not None else None}

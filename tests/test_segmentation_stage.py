@@ -229,6 +229,15 @@ def test_true_label_argmax_keeps_background_and_the_images_classes():
     assert true_label_argmax(probs, np.array([[1, 2]], np.uint8)).tolist() == probs.argmax(0).tolist()
 
 
+def test_present_classes_are_the_foreground_classes_a_mask_holds():
+    from wseg.data.classes import present_classes
+
+    mask = np.array([[0, 3, 255], [3, 1, 7]], np.uint8)                # 7: beyond the 4 foreground classes
+    assert present_classes(mask, 4).tolist() == [1, 0, 1, 0]
+    assert present_classes(np.zeros((2, 2), np.uint8), 4).tolist() == [0, 0, 0, 0]
+    assert present_classes(mask, 4).dtype == np.float32
+
+
 def test_train_outputs(trained):
     out, res = trained
     assert res["iters"] == 4 and os.path.isfile(res["weights"]) and res["weights"].endswith("_itr4_all.pth")

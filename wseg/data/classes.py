@@ -86,6 +86,17 @@ def object_regions(mask, num_classes: Optional[int] = None):
             yield c, regions == r
 
 
+def present_classes(mask, num_fg: int):
+    """Float32 multi-hot over the ``num_fg`` foreground classes of the ones a label map holds (1..``num_fg``;
+    background, ``IGNORE`` and anything larger left out): an image's labels as its mask gives them."""
+    import numpy as np
+
+    values = np.unique(np.asarray(mask)).astype(np.int64)
+    vec = np.zeros(int(num_fg), np.float32)
+    vec[values[(values > 0) & (values <= num_fg)] - 1] = 1.0
+    return vec
+
+
 def is_coco(spec: DatasetSpec) -> bool:
     """Whether ``spec`` holds the MS COCO classes (81 contiguous or 91 raw ids), whatever its name."""
     return spec.class_names in (COCO14.class_names, COCO14_91.class_names)

@@ -312,14 +312,11 @@ def labels_from_xml(path: str, spec: DatasetSpec) -> np.ndarray:
 
 def labels_from_mask(mask: np.ndarray, spec: DatasetSpec, path: str = "<mask>") -> np.ndarray:
     """Multi-hot foreground label vector from a label mask (classes present, ignoring 0 and 255)."""
+    from wseg.data.classes import present_classes
     from wseg.io import check_labels
 
     check_labels(mask, spec.num_classes, path)
-    present = np.unique(mask)
-    present = present[(present > 0) & (present < 255)].astype(np.int64)
-    vec = np.zeros(spec.num_fg, np.float32)
-    vec[present - 1] = 1.0
-    return vec
+    return present_classes(mask, spec.num_fg)
 
 
 def _derive_label(voc: VOCRoot, image_id: str) -> np.ndarray:

@@ -282,11 +282,10 @@ def true_label_argmax(probs: torch.Tensor, gt: np.ndarray) -> np.ndarray:
     """The arg-max of ``probs (C, H, W)`` over background and the classes present in the ground-truth mask ``gt``
     only (uint8 ``(H, W)``): the prediction with recognition solved and its localisation as it is, the way the
     pseudo-mask stages are scored (they drop the CAMs of the classes absent from the image's labels)."""
+    from wseg.data.classes import present_classes
     from wseg.label_filter import restrict_to_classes
 
-    classes = np.unique(gt)
-    present = np.zeros(probs.shape[0] - 1, np.float32)
-    present[classes[(classes > 0) & (classes < probs.shape[0])].astype(np.int64) - 1] = 1
+    present = present_classes(gt, probs.shape[0] - 1)
     return restrict_to_classes(probs, present, float("-inf")).argmax(0).to(torch.uint8).cpu().numpy()
 
 
