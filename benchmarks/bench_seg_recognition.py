@@ -18,13 +18,13 @@ an image holds. This script splits the two for trained segmentation networks of 
   object right and the rest of it wrong (a diagnostic, not a test step: touching objects of two classes merge);
 - with ``--parts`` (synthetic roots only: the val images are re-rendered from ``toy_voc.json`` to know which
   pixels are a class's discriminative head and which its shared body): the share of head pixels and of body pixels
-  predicted as their class, as background and as another class; and, in a second table, the same for the weakly
-  supervised stages' label maps of the train split (``<work>/cam_png``: the CAM arg-max, ``cam_crf``, ``rw``,
-  ``pseudo``: the masks the networks learned from) and for the saved val predictions of each ``--seg_dirs`` folder
-  (``pred_val_published``: the published test, ``pred_val``: the test's choice, ``pred_val_true_labels``), with
-  what became of the generator's head-less decoy body (background by definition; split by whether its design's
-  class is in the image) and how much background was given a class (% of the foreground pixels; the share of it
-  on the decoy);
+  predicted as their class, as background and as another class, and of the head-less decoy body's pixels where
+  its design's class is absent from the image (background by definition); and, in a second table, the same for
+  the weakly supervised stages' label maps of the train split (``<work>/cam_png``: the CAM arg-max, ``cam_crf``,
+  ``rw``, ``pseudo``: the masks the networks learned from) and for the saved val predictions of each
+  ``--seg_dirs`` folder (``pred_val_published``: the published test, ``pred_val``: the test's choice,
+  ``pred_val_true_labels``), with the decoy split by whether its design's class is in the image and how much
+  background was given a class (% of the foreground pixels; the share of it on the decoy);
 - the image labels the prediction implies (a class counts as predicted when it covers at least ``--min_share`` of
   the image) against the true ones: per-label accuracy, and the accuracy of always answering the more frequent
   value for each class (the prior).
@@ -82,6 +82,7 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
 
         toy = read_config(cfg.voc12_root)
     part_counts = np.zeros((3, 3), np.int64)   # rows: -, body, head; columns: right class, background, other
+    decoy_counts = np.zeros((2, 3), np.int64)  # rows: its class absent, present; columns: background, its class, other
     true_lab, pred_lab, named = [], [], []
     with torch.no_grad():
         for i, name in enumerate(ids):
@@ -97,11 +98,13 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
             conf["vote"] = conf["vote"] + confusion_matrix(object_vote(torch.softmax(logits, 0).numpy(), pred), gt, k)
             named += objects_named(pred, gt, k)
             if toy is not None:
-                part_counts += part_outcomes(pred, gt, rendered(toy, name, gt).parts, k)
+                sample = rendered(toy, name, gt)
+                part_counts += part_outcomes(pred, gt, sample.parts, k)
+                decoy_counts += decoy_outcomes(pred, gt, sample.decoy, k)
             true_lab.append(present_classes(gt, k - 1) > 0)
             pred_lab.append(implied_labels(pred, k - 1, min_share) > 0)
     return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k,
-            "parts": part_counts if toy is not None else None}
+            "parts": part_counts if toy is not None else None, "decoy": decoy_counts}
 
 
 def rendered(toy, image_id: str, gt: np.ndarray):
@@ -218,8 +221,9 @@ def summary(m: dict) -> dict:
             "named": 100 * np.mean(m["named"]) if m["named"] else float("nan"),
             "label_acc": 100 * (m["pred"] == m["true"]).mean(),
             "prior_acc": 100 * np.maximum(freq, 1 - freq).mean(),
+            # rows: head, body, the decoy where its class is absent (% of each's labelled pixels)
             "parts": None if m["parts"] is None else
-            100 * m["parts"][1:] / np.maximum(m["parts"][1:].sum(1, keepdims=True), 1)}
+            [100 * c / max(c.sum(), 1) for c in (m["parts"][2], m["parts"][1], m["decoy"][0])]}
 
 
 def cam_recognition(work: str) -> dict:
@@ -264,17 +268,18 @@ def main() -> None:
             return
     print("| work folder | trained on | as tested | true labels | one class per object | class-agnostic fg IoU | "
           "fg -> bg % | fg -> other class % | objects named right % | image-label accuracy | prior accuracy |"
-          + (" head px right / bg / other % | body px right / bg / other % |" if args.parts else ""))
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|---|" if args.parts else ""))
+          + (" head px right / bg / other % | body px right / bg / other % | head-less body px, its class absent: "
+             "bg / its class / other % |" if args.parts else ""))
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---|---|---|" if args.parts else ""))
     for work in args.work_dirs:
         cfg = config(os.path.join(REPO, args.config), os.path.join(work, "data"), args.set)
         for seg in args.seg_dirs:
             out = os.path.join(work, seg)
             if not os.path.isdir(out):
-                print(f"| {work} | {seg} | missing: {out} | | | | | | | | |" + (" | |" if args.parts else ""))
+                print(f"| {work} | {seg} | missing: {out} | | | | | | | | |" + (" | | |" if args.parts else ""))
                 continue
             s = summary(measure(cfg, out, args.min_share, args.parts))
-            extra = "".join(" " + " / ".join(f"{v:.1f}" for v in row) + " |" for row in s["parts"][::-1]) \
+            extra = "".join(" " + " / ".join(f"{v:.1f}" for v in row) + " |" for row in s["parts"]) \
                 if args.parts else ""
             print(f"| {work} | {seg} | {s['tested']:.2f} | {s['labels']:.2f} | {s['vote']:.2f} | {s['fgbg']:.2f} | "
                   f"{s['to_bg']:.1f} | {s['to_other']:.1f} | {s['named']:.1f} | {s['label_acc']:.1f} | "
