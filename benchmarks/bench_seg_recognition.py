@@ -100,7 +100,7 @@ def measure(cfg, out_dir: str, min_share: float, parts: bool = False) -> dict:
             if toy is not None:
                 sample = rendered(toy, name, gt)
                 part_counts += part_outcomes(pred, gt, sample.parts, k)
-                decoy_counts += decoy_outcomes(pred, gt, sample.decoy, k)
+                decoy_counts += decoy_outcomes(pred, gt, sample.decoy)
             true_lab.append(present_classes(gt, k - 1) > 0)
             pred_lab.append(implied_labels(pred, k - 1, min_share) > 0)
     return {"conf": conf, "true": np.array(true_lab), "pred": np.array(pred_lab), "named": named, "k": k,
@@ -146,20 +146,20 @@ def folder_outcomes(work: str, split: str, folders) -> dict:
         for folder in folders:
             pred = load_mask_png(os.path.join(work, folder, name + ".png"))
             for total, add in zip(counts[folder], (part_outcomes(pred, gt, sample.parts, k),
-                                                   decoy_outcomes(pred, gt, sample.decoy, k),
+                                                   decoy_outcomes(pred, gt, sample.decoy),
                                                    spurious_outcomes(pred, gt, sample.decoy, k))):
                 total += add
     return counts
 
 
-def decoy_outcomes(pred: np.ndarray, gt: np.ndarray, decoy: np.ndarray, k: int) -> np.ndarray:
+def decoy_outcomes(pred: np.ndarray, gt: np.ndarray, decoy: np.ndarray) -> np.ndarray:
     """``(2, 3)`` pixel counts of the head-less decoy body (background in ``gt``): rows its design's class absent
     from the image / present in it, columns predicted as background / as that class / as another class."""
     on = (decoy > 0) & (gt == 0)
     if not on.any():
         return np.zeros((2, 3), np.int64)
     cls = int(decoy[on][0])
-    present = int(bool(((gt == cls)).any()))
+    present = int((gt == cls).any())
     outcome = np.where(pred[on] == 0, 0, np.where(pred[on] == cls, 1, 2))
     counts = np.zeros((2, 3), np.int64)
     counts[present] = np.bincount(outcome, minlength=3)

@@ -63,12 +63,12 @@ def test_decoy_and_spurious_outcomes_count_the_headless_body_by_what_it_is_predi
     gt = np.array([[0, 0, 0, 2], [0, 0, 255, 2]], np.uint8)
     decoy = np.array([[1, 1, 1, 0], [1, 0, 1, 0]], np.uint8)       # a class-1 body; the 255 pixel is not counted
     pred = np.array([[0, 1, 2, 2], [1, 3, 0, 2]], np.uint8)         # 3: another class off the body
-    c = decoy_outcomes(pred, gt, decoy, 4)
+    c = decoy_outcomes(pred, gt, decoy)
     assert c[0].tolist() == [1, 2, 1] and c[1].sum() == 0           # class 1 absent: bg, its class x2, another
     gt_present = gt.copy()
     gt_present[0, 3] = 1                                            # now class 1 is in the image
-    assert decoy_outcomes(pred, gt_present, decoy, 4)[1].tolist() == [1, 2, 1]
-    assert decoy_outcomes(pred, gt, np.zeros_like(decoy), 4).sum() == 0
+    assert decoy_outcomes(pred, gt_present, decoy)[1].tolist() == [1, 2, 1]
+    assert decoy_outcomes(pred, gt, np.zeros_like(decoy)).sum() == 0
     assert spurious_outcomes(pred, gt, decoy, 4).tolist() == [2, 4, 3]  # fg px, bg given a class, on the decoy
 
 

@@ -616,7 +616,10 @@ def render_sample(index: int, cfg: ToyConfig) -> ToySample:
         parts[occluder] = 0
     decoy_map = np.zeros((h, w), np.uint8)
     if decoy is not None:                     # what the objects and the occluder drawn over it leave visible
-        decoy_map[decoy[1] & (inst == 0) & (occluder is None or ~occluder)] = decoy[0]
+        visible = decoy[1] & (inst == 0)
+        if occluder is not None:
+            visible &= ~occluder
+        decoy_map[visible] = decoy[0]
 
     # the VOC ignore band: a few pixels around every object outline (object/background and object/object)
     mask = labels.copy()
