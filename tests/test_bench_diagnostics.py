@@ -72,7 +72,7 @@ def test_decoy_and_spurious_outcomes_count_the_headless_body_by_what_it_is_predi
     assert spurious_outcomes(pred, gt, decoy, 4).tolist() == [2, 4, 3]  # fg px, bg given a class, on the decoy
 
 
-def test_rendered_parts_refuse_an_edited_mask(toy_root):
+def test_rendered_sample_refuses_an_edited_mask(toy_root):
     from wseg.data.synthetic import read_config
     from wseg.errors import WsegError
     from wseg.io import load_mask_png
