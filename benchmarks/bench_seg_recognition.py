@@ -206,6 +206,11 @@ def object_vote(probs: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return winner[regions].astype(pred.dtype)
 
 
+def row_shares(*counts: np.ndarray) -> list:
+    """Each outcome count vector as percentages of its own total (a part's or a decoy's labelled pixels)."""
+    return [100 * c / max(c.sum(), 1) for c in counts]
+
+
 def summary(m: dict) -> dict:
     from wseg.metrics import scores
 
@@ -223,7 +228,7 @@ def summary(m: dict) -> dict:
             "prior_acc": 100 * np.maximum(freq, 1 - freq).mean(),
             # rows: head, body, the decoy where its class is absent (% of each's labelled pixels)
             "parts": None if m["parts"] is None else
-            [100 * c / max(c.sum(), 1) for c in (m["parts"][2], m["parts"][1], m["decoy"][0])]}
+            row_shares(m["parts"][2], m["parts"][1], m["decoy"][0])}
 
 
 def cam_recognition(work: str) -> dict:
@@ -297,7 +302,7 @@ def main() -> None:
                 counts = folder_outcomes(work, split, [folder for folder, _ in present])
                 for folder, name in present:
                     parts, decoys, (fg, spurious, on_decoy) = counts[folder]
-                    rows = [100 * c / max(c.sum(), 1) for c in (parts[2], parts[1], decoys[0], decoys[1])]
+                    rows = row_shares(parts[2], parts[1], decoys[0], decoys[1])
                     print(f"| {work} | {name} ({split}) | " + " | ".join(" / ".join(f"{v:.1f}" for v in row)
                                                                       for row in rows)
                           + f" | {100 * spurious / max(fg, 1):.1f} | {100 * on_decoy / max(spurious, 1):.1f} |",
