@@ -4,9 +4,11 @@
 
 Every stage is the standalone script a user can run alone (the exact command is printed and logged); outputs
 are cached under --work_dir, so a re-run skips finished stages and images, and a killed run resumes.
-``--from STAGE`` re-runs from a stage on (earlier outputs of those stages are set aside as ``<path>.stale-<time>``,
-not deleted); ``--only STAGE ...`` runs just those; ``--set STAGE.KEY=VALUE`` overrides a stage's value (``dataset.KEY=VALUE`` the dataset's). Ends with the stage-by-stage mIoU / time table, also written to
-<work_dir>/report/summary.md with the curve plots and overlay pictures.
+``--from STAGE`` re-runs a stage and the stages that need it (earlier outputs of those stages are set aside as
+``<path>.stale-<time>``, not deleted); ``--only STAGE ...`` runs just those; ``--set STAGE.KEY=VALUE`` overrides a
+stage's value (``dataset.KEY=VALUE`` the dataset's; ``STAGE.threads=N`` its intra-op threads). Ends with the
+stage-by-stage mIoU / time table, also written to <work_dir>/report/summary.md with the curve plots and overlay
+pictures.
 """
 import argparse
 import sys
@@ -21,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work_dir", default="runs/demo", help="where every stage writes its outputs")
     p.add_argument("--voc12_root", "--data_root", dest="voc12_root", default=None,
                    help="use this dataset root instead of the config's (its data-making stage is dropped)")
-    p.add_argument("--from", dest="from_stage", default=None, help="re-run from this stage on")
+    p.add_argument("--from", dest="from_stage", default=None,
+                   help="re-run this stage and the stages that need it (a stage's needs: by default every stage before "
+                        "it)")
     p.add_argument("--only", nargs="+", default=None, help="run only these stages")
     p.add_argument("--list", action="store_true", help="print the stages and their commands, run nothing")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="STAGE.KEY=VALUE",

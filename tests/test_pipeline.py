@@ -293,10 +293,10 @@ def test_a_stage_whose_command_changed_runs_again_with_the_stages_after_it(tmp_p
     assert sorted(n.split(".stale-")[0] for n in os.listdir(work) if ".stale-" in n) == ["a", "b", "b", "c", "c", "c"]
 
 
-def test_a_stage_beside_the_previous_one_runs_at_the_same_time_in_its_own_process(tmp_path):
-    """``beside_previous``: the stage starts before the one before it finishes (the demo's label_train beside
-    seg_train), is marked done with its result, and its one-line error still names it; the next stage waits for
-    both."""
+def test_a_stage_with_its_own_needs_runs_beside_the_stages_in_between_in_its_own_process(tmp_path):
+    """``needs``: the stage starts in its own process once what it needs has finished (the demo's label_train,
+    ``needs=["data"]``, beside the CAM stages), runs beside the stages in between, is marked done with its result,
+    and its one-line error still names it; a stage that needs it waits for it, one that does not, does not."""
     from wseg import pipeline as pl
     from wseg.errors import WsegError
 
@@ -325,29 +325,78 @@ def test_a_stage_beside_the_previous_one_runs_at_the_same_time_in_its_own_proces
         "    return {'miou': float(len(a.name)), 'pad': 'x' * 200000}   # more than a pipe holds\n")
     log, work = str(tmp_path / "log.txt"), str(tmp_path / "work")
 
-    def stage(name, wait="", fail="", beside=False):
+    def stage(name, wait="", fail="", needs=None):
         return pl.Stage(name, str(script), ["--name", name, "--wait_for", wait, "--log", log, "--fail", fail],
-                        beside_previous=beside)
+                        needs=needs)
 
-    # bb can only finish once ccc, the stage after it, has run: they run at the same time; bb waits a second more, so
-    # ccc's time is its own, not bb's
-    stages = [stage("a"), stage("bb", wait=log + ".ccc"), stage("ccc", beside=True), stage("d")]
+    # bb can only finish once cccc, listed after it, has run: cccc (needs a) starts when a is done and runs beside bb
+    # (a second each after they meet, so cccc's time is its own); d needs every stage before it, not cccc; e waits
+    stages = [stage("a"), stage("bb", wait=log + ".cccc"), stage("d"), stage("cccc", wait=log + ".a", needs=["a"]),
+              stage("e")]
     res = pl.Runner(work, stages).run(echo=lambda s: None)
     with open(log) as f:
-        assert f.read().split() == ["a", "ccc", "bb", "d"]
-    assert res["ccc"]["metrics"]["miou"] == 3.0 and res["ccc"]["command"].startswith("python ")
-    assert res["bb"]["seconds"] >= 1.0 > res["ccc"]["seconds"]
-    table = pl.report_markdown(stages, res)           # the time table counts only what outlasted bb
-    assert "| ccc (beside bb) |" in table
+        order = f.read().split()
+    assert order[:2] == ["a", "cccc"] and order[-1] == "e" and order.index("bb") < order.index("d")
+    assert res["cccc"]["metrics"]["miou"] == 4.0 and res["cccc"]["command"].startswith("python ")
+    assert res["bb"]["seconds"] >= res["cccc"]["seconds"] + 1.0 and res["cccc"]["beside"][0] == "bb"
+    assert res["e"]["started"] >= res["cccc"]["started"] + res["cccc"]["seconds"] - 0.01
+    table = pl.report_markdown(stages, res)           # the time table counts what ran at the same time once
+    assert "| cccc (beside bb" in table
     total = float(table.split("| **total** | ")[1].split(" ")[0])
-    assert total == pytest.approx(sum(round(res[n]["seconds"], 1) for n in ("a", "bb", "d")) + max(
-        0.0, res["ccc"]["seconds"] - res["bb"]["seconds"]), abs=0.2)
+    spans = sorted((r["started"], r["started"] + r["seconds"]) for r in res.values())
+    assert total == pytest.approx(spans[-1][1] - spans[0][0], abs=0.3)
+    assert total < sum(r["seconds"] for r in res.values()) - 0.8
     assert pl.Runner(work, stages).run(echo=lambda s: None).keys() == res.keys()    # all skipped now
+    # a re-run of a stage re-runs the stages that need it, directly or through others, not the ones that do not
+    runner = pl.Runner(work, stages)
+    assert runner.dependents("cccc") == ["cccc", "e"] and runner.dependents("bb") == ["bb", "d", "e"]
+    assert runner.dependents("a") == ["a", "bb", "d", "cccc", "e"]
+    open(log, "w").close()
+    stages[3].argv += ["--fail", ""]                 # another command: cccc and e again, nothing else
+    pl.Runner(work, stages).run(echo=lambda s: None)
+    with open(log) as f:
+        assert f.read().split() == ["cccc", "e"]
     # an error in the stage's own process is one line naming it; the stage before it is kept
-    stages = [stage("x"), stage("y", fail="y.npy: broken; re-make it", beside=True)]
+    stages = [stage("x"), stage("y", fail="y.npy: broken; re-make it", needs=["x"])]
     with pytest.raises(WsegError, match=r"^stage y: y.npy: broken; re-make it$"):
         pl.Runner(str(tmp_path / "w2"), stages).run(echo=lambda s: None)
     assert os.path.isfile(os.path.join(str(tmp_path / "w2"), "stages", "x.done"))
+
+
+def test_needs_and_threads_in_a_pipeline_config(tmp_path):
+    """``needs`` names stages before it (a typo or a later stage is one line); ``--voc12_root`` drops the data
+    stage from it; ``threads`` is a whole number the runner applies (``--set STAGE.threads=N``), not a flag."""
+    from wseg import pipeline as pl
+    from wseg.errors import WsegError
+
+    def write(stages):
+        path = tmp_path / "p.py"
+        path.write_text("dataset = dict(root='{work}/data')\nstages = " + stages + "\n")
+        return str(path)
+
+    base = ("dict(data=dict(script='scripts/make_toy_voc.py', creates_root=True, args=dict(out='{work}/data')), "
+            "a=dict(script='scripts/eval.py', threads=2), b=dict(script='scripts/eval.py', needs=%s))")
+    cfg = pl.load_pipeline(write(base % "['data']"), ["a.threads=1"])
+    st = pl.stages_from_config(cfg, str(tmp_path / "w"))
+    assert [(s.name, s.needs, s.threads) for s in st] == [("data", None, None), ("a", None, 1), ("b", ["data"], None)]
+    assert "--threads" not in st[1].argv
+    st = pl.stages_from_config(pl.load_pipeline(write(base % "['data']"), root=str(tmp_path)), str(tmp_path / "w"))
+    assert [(s.name, s.needs) for s in st] == [("a", None), ("b", [])]
+    with pytest.raises(WsegError, match=r"stage b: needs 'dat', which is no stage; did you mean data"):
+        pl.load_pipeline(write(base % "['dat']"))
+    with pytest.raises(WsegError, match=r"stage b: needs 'b', which comes after it"):
+        pl.load_pipeline(write(base % "['b']"))
+    with pytest.raises(WsegError, match=r"stage a: threads=0; give a whole number"):
+        pl.load_pipeline(write(base % "None"), ["a.threads=0"])
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    mod = tmp_path / "t.py"
+    mod.write_text("import argparse, torch\ndef build_parser():\n    return argparse.ArgumentParser()\n"
+                   "def run(a):\n    return {'n': torch.get_num_threads()}\n")
+    seen.append(pl.run_stage("t", str(mod), [], threads=1)["n"])
+    assert seen == [1] and torch.get_num_threads() == before
 
 
 def test_a_session_prefix_covers_every_file_of_its_training_and_its_folds(tmp_path):

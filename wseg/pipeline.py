@@ -6,8 +6,12 @@ A pipeline is a config (``scripts/pipelines/<method>_<dataset>.py``, composed fr
 a segmentation ``model``); ``report`` rows name what the report table shows of the stage's result
 (``dict(label=..., split=..., metric="miou")``); ``outputs`` lists more paths (globs) the stage writes besides its
 ``--out*`` / ``--session_name`` flags, e.g. the test's prediction folders inside the training stage's folder, so that a
-re-run sets them aside too; ``beside_previous=True`` runs a stage that needs nothing of the stage before it at the
-same time as that one, in a process of its own (the demo's classifier beside the DeepLab's training). A stage set to
+re-run sets them aside too. ``needs=[...]`` names the stages whose outputs a stage reads (default: every stage
+before it); a stage with its own ``needs`` starts, in a process of its own, as soon as those have finished, beside
+the stages in between (the demo's classifier beside the CAM network's training), and a re-run of a stage re-runs
+only the stages that need it, directly or through others. ``threads=N`` sets a stage's intra-op threads
+(``torch.set_num_threads``; default: the process's, ``OMP_NUM_THREADS``), e.g. for a stage that runs alone on a
+machine whose other stages share it; ``--set STAGE.threads=N`` overrides it. A stage set to
 ``None`` in a derived config is dropped. Values may
 use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights), ``{root}`` (the
 dataset root), ``{classes}`` (the dataset's own
@@ -18,8 +22,9 @@ root's ground-truth folder), and ``{train_list}``, ``{infer_list}``, ``{eval_lis
 Each stage is the same standalone script a user runs (``scripts/*.py``, ``segmentation/*.py``): the runner builds its
 command line, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
 ``<work_dir>/stages/<name>.done`` with its command line. Re-running skips finished stages (and stages skip finished
-images), except a stage the config now gives another command line: it runs again, and every stage after it;
-``--from STAGE`` re-runs from that stage on. Re-running a stage clears its mark and those after it and sets their
+images), except a stage the config now gives another command line: it runs again, and every stage that needs it;
+``--from STAGE`` re-runs that stage and every stage that needs it. Re-running a stage clears its mark and theirs and
+sets their
 outputs aside (``<path>.stale-<time>``: nothing is deleted), so they are computed again, not skipped as finished. A
 killed run resumes where it stopped, since every artifact is written atomically.
 """
@@ -43,7 +48,9 @@ from wseg.io import atomic_write_text
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = os.path.join(REPO, "scripts", "pipelines")
 SPLIT_DIR = os.path.join("ImageSets", "Segmentation")
-STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root", "outputs", "beside_previous")
+STAGE_KEYS = ("script", "args", "args_from", "describe", "report", "creates_root", "outputs", "needs", "threads")
+#: stage keys of the runner (not the script's flags) that ``--set STAGE.KEY=VALUE`` may override
+RUNNER_KEYS = ("threads",)
 TOP_KEYS = ("description", "dataset", "stages")
 DATASET_KEYS = ("root", "classes", "train_list", "infer_list", "eval_list", "val_list")
 #: What the report may show of a stage's result (quality numbers, never timings).
@@ -61,7 +68,8 @@ class Stage:
     describe: str = ""
     report: List[Dict[str, Any]] = field(default_factory=list)
     outputs: List[str] = field(default_factory=list)   # more paths (globs) it writes, set aside on a re-run
-    beside_previous: bool = False    # needs nothing the stage before it writes: runs beside it, in its own process
+    needs: Optional[List[str]] = None    # the stages whose outputs it reads; None: every stage before it
+    threads: Optional[int] = None        # intra-op threads while it runs; None: the process's
 
 
 def single_stage_method(network: str, label: str, train_label: str = "pseudo labels") -> Dict[str, Dict[str, Any]]:
@@ -180,12 +188,15 @@ def load_pipeline(path: str, overrides: Sequence[str] = (), root: Optional[str] 
     first = [k for k, v in stages.items() if v.get("creates_root")]  # the dataset is made before anything reads it
     stages = {k: stages[k] for k in first + [k for k in stages if k not in first]}
     cfg["stages"] = stages
+    _check_needs(path, stages)
     for key, text in parse_set(overrides):
         head, _, rest = key.partition(".")
         if head == "dataset" and rest:
             if rest.split(".")[0] not in DATASET_KEYS:
                 raise WsegError(f"--set {key}: the dataset section has {', '.join(DATASET_KEYS)}")
             set_path(cfg["dataset"], rest, parse_literal(text), f"--set {key}")
+        elif head in stages and rest in RUNNER_KEYS:
+            stages[head] = dict(stages[head], **{rest: parse_literal(text)})
         elif head in stages and rest:
             set_path(stages[head].setdefault("args", {}), rest, parse_literal(text), f"--set {key}")
         else:
@@ -194,12 +205,35 @@ def load_pipeline(path: str, overrides: Sequence[str] = (), root: Optional[str] 
     bad = sorted(set(cfg["dataset"]) - set(DATASET_KEYS))
     if bad:
         raise WsegError(f"{path}: unknown dataset key {bad[0]!r}{close_keys(bad[0], DATASET_KEYS)}")
+    for name, st in stages.items():
+        threads = st.get("threads")
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise WsegError(f"{path}: stage {name}: threads={threads!r}; give a whole number of at least 1 (or "
+                            "leave it out: the process's own)")
     if root:
         cfg["dataset"]["root"] = root
-        cfg["stages"] = {k: v for k, v in stages.items() if not v.get("creates_root")}
+        made = {k for k, v in stages.items() if v.get("creates_root")}
+        cfg["stages"] = {k: (v if v.get("needs") is None else dict(v, needs=[n for n in v["needs"] if n not in made]))
+                         for k, v in stages.items() if k not in made}
     if not cfg["dataset"].get("root"):
         raise WsegError(f"{path}: dataset.root is not set; pass --voc12_root (or --data_root) ROOT")
     return cfg
+
+
+def _check_needs(path: str, stages: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each ``needs`` entry names a stage before it (the runner starts a stage once those have finished)."""
+    names = list(stages)
+    for k, (name, st) in enumerate(stages.items()):
+        needs = st.get("needs")
+        if needs is None:
+            continue
+        if not isinstance(needs, (list, tuple)) or not all(isinstance(n, str) for n in needs):
+            raise WsegError(f"{path}: stage {name}: needs={needs!r}; give a list of stage names, e.g. needs=['data']")
+        for n in needs:
+            if n not in names[:k]:
+                where = "comes after it" if n in names else f"is no stage{close_keys(n, names)}"
+                raise WsegError(f"{path}: stage {name}: needs {n!r}, which {where}; a stage needs stages before it "
+                                f"(the stages before {name}: {', '.join(names[:k]) or 'none'})")
 
 
 def _classes(ds: Mapping[str, Any], root: str, made_here: bool) -> str:
@@ -274,8 +308,9 @@ def stages_from_config(cfg: Mapping[str, Any], work_dir: str) -> List[Stage]:
         for key in ("config",):             # repo configs resolve from any working folder
             if isinstance(args.get(key), str) and not os.path.isabs(args[key]) and not os.path.isfile(args[key]):
                 args[key] = os.path.join(REPO, args[key])
+        needs = None if st.get("needs") is None else list(st["needs"])
         stages.append(Stage(name, script, argv_of(args), st.get("describe", ""), list(st.get("report") or []),
-                            [_fill(str(p), env) for p in st.get("outputs") or []], bool(st.get("beside_previous"))))
+                            [_fill(str(p), env) for p in st.get("outputs") or []], needs, st.get("threads")))
     return stages
 
 
@@ -296,6 +331,21 @@ class Runner:
     def _mark(self, name: str) -> str:
         return os.path.join(self.mark_dir, name + ".done")
 
+    def needs(self, stage: Stage) -> List[str]:
+        """The stages whose outputs ``stage`` reads: its ``needs``, else every stage before it."""
+        names = [s.name for s in self.stages]
+        if stage.needs is None:
+            return names[:names.index(stage.name)]
+        return [n for n in stage.needs if n in names]
+
+    def dependents(self, name: str) -> List[str]:
+        """``name`` and every stage that needs it, directly or through others, in order."""
+        out = [name]
+        for s in self.stages[[t.name for t in self.stages].index(name) + 1:]:
+            if any(n in out for n in self.needs(s)):
+                out.append(s.name)
+        return out
+
     def is_done(self, name: str) -> bool:
         return os.path.isfile(self._mark(name))
 
@@ -310,18 +360,19 @@ class Runner:
 
     def reset_from(self, name: str, echo: Callable[[str], None] = print,
                    only: Optional[Sequence[str]] = None) -> None:
-        """Clear the marks of ``name`` and every stage after it (of ``only``, if given) and set their outputs aside
-        (renamed ``<path>.stale-<time>``, nothing deleted), so that they are computed again rather than skipped as
-        finished images or trained weights. Only paths inside the work folder that no earlier stage writes move."""
+        """Clear the marks of ``name`` and every stage that needs it (:meth:`dependents`; of ``only``, if given) and
+        set their outputs aside (renamed ``<path>.stale-<time>``, nothing deleted), so that they are computed again
+        rather than skipped as finished images or trained weights. Only paths inside the work folder that no other
+        stage writes move."""
         names = [s.name for s in self.stages]
         if name not in names:
             raise WsegError(f"--from {name}: unknown stage; choose one of {', '.join(names)}")
-        first = names.index(name)
-        keep = {os.path.abspath(p) for s in self.stages[:first] for p in _outputs(s)}
+        again = [n for n in self.dependents(name) if not only or n in only]
+        keep = {os.path.abspath(p) for s in self.stages if s.name not in again for p in _outputs(s)}
         work = os.path.abspath(self.work_dir) + os.sep
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for s in self.stages[first:]:
-            if only and s.name not in only:
+        for s in self.stages:
+            if s.name not in again:
                 continue
             if self.is_done(s.name):
                 os.remove(self._mark(s.name))
@@ -365,35 +416,53 @@ class Runner:
 
     def run(self, only: Optional[Sequence[str]] = None, echo: Callable[[str], None] = print) -> Dict[str, dict]:
         """Run the stages in order (every command line parsed first: :meth:`check_flags`); a finished stage is
-        skipped unless the config now gives it another command line, in which case it and every stage after it run
-        again (their inputs may change). A stage marked ``beside_previous`` whose predecessor also runs starts first,
-        in a process of its own, and runs beside it (the demo's classifier beside the DeepLab's training: one core
-        each); the runner waits for both before the next stage."""
+        skipped unless the config now gives it another command line, in which case it and every stage that needs it
+        run again. A stage with its own ``needs`` starts in a process of its own as soon as those have finished and
+        runs beside the stages in between (one at a time: the demo's classifier beside the CAM stages, one core
+        each); a stage that needs it waits for it."""
         self.check_flags(only)
         todo = [s for s in self.stages if not only or s.name in only]
         pending = [(s, self._command(s, echo, only)) for s in todo]
         pending = [(s, c) for s, c in pending if c is not None]
-        i = 0
-        while i < len(pending):
-            stage, cmd = pending[i]
-            beside = pending[i + 1] if i + 1 < len(pending) else None
-            if beside is not None and not (beside[0].beside_previous and
-                                           self.stages.index(beside[0]) == self.stages.index(stage) + 1):
-                beside = None
-            child = self._start(beside[0], beside[1], echo) if beside else None
-            try:
+        side = None                                   # (stage, command, child, the stages run meanwhile)
+        try:
+            while pending:
+                if side is not None and not side[2][0].is_alive():     # finished early: another may start
+                    self._finish(*side, echo)
+                    side = None
+                if side is None:
+                    side = self._start_ready(pending, echo)
+                    if not pending:
+                        break
+                stage, cmd = pending[0]
+                if side is not None and side[0].name in self.needs(stage):
+                    self._finish(*side, echo)
+                    side = None
+                    continue
+                pending.pop(0)
                 self._execute(stage, cmd, echo)
-            except BaseException:
-                if child is not None:               # keep (and mark) what the other process finishes; this error
-                    try:                            # is the one to report
-                        self._finish(beside[0], beside[1], child, stage.name, echo)
-                    except WsegError:
-                        pass
-                raise
-            if child is not None:
-                self._finish(beside[0], beside[1], child, stage.name, echo)
-            i += 2 if beside else 1
+                if side is not None:
+                    side[3].append(stage.name)
+        except BaseException:
+            if side is not None:                      # keep (and mark) what the other process finishes; this error
+                try:                                  # is the one to report
+                    self._finish(*side, echo)
+                except WsegError:
+                    pass
+            raise
+        if side is not None:
+            self._finish(*side, echo)
         return self.results()
+
+    def _start_ready(self, pending: List[Tuple[Stage, Tuple[str, Optional[str]]]], echo: Callable[[str], None]):
+        """Start (and take from ``pending``) the first stage after the next one that has its own ``needs``, all of
+        them finished or not to run now; ``None`` if there is none."""
+        waiting = {s.name for s, _ in pending}
+        for k, (stage, cmd) in enumerate(pending[1:], 1):
+            if stage.needs is not None and not any(n in waiting for n in self.needs(stage)):
+                pending.pop(k)
+                return stage, cmd, self._start(stage, cmd, echo), []
+        return None
 
     def _command(self, stage: Stage, echo: Callable[[str], None],
                  only: Optional[Sequence[str]] = None) -> Optional[Tuple[str, Optional[str]]]:
@@ -417,25 +486,26 @@ class Runner:
         """Run one stage in this process and mark it done with its time and result."""
         echo(f"[run ] {stage.name}: {command[0]}")
         t0 = time.time()
-        result = run_stage(stage.name, stage.script, stage.argv)
-        self._record(stage, command, time.time() - t0, result, echo)
+        result = run_stage(stage.name, stage.script, stage.argv, stage.threads)
+        self._record(stage, command, t0, time.time() - t0, result, echo)
 
     def _start(self, stage: Stage, command: Tuple[str, Optional[str]], echo: Callable[[str], None]):
         """Start one stage in a process of its own (spawned: a fresh interpreter, no inherited threads)."""
         import multiprocessing as mp
 
-        echo(f"[run ] {stage.name} (beside the stage before it, in its own process): {command[0]}")
+        echo(f"[run ] {stage.name} (in its own process, beside the stages before it needs): {command[0]}")
         ctx = mp.get_context("spawn")
         receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_stage_process, args=(stage.name, stage.script, stage.argv, send), daemon=True)
+        proc = ctx.Process(target=_stage_process, args=(stage.name, stage.script, stage.argv, stage.threads, send),
+                           daemon=True)
         proc.start()
         send.close()                        # the child holds the sending end: its exit ends the pipe
         return proc, receive
 
-    def _finish(self, stage: Stage, command: Tuple[str, Optional[str]], child, beside: str,
+    def _finish(self, stage: Stage, command: Tuple[str, Optional[str]], child, beside: List[str],
                 echo: Callable[[str], None]) -> None:
         """Wait for a stage started by :meth:`_start` (its outcome is read before the join, so a large result cannot
-        block the child's exit); mark it done with its own time and with the stage it ran ``beside``, or raise its
+        block the child's exit); mark it done with its own time and the stages it ran ``beside``, or raise its
         error as one line."""
         proc, receive = child
         try:
@@ -447,32 +517,42 @@ class Runner:
             outcome = ("error", f"stage {stage.name}: its process ended with exit code {proc.exitcode} and no result")
         if outcome[0] == "error":
             raise WsegError(outcome[1])
-        self._record(stage, command, outcome[2], outcome[1], echo, beside=beside)   # its own time, not the wait
+        self._record(stage, command, outcome[2], outcome[3], outcome[1], echo, beside=beside)   # its own time
 
-    def _record(self, stage: Stage, command: Tuple[str, Optional[str]], seconds: float, result: Any,
-                echo: Callable[[str], None], beside: Optional[str] = None) -> None:
-        record = {"seconds": round(seconds, 2), "command": command[0], "config_digest": command[1],
-                  "result": _jsonable(result) if isinstance(result, dict) else None}
+    def _record(self, stage: Stage, command: Tuple[str, Optional[str]], started: float, seconds: float, result: Any,
+                echo: Callable[[str], None], beside: Sequence[str] = ()) -> None:
+        record = {"seconds": round(seconds, 2), "started": round(started, 2), "command": command[0],
+                  "config_digest": command[1], "result": _jsonable(result) if isinstance(result, dict) else None}
         if beside:
-            record["beside"] = beside       # ran at the same time as that stage: the time table counts the overlap once
+            record["beside"] = list(beside)  # ran at the same time as those: the time table counts the overlap once
         if isinstance(result, dict):
             record["metrics"] = {k: float(result[k]) for k in METRIC_KEYS if result.get(k) is not None}
         atomic_write_text(self._mark(stage.name), json.dumps(record, indent=1))
         echo(f"[done] {stage.name}: {seconds:.1f}s")
 
 
-def run_stage(name: str, script: str, argv: Sequence[str]) -> Any:
-    """Run one stage script's ``run`` on its parsed ``argv``; its errors name the stage."""
+def run_stage(name: str, script: str, argv: Sequence[str], threads: Optional[int] = None) -> Any:
+    """Run one stage script's ``run`` on its parsed ``argv`` (with ``threads`` intra-op threads, if given; restored
+    after); its errors name the stage."""
     mod = load_script(script)
     parser = mod.build_parser()
     parser.prog = f"{script} (stage {name}; its flags come from the config and --set)"
+    before = None
+    if threads:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
     try:
         return mod.run(parser.parse_args(argv))
     except WsegError as exc:
         raise WsegError(f"stage {name}: {exc}") from None
+    finally:
+        if before is not None:
+            torch.set_num_threads(before)
 
 
-def _stage_process(name: str, script: str, argv: Sequence[str], conn) -> None:
+def _stage_process(name: str, script: str, argv: Sequence[str], threads: Optional[int], conn) -> None:
     """A stage in a process of its own (:meth:`Runner._start`): its JSON-able result and time, or its one-line error,
     go back through ``conn`` (a pipe's sending end); anything else keeps its traceback (printed here) and is reported
     as a crash."""
@@ -482,8 +562,8 @@ def _stage_process(name: str, script: str, argv: Sequence[str], conn) -> None:
 
     try:
         t0 = time.time()
-        result = run_stage(name, script, argv)
-        conn.send(("ok", _jsonable(result) if isinstance(result, dict) else None, time.time() - t0))
+        result = run_stage(name, script, argv, threads)
+        conn.send(("ok", _jsonable(result) if isinstance(result, dict) else None, t0, time.time() - t0))
     except WsegError as exc:
         conn.send(("error", one_line(exc)))
     except BaseException as exc:                # a bug: keep its traceback on stderr, and say which stage crashed
@@ -608,17 +688,33 @@ def report_markdown(stages: Sequence[Stage], results: Dict[str, dict]) -> str:
         lines.append(f"\n**Note**: {name} picked its checkpoint by val mIoU (as the published pick_best_pth); the "
                      "rows marked above are not a clean val measurement.")
     lines += ["", "| stage | wall time (s) |", "|---|---:|"]
-    total = 0.0
     for name, rec in results.items():
-        prev = rec.get("beside")
-        if prev in results:         # ran beside that stage: the total counts only what outlasted it
-            lines.append(f"| {name} (beside {prev}) | {rec['seconds']:.1f} |")
-            total += max(0.0, rec["seconds"] - results[prev]["seconds"])
-        else:
-            lines.append(f"| {name} | {rec['seconds']:.1f} |")
-            total += rec["seconds"]
-    lines.append(f"| **total** | {total:.1f} |")
+        beside = [rec["beside"]] if isinstance(rec.get("beside"), str) else rec.get("beside") or []
+        where = "" if not beside else f" (beside {beside[0]})" if len(beside) == 1 else \
+            f" (beside {beside[0]} ... {beside[-1]})"
+        lines.append(f"| {name}{where} | {rec['seconds']:.1f} |")
+    lines.append(f"| **total** | {wall_total(results):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def wall_total(results: Mapping[str, dict]) -> float:
+    """The stages' wall time with what ran at the same time counted once: the union of their recorded spans
+    (``started`` + ``seconds``); a mark of an older version without ``started`` adds its time, less its overlap with
+    the one stage it records running ``beside``."""
+    total, spans = 0.0, []
+    for rec in results.values():
+        if "started" in rec:
+            spans.append((rec["started"], rec["started"] + rec["seconds"]))
+        elif isinstance(rec.get("beside"), str) and rec["beside"] in results:
+            total += max(0.0, rec["seconds"] - results[rec["beside"]]["seconds"])
+        else:
+            total += rec["seconds"]
+    end = float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
 
 
 def run_pipeline(config: str, work_dir: str, root: Optional[str] = None, overrides: Sequence[str] = (),

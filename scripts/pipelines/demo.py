@@ -11,7 +11,7 @@ changes"), each scaled rather than tuned to this dataset:
   this backbone's 512): a 1/8-width backbone feeds its new head 8x fewer features, which learn 8x slower at x10;
 - image sizes relative to the image: crop 112 of the image resized x0.9-1.5 of its long side (published: crop 448 of
   448-768 on VOC's ~500-pixel images), SEAM's second view at 64 pixels (published 128);
-- 12 epochs of 300 images (published 8 of 10,582), DeepLab 1,000 iterations of crop 112 of the image x0.9-1.5,
+- 12 epochs of 300 images (published 8 of 10,582), DeepLab 2,000 iterations of crop 112 of the image x0.9-1.5,
   tested at x1-1.5 (published 20k of crop 321-448 of x0.5-1.5, tests x0.5-1.75: half of the demo's image leaves its
   objects a few stride-8 cells wide);
 - no hue jitter (published 0.1): the demo's classes differ in the hue of their heads, which a hue shift of 0.1 moves
@@ -21,8 +21,8 @@ changes"), each scaled rather than tuned to this dataset:
   with 2^4 steps and beta 16 (published 2^6, 8); the pseudo-mask CRF's kernel widths scaled with the image
   (``crf_scale_factor auto``: published widths x long side / 500, VOC's image size);
 - DeepLab (``segmentation/configs/demo_resnet38_standin.py``: frozen backbone BN as published for ResNet-38) starts
-  from the CAM network's backbone (published: from the ImageNet weights; measured in the README), 1,000 iterations
-  after a 100-iteration linear lr warm-up (published: none; without it some seeds collapse, README);
+  from the CAM network's backbone (published: from the ImageNet weights; measured in the README), 2,000 iterations,
+  the first 100 a linear lr warm-up (published: none; without it some seeds collapse, README);
   its val test is also scored given the true image labels (a wseg diagnostic row of the report, not a result);
 - two wseg additions to the DeepLab's test, each chosen on the training images against the pseudo masks the
   DeepLab learned from (``segmentation/test.py`` keys ``bg_scale=auto`` and ``label_filter_check``; weak
@@ -61,10 +61,12 @@ stages = dict(
     # the frozen stand-in backbone at twice the image size (its corpus' objects are 22-48 pixels, the demo's heads
     # 8-22), a 1x1 class layer pooled by log-sum-exp that also reads each feature's maximum over the 5x5 cells
     # around the position (context 5: a head AND the body it sits on): predicted val labels for seg_test's
-    # label_filter; 8 folds train beside it in the same pass (held-out scores from classifiers close to the full one)
-    # it needs nothing seg_train writes, so it runs beside it, in its own process (one core each)
+    # label_filter; 8 folds train beside it in the same pass (held-out scores from classifiers close to the full one).
+    # It reads only the dataset (needs=["data"]): it starts in its own process when the data is made and runs beside
+    # the CAM stages (one core each), and a change to it re-runs only seg_test; it stays after seg_train in the list,
+    # so that no stage before seg_test waits for it
     label_train=dict(script="scripts/label_train.py", describe="image-label classifier (the test's class filter)",
-                     beside_previous=True,
+                     needs=["data"],
                      args=dict(voc12_root="{root}", classes="{classes}", train_list="{train_list}",
                                infer_list="{val_list}", backbone="resnet38_small",
                                weights="{repo}/weights/standin/resnet38_small.pth", scales=[2.0],
@@ -73,12 +75,15 @@ stages = dict(
                                out_cv="{work}/labels/train_cv.npy", cv_folds=8, context=5, device="cpu",
                                progress=False),
                      outputs=["{work}/labels/*_scores.npy"]),
-    seg_train=dict(args=dict(config="segmentation/configs/demo_resnet38_standin.py",
-                             backbone_weights="{work}/models/cam.pth")),
+    # alone on the machine by then (label_train finished beside the CAM stages): both cores (make demo sets
+    # OMP_NUM_THREADS=1 for the stages that share them)
+    seg_train=dict(threads=2, args=dict(config="segmentation/configs/demo_resnet38_standin.py",
+                                        backbone_weights="{work}/models/cam.pth")),
     # the published test (no background scale, no filter) is scored beside the chosen one; also scored given each
     # val image's true labels, as the pseudo masks are: how much of the gap is recognising the classes rather than
     # finding their pixels (README: "the classes, not the pixels")
-    seg_test=dict(args=dict(test_true_labels=True, bg_scale="auto", label_filter="{work}/labels/val.npy",
+    seg_test=dict(threads=2,
+                  args=dict(test_true_labels=True, bg_scale="auto", label_filter="{work}/labels/val.npy",
                             label_filter_check="{work}/labels/train_cv.npy",
                             label_filter_powers=[0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]),
                   report=[dict(label="DeepLab, published test", split="val", metric="miou_published"),
