@@ -397,6 +397,12 @@ def test_needs_and_threads_in_a_pipeline_config(tmp_path):
                    "def run(a):\n    return {'n': torch.get_num_threads()}\n")
     seen.append(pl.run_stage("t", str(mod), [], threads=1)["n"])
     assert seen == [1] and torch.get_num_threads() == before
+    # beside another stage's process a stage keeps the process's threads: more threads than cores make both crawl
+    runner = pl.Runner(str(tmp_path / "w3"), [pl.Stage("t", str(mod), [], threads=before + 1)])
+    runner._execute(runner.stages[0], ("python t.py", None), seen.append, alone=False)
+    assert runner.results()["t"]["result"]["n"] == before and "keeps the process's threads" in seen[-2]
+    runner._execute(runner.stages[0], ("python t.py", None), seen.append)
+    assert runner.results()["t"]["result"]["n"] == before + 1 and torch.get_num_threads() == before
 
 
 def test_a_session_prefix_covers_every_file_of_its_training_and_its_folds(tmp_path):

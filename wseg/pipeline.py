@@ -10,8 +10,9 @@ re-run sets them aside too. ``needs=[...]`` names the stages whose outputs a sta
 before it); a stage with its own ``needs`` starts, in a process of its own, as soon as those have finished, beside
 the stages in between (the demo's classifier beside the CAM network's training), and a re-run of a stage re-runs
 only the stages that need it, directly or through others. ``threads=N`` sets a stage's intra-op threads
-(``torch.set_num_threads``; default: the process's, ``OMP_NUM_THREADS``), e.g. for a stage that runs alone on a
-machine whose other stages share it; ``--set STAGE.threads=N`` overrides it. A stage set to
+(``torch.set_num_threads``; default: the process's, ``OMP_NUM_THREADS``) while no other stage runs beside it, e.g.
+for a stage that has the machine to itself while the others share it; ``--set STAGE.threads=N`` overrides it (two
+pipelines at once on one machine: ``threads=1``, or both crawl). A stage set to
 ``None`` in a derived config is dropped. Values may
 use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights), ``{root}`` (the
 dataset root), ``{classes}`` (the dataset's own
@@ -440,7 +441,7 @@ class Runner:
                     side = None
                     continue
                 pending.pop(0)
-                self._execute(stage, cmd, echo)
+                self._execute(stage, cmd, echo, alone=side is None)
                 if side is not None:
                     side[3].append(stage.name)
         except BaseException:
@@ -482,11 +483,17 @@ class Runner:
             self.reset_from(stage.name, echo, only)
         return cmd, digest
 
-    def _execute(self, stage: Stage, command: Tuple[str, Optional[str]], echo: Callable[[str], None]) -> None:
-        """Run one stage in this process and mark it done with its time and result."""
+    def _execute(self, stage: Stage, command: Tuple[str, Optional[str]], echo: Callable[[str], None],
+                 alone: bool = True) -> None:
+        """Run one stage in this process and mark it done with its time and result. Its ``threads`` apply only
+        ``alone``: beside another stage's process, more threads than cores make both crawl (OpenMP's threads wait
+        for each other by spinning)."""
         echo(f"[run ] {stage.name}: {command[0]}")
+        if stage.threads and not alone:
+            echo(f"[note] {stage.name}: another stage runs beside it, so it keeps the process's threads instead of "
+                 f"its threads={stage.threads}")
         t0 = time.time()
-        result = run_stage(stage.name, stage.script, stage.argv, stage.threads)
+        result = run_stage(stage.name, stage.script, stage.argv, stage.threads if alone else None)
         self._record(stage, command, t0, time.time() - t0, result, echo)
 
     def _start(self, stage: Stage, command: Tuple[str, Optional[str]], echo: Callable[[str], None]):

@@ -76,7 +76,8 @@ stages = dict(
                                progress=False),
                      outputs=["{work}/labels/*_scores.npy"]),
     # alone on the machine by then (label_train finished beside the CAM stages): both cores (make demo sets
-    # OMP_NUM_THREADS=1 for the stages that share them)
+    # OMP_NUM_THREADS=1 for the stages that share them). Two pipelines at once on this 2-core machine: --set
+    # seg_train.threads=1 seg_test.threads=1, else four threads on two cores spin waiting for each other
     seg_train=dict(threads=2, args=dict(config="segmentation/configs/demo_resnet38_standin.py",
                                         backbone_weights="{work}/models/cam.pth")),
     # the published test (no background scale, no filter) is scored beside the chosen one; also scored given each
