@@ -500,7 +500,8 @@ class Runner:
         """Start one stage in a process of its own (spawned: a fresh interpreter, no inherited threads)."""
         import multiprocessing as mp
 
-        echo(f"[run ] {stage.name} (in its own process, beside the stages before it needs): {command[0]}")
+        echo(f"[run ] {stage.name} (in its own process, beside the next stages; it needs "
+             f"{', '.join(self.needs(stage)) or 'no other stage'}): {command[0]}")
         ctx = mp.get_context("spawn")
         receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_stage_process, args=(stage.name, stage.script, stage.argv, stage.threads, send),
