@@ -15,6 +15,10 @@ config without ``bg_scale``/``label_filter``).
 
     python benchmarks/bench_robustness.py [--only small_part] [--work_root runs/robust] [--upper_bound]
     python benchmarks/bench_robustness.py --work_root runs/extra --datasets small_part:505 small_part:606
+    python benchmarks/bench_robustness.py ... --set seg_train.threads=1 seg_test.threads=1   # two at once, 2 cores
+
+``--set`` items go to every dataset's ``run_pipeline.py``; thread counts are not part of a stage's command (no stage
+re-runs), but a DeepLab trained on one thread differs from one trained on two in float summation order.
 """
 import argparse
 import json
@@ -140,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", nargs="+", default=None, metavar="PRESET:SEED",
                    help="run these instead of the fixed list (e.g. more seeds of a preset, made after a change)")
     p.add_argument("--config", default="scripts/pipelines/demo.py")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="STAGE.KEY=VALUE",
+                   help="more run_pipeline.py --set items for every dataset (e.g. seg_train.threads=1 "
+                        "seg_test.threads=1 when two runs share the machine)")
     p.add_argument("--upper_bound", action="store_true",
                    help="also train the demo's DeepLab on the ground truth (scripts/pipelines/demo_zoo.py stages "
                         f"{' '.join(UPPER_BOUND_STAGES)}): what it reaches fully supervised at the same budget")
@@ -154,9 +161,9 @@ def main(argv=None) -> int:
             continue
         work = os.path.join(args.work_root, f"{preset}_{seed}")
         cmd = [sys.executable, os.path.join(REPO, "scripts", "run_pipeline.py"), "--config", args.config,
-               "--work_dir", work, "--set", f"data.preset={preset}", f"data.seed={seed}"]
+               "--work_dir", work, "--set", f"data.preset={preset}", f"data.seed={seed}", *args.overrides]
         print(f"\n### {preset} (seed {seed})\n\n`python scripts/run_pipeline.py --config {args.config} --work_dir "
-              f"{work} --set data.preset={preset} data.seed={seed}`\n", flush=True)
+              f"{work} --set {' '.join(cmd[cmd.index('--set') + 1:])}`\n", flush=True)
         res = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True,
                              env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         if args.upper_bound and not res.returncode:
