@@ -12,22 +12,19 @@ the stages in between (the demo's classifier beside the CAM network's training),
 only the stages that need it, directly or through others. ``threads=N`` sets a stage's intra-op threads
 (``torch.set_num_threads``; default: the process's, ``OMP_NUM_THREADS``) while no other stage runs beside it, e.g.
 for a stage that has the machine to itself while the others share it; ``--set STAGE.threads=N`` overrides it (two
-pipelines at once on one machine: ``threads=1``, or both crawl). A stage set to
-``None`` in a derived config is dropped. Values may
-use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights), ``{root}`` (the
-dataset root), ``{classes}`` (the dataset's own
-class list: the config's ``dataset.classes``, else the root's ``classes.txt``, else ``voc12``), ``{gt}`` (the
-root's ground-truth folder), and ``{train_list}``, ``{infer_list}``, ``{eval_list}`` (default: the infer list),
-``{val_list}`` (split list files).
+pipelines at once on one machine: ``threads=1``, or both crawl). A stage set to ``None`` in a derived config is
+dropped. Values may use the placeholders ``{work}`` (the work folder), ``{repo}`` (this checkout: shipped weights),
+``{root}`` (the dataset root), ``{classes}`` (the dataset's own class list: the config's ``dataset.classes``, else
+the root's ``classes.txt``, else ``voc12``), ``{gt}`` (the root's ground-truth folder), and ``{train_list}``,
+``{infer_list}``, ``{eval_list}`` (default: the infer list), ``{val_list}`` (split list files).
 
 Each stage is the same standalone script a user runs (``scripts/*.py``, ``segmentation/*.py``): the runner builds its
 command line, calls that script's own ``build_parser()`` + ``run(args)`` in-process, times it, and marks it done in
 ``<work_dir>/stages/<name>.done`` with its command line. Re-running skips finished stages (and stages skip finished
 images), except a stage the config now gives another command line: it runs again, and every stage that needs it;
 ``--from STAGE`` re-runs that stage and every stage that needs it. Re-running a stage clears its mark and theirs and
-sets their
-outputs aside (``<path>.stale-<time>``: nothing is deleted), so they are computed again, not skipped as finished. A
-killed run resumes where it stopped, since every artifact is written atomically.
+sets their outputs aside (``<path>.stale-<time>``: nothing is deleted), so they are computed again, not skipped as
+finished. A killed run resumes where it stopped, since every artifact is written atomically.
 """
 from __future__ import annotations
 
