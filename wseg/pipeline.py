@@ -322,8 +322,8 @@ class Runner:
         self.work_dir = work_dir
         self.stages = list(stages)
         self.mark_dir = os.path.join(work_dir, "stages")     # created by the first mark (io.atomic_path)
-        names = [s.name for s in self.stages]
-        if len(set(names)) != len(names):
+        self.names = [s.name for s in self.stages]
+        if len(set(self.names)) != len(self.names):
             raise ValueError("duplicate stage names")
 
     def _mark(self, name: str) -> str:
@@ -331,15 +331,14 @@ class Runner:
 
     def needs(self, stage: Stage) -> List[str]:
         """The stages whose outputs ``stage`` reads: its ``needs``, else every stage before it."""
-        names = [s.name for s in self.stages]
         if stage.needs is None:
-            return names[:names.index(stage.name)]
-        return [n for n in stage.needs if n in names]
+            return self.names[:self.names.index(stage.name)]
+        return [n for n in stage.needs if n in self.names]
 
     def dependents(self, name: str) -> List[str]:
         """``name`` and every stage that needs it, directly or through others, in order."""
         out = [name]
-        for s in self.stages[[t.name for t in self.stages].index(name) + 1:]:
+        for s in self.stages[self.names.index(name) + 1:]:
             if any(n in out for n in self.needs(s)):
                 out.append(s.name)
         return out
@@ -362,9 +361,8 @@ class Runner:
         set their outputs aside (renamed ``<path>.stale-<time>``, nothing deleted), so that they are computed again
         rather than skipped as finished images or trained weights. Only paths inside the work folder that no other
         stage writes move."""
-        names = [s.name for s in self.stages]
-        if name not in names:
-            raise WsegError(f"--from {name}: unknown stage; choose one of {', '.join(names)}")
+        if name not in self.names:
+            raise WsegError(f"--from {name}: unknown stage; choose one of {', '.join(self.names)}")
         again = [n for n in self.dependents(name) if not only or n in only]
         keep = {os.path.abspath(p) for s in self.stages if s.name not in again for p in _outputs(s)}
         work = os.path.abspath(self.work_dir) + os.sep
@@ -731,10 +729,9 @@ def run_pipeline(config: str, work_dir: str, root: Optional[str] = None, overrid
     cfg = load_pipeline(config, overrides, root)
     stages = stages_from_config(cfg, work_dir)
     runner = Runner(work_dir, stages)
-    names = [st.name for st in stages]
-    unknown = [n for n in (only or []) if n not in names]
+    unknown = [n for n in (only or []) if n not in runner.names]
     if unknown:
-        raise WsegError(f"--only {' '.join(unknown)}: no such stage; the stages are {', '.join(names)}")
+        raise WsegError(f"--only {' '.join(unknown)}: no such stage; the stages are {', '.join(runner.names)}")
     if list_only:
         for s in stages:
             print(f"{s.name:14s} python {s.script} {' '.join(shlex.quote(a) for a in s.argv)}")
